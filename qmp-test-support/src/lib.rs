@@ -1,0 +1,429 @@
+//! Test support shared by every qmp-rs crate: a real `qemu-system-x86_64` with a QMP
+//! socket in a private temporary directory.
+//!
+//! [`Qemu`] starts QEMU, waits until its QMP socket accepts connections, and on drop kills
+//! and reaps the process and removes the directory, so a test leaves no orphan and no stray
+//! socket behind.
+//!
+//! Tests that need QEMU call [`Qemu::start_or_skip`] (or the [`qemu_or_skip!`] macro). When
+//! the binary is missing the test is skipped with a printed reason, unless the environment
+//! sets `QMP_REQUIRE_QEMU=1`: then the test fails, so CI cannot count a skip as a pass.
+//!
+//! ```no_run
+//! use std::io::{BufRead, BufReader};
+//! use std::os::unix::net::UnixStream;
+//!
+//! let Some(qemu) = qmp_test_support::Qemu::start_or_skip() else { return };
+//! let stream = UnixStream::connect(qemu.qmp_path()).unwrap();
+//! let mut greeting = String::new();
+//! BufReader::new(stream).read_line(&mut greeting).unwrap();
+//! assert!(greeting.starts_with("{\"QMP\""));
+//! ```
+#![forbid(unsafe_code)]
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::fs::File;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+/// Environment variable naming the QEMU binary; defaults to `qemu-system-x86_64` on `PATH`.
+pub const QEMU_BINARY_ENV: &str = "QMP_QEMU";
+/// Environment variable that turns a missing QEMU from a skip into a failure when set to `1`.
+pub const REQUIRE_QEMU_ENV: &str = "QMP_REQUIRE_QEMU";
+
+const DEFAULT_BINARY: &str = "qemu-system-x86_64";
+const SOCKET_WAIT: Duration = Duration::from_secs(20);
+
+/// Whether `QMP_REQUIRE_QEMU=1` is set, i.e. a missing QEMU must fail the test.
+pub fn qemu_required() -> bool {
+    std::env::var_os(REQUIRE_QEMU_ENV).is_some_and(|v| v == "1")
+}
+
+/// Finds the QEMU binary: `$QMP_QEMU` if set, otherwise `qemu-system-x86_64` on `PATH`.
+///
+/// # Errors
+/// A human-readable reason when no executable is found.
+pub fn find_qemu() -> Result<PathBuf, String> {
+    if let Some(explicit) = std::env::var_os(QEMU_BINARY_ENV) {
+        let path = PathBuf::from(explicit);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(format!("${QEMU_BINARY_ENV} names {}, which is not a file", path.display()))
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(DEFAULT_BINARY))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            format!(
+                "{DEFAULT_BINARY} not found on PATH (install the Debian package qemu-system-x86, \
+                 or set ${QEMU_BINARY_ENV})"
+            )
+        })
+}
+
+/// How to start QEMU. The defaults are the smallest machine that still has a PCI bus:
+/// `-machine pc -accel tcg -nodefaults -nographic -display none`.
+#[derive(Debug, Clone)]
+pub struct QemuBuilder {
+    binary: Option<PathBuf>,
+    paused: bool,
+    extra_args: Vec<OsString>,
+}
+
+impl Default for QemuBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QemuBuilder {
+    /// A builder with the default machine.
+    pub fn new() -> Self {
+        Self { binary: None, paused: false, extra_args: Vec::new() }
+    }
+
+    /// Use this binary instead of looking one up.
+    #[must_use]
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = Some(path.into());
+        self
+    }
+
+    /// Start with the CPUs stopped (`-S`), which keeps an idle test machine off the CPU.
+    #[must_use]
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
+    }
+
+    /// Append one command-line argument.
+    #[must_use]
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.extra_args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Append several command-line arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.extra_args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Starts QEMU and waits until its QMP socket accepts a connection.
+    ///
+    /// The probe connection is closed at once; QEMU's monitor then accepts the next client
+    /// (the test's) and sends it a fresh greeting.
+    ///
+    /// # Errors
+    /// [`StartError`] when the binary is missing, the process cannot be spawned, exits early,
+    /// or the socket does not appear in time.
+    pub fn start(self) -> Result<Qemu, StartError> {
+        let binary = match self.binary {
+            Some(binary) => binary,
+            None => find_qemu().map_err(StartError::NotInstalled)?,
+        };
+        let dir =
+            tempfile::Builder::new().prefix("qmp-rs-qemu.").tempdir().map_err(StartError::Io)?;
+        let qmp_path = dir.path().join("qmp.sock");
+        let stderr_path = dir.path().join("qemu.stderr");
+        let stderr = File::create(&stderr_path).map_err(StartError::Io)?;
+
+        let mut qmp_arg = OsString::from("unix:");
+        qmp_arg.push(&qmp_path);
+        qmp_arg.push(",server=on,wait=off");
+
+        let mut command = parent_death_guard(&binary);
+        command
+            .args([
+                "-machine",
+                "pc",
+                "-accel",
+                "tcg",
+                "-nodefaults",
+                "-nographic",
+                "-display",
+                "none",
+            ])
+            .args(["-monitor", "none", "-serial", "none", "-m", "64"])
+            .arg("-qmp")
+            .arg(&qmp_arg);
+        if self.paused {
+            command.arg("-S");
+        }
+        command.args(&self.extra_args);
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+
+        let child =
+            command.spawn().map_err(|e| StartError::Spawn { binary: binary.clone(), source: e })?;
+        let mut qemu = Qemu { child: Some(child), qmp_path, stderr_path, dir: Some(dir) };
+        qemu.wait_for_socket()?;
+        Ok(qemu)
+    }
+}
+
+/// Runs `binary` under `setpriv --pdeathsig KILL` when util-linux provides it, so QEMU dies
+/// with the test process even if that process is killed before any destructor runs.
+///
+/// The kernel sends the signal when the *thread* that spawned the child exits; [`Qemu`] is
+/// meant to live on the thread that started it (a test body), which is always the case in
+/// the test suites here.
+fn parent_death_guard(binary: &Path) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if Path::new(SETPRIV).is_file() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
+    }
+}
+
+/// Why QEMU could not be started.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The binary is not installed; the message says where it was looked for.
+    NotInstalled(String),
+    /// `spawn` failed.
+    Spawn {
+        /// The binary that was run.
+        binary: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// QEMU exited before its QMP socket came up.
+    Exited {
+        /// Its exit status.
+        status: ExitStatus,
+        /// What it wrote to stderr.
+        stderr: String,
+    },
+    /// The QMP socket did not accept a connection in time.
+    SocketTimeout {
+        /// How long was waited.
+        waited: Duration,
+        /// What QEMU wrote to stderr so far.
+        stderr: String,
+    },
+    /// Creating the temporary directory or stderr file failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::NotInstalled(why) => write!(f, "QEMU is not installed: {why}"),
+            Self::Spawn { binary, source } => {
+                write!(f, "cannot run {}: {source}", binary.display())
+            }
+            Self::Exited { status, stderr } => write!(f, "QEMU exited early ({status}): {stderr}"),
+            Self::SocketTimeout { waited, stderr } => {
+                write!(f, "QMP socket not ready after {waited:?}; QEMU stderr: {stderr}")
+            }
+            Self::Io(e) => write!(f, "test setup I/O error: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Spawn { source, .. } | Self::Io(source) => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// A running QEMU, killed and reaped on drop together with its temporary directory.
+#[derive(Debug)]
+pub struct Qemu {
+    child: Option<Child>,
+    qmp_path: PathBuf,
+    stderr_path: PathBuf,
+    dir: Option<tempfile::TempDir>,
+}
+
+impl Qemu {
+    /// A builder for a custom command line.
+    pub fn builder() -> QemuBuilder {
+        QemuBuilder::new()
+    }
+
+    /// Starts the default machine.
+    ///
+    /// # Errors
+    /// See [`QemuBuilder::start`].
+    pub fn start() -> Result<Self, StartError> {
+        QemuBuilder::new().start()
+    }
+
+    /// Starts the default machine for a test: `None` (with a printed reason) when QEMU is
+    /// not installed and `QMP_REQUIRE_QEMU` is not `1`.
+    ///
+    /// # Panics
+    /// When QEMU is missing and `QMP_REQUIRE_QEMU=1`, or when QEMU is installed but fails
+    /// to start: a broken QEMU is a test failure, never a skip.
+    pub fn start_or_skip() -> Option<Self> {
+        Self::start_or_skip_with(QemuBuilder::new())
+    }
+
+    /// [`Qemu::start_or_skip`] with a custom builder.
+    ///
+    /// # Panics
+    /// As [`Qemu::start_or_skip`].
+    pub fn start_or_skip_with(builder: QemuBuilder) -> Option<Self> {
+        match builder.start() {
+            Ok(qemu) => Some(qemu),
+            Err(StartError::NotInstalled(why)) if !qemu_required() => {
+                eprintln!("SKIPPED: {why}; set {REQUIRE_QEMU_ENV}=1 to make this a failure");
+                None
+            }
+            Err(e) => panic!("cannot start QEMU ({REQUIRE_QEMU_ENV}={}): {e}", qemu_required()),
+        }
+    }
+
+    /// The QMP unix socket.
+    pub fn qmp_path(&self) -> &Path {
+        &self.qmp_path
+    }
+
+    /// The private temporary directory (socket, stderr log; tests may put files here).
+    pub fn dir(&self) -> &Path {
+        self.dir.as_ref().map_or_else(|| Path::new(""), tempfile::TempDir::path)
+    }
+
+    /// QEMU's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// What QEMU has written to stderr so far.
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// Kills QEMU now (SIGKILL) and reaps it; for tests of a monitor that vanishes.
+    ///
+    /// # Errors
+    /// The error from `kill` or `wait`.
+    pub fn kill(&mut self) -> io::Result<ExitStatus> {
+        let Some(mut child) = self.child.take() else {
+            return Err(io::Error::other("QEMU was already killed"));
+        };
+        // An already-exited child makes kill fail with InvalidInput; wait still reaps it.
+        let _ = child.kill();
+        child.wait()
+    }
+
+    /// Checks whether QEMU is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    fn wait_for_socket(&mut self) -> Result<(), StartError> {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                self.child = None;
+                return Err(StartError::Exited { status, stderr: self.stderr() });
+            }
+            if UnixStream::connect(&self.qmp_path).is_ok() {
+                return Ok(());
+            }
+            if start.elapsed() > SOCKET_WAIT {
+                return Err(StartError::SocketTimeout {
+                    waited: start.elapsed(),
+                    stderr: self.stderr(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Qemu {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if let Some(dir) = self.dir.take() {
+            let _ = dir.close();
+        }
+    }
+}
+
+/// Starts the default QEMU or returns from the calling test (see [`Qemu::start_or_skip`]).
+///
+/// `qemu_or_skip!()` uses the default machine; `qemu_or_skip!(builder)` a custom one.
+#[macro_export]
+macro_rules! qemu_or_skip {
+    () => {
+        $crate::qemu_or_skip!($crate::QemuBuilder::new())
+    };
+    ($builder:expr) => {
+        match $crate::Qemu::start_or_skip_with($builder) {
+            Some(qemu) => qemu,
+            None => return,
+        }
+    };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{BufRead, BufReader};
+
+    #[test]
+    fn starts_greets_and_cleans_up() {
+        let mut qemu = qemu_or_skip!();
+        let dir = qemu.dir().to_owned();
+        let pid = qemu.pid().unwrap();
+        assert!(qemu.is_running());
+
+        let stream = UnixStream::connect(qemu.qmp_path()).unwrap();
+        let mut greeting = String::new();
+        BufReader::new(stream).read_line(&mut greeting).unwrap();
+        assert!(greeting.starts_with(r#"{"QMP": {"version": {"qemu""#), "{greeting}");
+        assert!(greeting.ends_with("\r\n"));
+
+        drop(qemu);
+        assert!(!dir.exists(), "temporary directory left behind");
+        // Reaped: the pid is gone from /proc (or reused by something that is not our child).
+        let status = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        assert!(!status.contains("(qemu-system-x86"), "QEMU still running or zombie: {status}");
+    }
+
+    #[test]
+    fn kill_reaps_and_reports() {
+        let mut qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+        let status = qemu.kill().unwrap();
+        assert!(!status.success());
+        assert!(!qemu.is_running());
+        assert!(qemu.kill().is_err(), "second kill must say it was already killed");
+    }
+
+    #[test]
+    fn bad_argument_is_reported_with_stderr() {
+        if find_qemu().is_err() && !qemu_required() {
+            eprintln!("SKIPPED: QEMU not installed");
+            return;
+        }
+        let err = QemuBuilder::new().arg("-no-such-option").start().unwrap_err();
+        let text = err.to_string();
+        assert!(matches!(err, StartError::Exited { .. }), "{text}");
+        assert!(text.contains("no-such-option"), "{text}");
+    }
+}
