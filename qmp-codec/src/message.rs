@@ -1,0 +1,705 @@
+//! Typed QMP messages: what the server sends ([`ServerMessage`]) and what a client sends
+//! ([`Command`]). Plain serde types with no I/O.
+//!
+//! Parsing is one pass straight into the typed form (no intermediate `Value` tree for the
+//! envelope), so it costs about what `serde_json::from_slice::<Value>` costs. Anything the
+//! types do not recognise is kept whole in [`Error::UnknownShape`] or [`Error::NotAnObject`].
+
+use std::fmt;
+
+use serde::de::{self, DeserializeOwned, Deserializer, IgnoredAny, MapAccess, Visitor};
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::Error;
+
+/// A message from a QMP server.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ServerMessage {
+    /// The greeting sent once on connect: `{"QMP": {...}}`.
+    Greeting(Greeting),
+    /// A successful command reply: `{"return": ..., "id": ...}`.
+    Return(Return),
+    /// A failed command reply: `{"error": {"class": ..., "desc": ...}, "id": ...}`.
+    Error(ErrorReply),
+    /// An asynchronous event: `{"event": ..., "data": ..., "timestamp": ...}`.
+    Event(Event),
+}
+
+impl ServerMessage {
+    /// Parses one message (without its line terminator).
+    ///
+    /// Top-level members other than the ones QMP defines are ignored, as the QMP
+    /// specification asks of clients for forward compatibility.
+    ///
+    /// # Errors
+    /// A frame error ([`Error::is_frame_error`]) describing what was wrong, holding what was
+    /// received.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
+        parse(bytes)
+    }
+
+    /// The `id` of a command reply, if this is one and it carries an id.
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Self::Return(r) => r.id.as_ref(),
+            Self::Error(e) => e.id.as_ref(),
+            Self::Greeting(_) | Self::Event(_) => None,
+        }
+    }
+
+    /// The message as a JSON value, exactly as it would be sent.
+    ///
+    /// # Panics
+    /// Never: serialising to a `Value` fails only for maps with non-string keys, and every
+    /// map in a message is keyed by strings.
+    pub fn to_value(&self) -> Value {
+        serde_json::to_value(self).expect("QMP messages always serialise")
+    }
+}
+
+/// The server greeting.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Greeting {
+    /// Server version.
+    pub version: VersionInfo,
+    /// Capabilities the server offers for negotiation (`oob` on QEMU unix monitors).
+    pub capabilities: Vec<Capability>,
+}
+
+/// `version` member of the greeting (and the return value of `query-version`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VersionInfo {
+    /// The upstream version triple.
+    pub qemu: QemuVersion,
+    /// Distribution package string, e.g. `Debian 1:7.2+dfsg-7+deb12u18+b3`.
+    pub package: String,
+}
+
+/// QEMU's version triple. Ordered, so `version >= QemuVersion::new(7, 2, 0)` works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct QemuVersion {
+    /// Major version.
+    pub major: u32,
+    /// Minor version.
+    pub minor: u32,
+    /// Micro version.
+    pub micro: u32,
+}
+
+impl QemuVersion {
+    /// A version triple.
+    pub const fn new(major: u32, minor: u32, micro: u32) -> Self {
+        Self { major, minor, micro }
+    }
+}
+
+impl fmt::Display for QemuVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}.{}", self.major, self.minor, self.micro)
+    }
+}
+
+/// Defines an open set of wire strings: known names get variants, anything else is kept
+/// in `Other` so a newer server never breaks deserialisation.
+macro_rules! open_string_enum {
+    (
+        $(#[$meta:meta])*
+        pub enum $name:ident { $( $(#[$vmeta:meta])* $variant:ident => $wire:literal, )* }
+    ) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
+        pub enum $name {
+            $( $(#[$vmeta])* $variant, )*
+            /// A value this version of qmp-codec does not know, kept verbatim.
+            Other(String),
+        }
+
+        impl $name {
+            /// The string used on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $( Self::$variant => $wire, )*
+                    Self::Other(other) => other,
+                }
+            }
+        }
+
+        impl From<&str> for $name {
+            fn from(s: &str) -> Self {
+                match s {
+                    $( $wire => Self::$variant, )*
+                    other => Self::Other(other.to_owned()),
+                }
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl Serialize for $name {
+            fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+                serializer.serialize_str(self.as_str())
+            }
+        }
+
+        impl<'de> Deserialize<'de> for $name {
+            fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+                struct StrVisitor;
+                impl Visitor<'_> for StrVisitor {
+                    type Value = $name;
+                    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                        f.write_str("a string")
+                    }
+                    fn visit_str<E: de::Error>(self, v: &str) -> Result<$name, E> {
+                        Ok($name::from(v))
+                    }
+                }
+                deserializer.deserialize_str(StrVisitor)
+            }
+        }
+    };
+}
+
+open_string_enum! {
+    /// A capability offered in the greeting and enabled by `qmp_capabilities`.
+    pub enum Capability {
+        /// Out-of-band execution (`exec-oob`); also makes QEMU read ahead and queue requests.
+        Oob => "oob",
+    }
+}
+
+open_string_enum! {
+    /// The `class` of a QMP error reply (QEMU's `QapiErrorClass`).
+    pub enum ErrorClass {
+        /// Most errors.
+        GenericError => "GenericError",
+        /// The command does not exist (or is not allowed in the current negotiation state).
+        CommandNotFound => "CommandNotFound",
+        /// A device exists but is not active.
+        DeviceNotActive => "DeviceNotActive",
+        /// No device (or netdev, or block node) has the given id.
+        DeviceNotFound => "DeviceNotFound",
+        /// KVM lacks a needed capability.
+        KvmMissingCap => "KVMMissingCap",
+    }
+}
+
+/// A successful command reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Return {
+    /// The `return` member, any JSON value (`{}` for commands without output).
+    pub value: Value,
+    /// The command's `id`, echoed by the server.
+    pub id: Option<Value>,
+}
+
+/// A failed command reply.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorReply {
+    /// What went wrong.
+    pub error: QmpError,
+    /// The command's `id`, echoed by the server (absent for protocol errors).
+    pub id: Option<Value>,
+}
+
+/// The `error` member of a failed reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QmpError {
+    /// Machine-readable class; almost always `GenericError` in modern QEMU.
+    pub class: ErrorClass,
+    /// Human-readable description.
+    pub desc: String,
+}
+
+impl fmt::Display for QmpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.class, self.desc)
+    }
+}
+
+/// An asynchronous event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Event {
+    /// Event name, e.g. `STOP` or `DEVICE_DELETED`.
+    pub event: String,
+    /// Event payload; absent for events without data such as `STOP`.
+    pub data: Option<Value>,
+    /// When the server emitted it.
+    pub timestamp: Timestamp,
+}
+
+/// Host time at which an event was emitted. QEMU sends `-1, -1` when it could not read
+/// the clock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Timestamp {
+    /// Seconds since the Unix epoch.
+    pub seconds: i64,
+    /// Microseconds within the second.
+    pub microseconds: i64,
+}
+
+/// A command from client to server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Command {
+    /// Command name, e.g. `query-status`.
+    pub name: String,
+    /// Arguments object, if any.
+    pub arguments: Option<Map<String, Value>>,
+    /// Client-chosen id, copied into the reply.
+    pub id: Option<Value>,
+    /// Send as `exec-oob` (out-of-band) instead of `execute`; needs `oob` negotiated and an id.
+    pub oob: bool,
+}
+
+impl Command {
+    /// A command without arguments or id.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), arguments: None, id: None, oob: false }
+    }
+
+    /// Sets the arguments object.
+    #[must_use]
+    pub fn arguments(mut self, arguments: Map<String, Value>) -> Self {
+        self.arguments = Some(arguments);
+        self
+    }
+
+    /// Sets the id.
+    #[must_use]
+    pub fn id(mut self, id: impl Into<Value>) -> Self {
+        self.id = Some(id.into());
+        self
+    }
+
+    /// Marks the command out-of-band (`exec-oob`).
+    #[must_use]
+    pub fn oob(mut self, oob: bool) -> Self {
+        self.oob = oob;
+        self
+    }
+
+    /// Parses one command (without its line terminator); used by servers and mocks.
+    ///
+    /// Unlike QEMU this is lenient about unknown top-level members: they are ignored.
+    ///
+    /// # Errors
+    /// A frame error describing what was wrong, holding what was received.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
+        parse(bytes)
+    }
+}
+
+/// Parses one line into `T`, and on failure classifies what was received so nothing is
+/// lost. The classification re-parses only on the (cold) error path.
+pub(crate) fn parse<T: DeserializeOwned>(line: &[u8]) -> Result<T, Error> {
+    match serde_json::from_slice::<T>(line) {
+        Ok(message) => Ok(message),
+        Err(shape_error) if shape_error.is_data() => match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(object)) => {
+                Err(Error::UnknownShape { reason: shape_error.to_string(), object })
+            }
+            Ok(value) => Err(Error::NotAnObject { value }),
+            Err(syntax_error) => Err(malformed(syntax_error, line)),
+        },
+        Err(syntax_error) => Err(malformed(syntax_error, line)),
+    }
+}
+
+fn malformed(source: serde_json::Error, line: &[u8]) -> Error {
+    let line = bytes::Bytes::copy_from_slice(line);
+    match std::str::from_utf8(&line) {
+        Err(utf8) => Error::InvalidUtf8 { valid_up_to: utf8.valid_up_to(), line },
+        Ok(_) => Error::InvalidJson { source, line },
+    }
+}
+
+/// Top-level member names of QMP messages, matched without allocating.
+enum Member {
+    Qmp,
+    Return,
+    Error,
+    Event,
+    Data,
+    Timestamp,
+    Id,
+    Execute,
+    ExecOob,
+    Arguments,
+    Unknown,
+}
+
+impl<'de> Deserialize<'de> for Member {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MemberVisitor;
+        impl Visitor<'_> for MemberVisitor {
+            type Value = Member;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Member, E> {
+                Ok(match v {
+                    "QMP" => Member::Qmp,
+                    "return" => Member::Return,
+                    "error" => Member::Error,
+                    "event" => Member::Event,
+                    "data" => Member::Data,
+                    "timestamp" => Member::Timestamp,
+                    "id" => Member::Id,
+                    "execute" => Member::Execute,
+                    "exec-oob" => Member::ExecOob,
+                    "arguments" => Member::Arguments,
+                    _ => Member::Unknown,
+                })
+            }
+        }
+        deserializer.deserialize_identifier(MemberVisitor)
+    }
+}
+
+/// Stores a member's value, rejecting a repeated member (which JSON allows but QMP never
+/// sends; taking either copy silently would hide a broken peer).
+fn set_once<'de, A: MapAccess<'de>, T: Deserialize<'de>>(
+    slot: &mut Option<T>,
+    map: &mut A,
+    name: &'static str,
+) -> Result<(), A::Error> {
+    if slot.is_some() {
+        return Err(de::Error::duplicate_field(name));
+    }
+    *slot = Some(map.next_value()?);
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for ServerMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(ServerMessageVisitor)
+    }
+}
+
+struct ServerMessageVisitor;
+
+impl<'de> Visitor<'de> for ServerMessageVisitor {
+    type Value = ServerMessage;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a QMP message object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<ServerMessage, A::Error> {
+        let mut greeting: Option<Greeting> = None;
+        let mut value: Option<Value> = None;
+        let mut error: Option<QmpError> = None;
+        let mut event: Option<String> = None;
+        let mut data: Option<Value> = None;
+        let mut timestamp: Option<Timestamp> = None;
+        let mut id: Option<Value> = None;
+        while let Some(member) = map.next_key::<Member>()? {
+            match member {
+                Member::Qmp => set_once(&mut greeting, &mut map, "QMP")?,
+                Member::Return => set_once(&mut value, &mut map, "return")?,
+                Member::Error => set_once(&mut error, &mut map, "error")?,
+                Member::Event => set_once(&mut event, &mut map, "event")?,
+                Member::Data => set_once(&mut data, &mut map, "data")?,
+                Member::Timestamp => set_once(&mut timestamp, &mut map, "timestamp")?,
+                Member::Id => set_once(&mut id, &mut map, "id")?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        match (greeting, value, error, event) {
+            (Some(greeting), None, None, None) => Ok(ServerMessage::Greeting(greeting)),
+            (None, Some(value), None, None) => Ok(ServerMessage::Return(Return { value, id })),
+            (None, None, Some(error), None) => Ok(ServerMessage::Error(ErrorReply { error, id })),
+            (None, None, None, Some(event)) => {
+                let timestamp = timestamp.ok_or_else(|| de::Error::missing_field("timestamp"))?;
+                Ok(ServerMessage::Event(Event { event, data, timestamp }))
+            }
+            (None, None, None, None) => {
+                Err(de::Error::custom("no 'QMP', 'return', 'error' or 'event' member"))
+            }
+            _ => Err(de::Error::custom(
+                "more than one of 'QMP', 'return', 'error' and 'event' members",
+            )),
+        }
+    }
+}
+
+impl Serialize for ServerMessage {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        match self {
+            Self::Greeting(greeting) => map.serialize_entry("QMP", greeting)?,
+            Self::Return(Return { value, id }) => {
+                map.serialize_entry("return", value)?;
+                if let Some(id) = id {
+                    map.serialize_entry("id", id)?;
+                }
+            }
+            Self::Error(ErrorReply { error, id }) => {
+                map.serialize_entry("error", error)?;
+                if let Some(id) = id {
+                    map.serialize_entry("id", id)?;
+                }
+            }
+            Self::Event(Event { event, data, timestamp }) => {
+                map.serialize_entry("event", event)?;
+                if let Some(data) = data {
+                    map.serialize_entry("data", data)?;
+                }
+                map.serialize_entry("timestamp", timestamp)?;
+            }
+        }
+        map.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Command {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(CommandVisitor)
+    }
+}
+
+struct CommandVisitor;
+
+impl<'de> Visitor<'de> for CommandVisitor {
+    type Value = Command;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a QMP command object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Command, A::Error> {
+        let mut execute: Option<String> = None;
+        let mut exec_oob: Option<String> = None;
+        let mut arguments: Option<Map<String, Value>> = None;
+        let mut id: Option<Value> = None;
+        while let Some(member) = map.next_key::<Member>()? {
+            match member {
+                Member::Execute => set_once(&mut execute, &mut map, "execute")?,
+                Member::ExecOob => set_once(&mut exec_oob, &mut map, "exec-oob")?,
+                Member::Arguments => set_once(&mut arguments, &mut map, "arguments")?,
+                Member::Id => set_once(&mut id, &mut map, "id")?,
+                _ => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        let (name, oob) = match (execute, exec_oob) {
+            (Some(name), None) => (name, false),
+            (None, Some(name)) => (name, true),
+            (None, None) => return Err(de::Error::custom("no 'execute' or 'exec-oob' member")),
+            (Some(_), Some(_)) => {
+                return Err(de::Error::custom("both 'execute' and 'exec-oob' members"));
+            }
+        };
+        Ok(Command { name, arguments, id, oob })
+    }
+}
+
+impl Serialize for Command {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry(if self.oob { "exec-oob" } else { "execute" }, &self.name)?;
+        if let Some(arguments) = &self.arguments {
+            map.serialize_entry("arguments", arguments)?;
+        }
+        if let Some(id) = &self.id {
+            map.serialize_entry("id", id)?;
+        }
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn server(text: &str) -> Result<ServerMessage, Error> {
+        ServerMessage::from_slice(text.as_bytes())
+    }
+
+    #[test]
+    fn real_greeting() {
+        let text = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian 1:7.2+dfsg-7+deb12u18+b3"}, "capabilities": ["oob"]}}"#;
+        let ServerMessage::Greeting(greeting) = server(text).unwrap() else { panic!() };
+        assert_eq!(greeting.version.qemu, QemuVersion::new(7, 2, 22));
+        assert_eq!(greeting.version.qemu.to_string(), "7.2.22");
+        assert_eq!(greeting.version.package, "Debian 1:7.2+dfsg-7+deb12u18+b3");
+        assert_eq!(greeting.capabilities, vec![Capability::Oob]);
+    }
+
+    #[test]
+    fn unknown_capability_is_kept() {
+        let text = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 99}, "package": ""}, "capabilities": ["oob", "teleport"]}}"#;
+        let ServerMessage::Greeting(greeting) = server(text).unwrap() else { panic!() };
+        assert_eq!(greeting.capabilities[1], Capability::Other("teleport".into()));
+        assert_eq!(greeting.capabilities[1].as_str(), "teleport");
+    }
+
+    #[test]
+    fn return_with_and_without_id() {
+        let msg = server(r#"{"return": {"status": "running"}, "id": 7}"#).unwrap();
+        assert_eq!(
+            msg,
+            ServerMessage::Return(Return {
+                value: json!({"status": "running"}),
+                id: Some(json!(7))
+            })
+        );
+        assert_eq!(msg.id(), Some(&json!(7)));
+        let msg = server(r#"{"return": {}}"#).unwrap();
+        assert_eq!(msg, ServerMessage::Return(Return { value: json!({}), id: None }));
+        // An explicit null id is kept, distinct from no id.
+        assert_eq!(server(r#"{"return": 1, "id": null}"#).unwrap().id(), Some(&Value::Null));
+    }
+
+    #[test]
+    fn error_reply_classes() {
+        let msg = server(r#"{"id": "a", "error": {"class": "CommandNotFound", "desc": "The command no-such-command has not been found"}}"#).unwrap();
+        let ServerMessage::Error(reply) = msg else { panic!() };
+        assert_eq!(reply.error.class, ErrorClass::CommandNotFound);
+        assert_eq!(reply.id, Some(json!("a")));
+        assert_eq!(
+            reply.error.to_string(),
+            "CommandNotFound: The command no-such-command has not been found"
+        );
+        let ServerMessage::Error(reply) =
+            server(r#"{"error": {"class": "FutureClass", "desc": "x"}}"#).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(reply.error.class, ErrorClass::Other("FutureClass".into()));
+        assert_eq!(reply.id, None);
+    }
+
+    #[test]
+    fn events_with_and_without_data() {
+        let msg = server(
+            r#"{"timestamp": {"seconds": 1700000000, "microseconds": 12}, "event": "STOP"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            msg,
+            ServerMessage::Event(Event {
+                event: "STOP".into(),
+                data: None,
+                timestamp: Timestamp { seconds: 1_700_000_000, microseconds: 12 },
+            })
+        );
+        let msg = server(r#"{"event": "DEVICE_DELETED", "data": {"device": "nic0", "path": "/machine/peripheral/nic0"}, "timestamp": {"seconds": -1, "microseconds": -1}}"#).unwrap();
+        let ServerMessage::Event(event) = msg else { panic!() };
+        assert_eq!(event.data.unwrap()["device"], "nic0");
+        assert_eq!(event.timestamp.seconds, -1);
+    }
+
+    #[test]
+    fn unknown_top_level_members_are_ignored() {
+        let msg = server(r#"{"return": 3, "id": 1, "future": [1, 2]}"#).unwrap();
+        assert_eq!(msg, ServerMessage::Return(Return { value: json!(3), id: Some(json!(1)) }));
+    }
+
+    #[test]
+    fn unknown_shapes_keep_the_object() {
+        for (text, reason) in [
+            (r#"{"hello": 1}"#, "no 'QMP'"),
+            (r#"{"return": 1, "error": {"class": "GenericError", "desc": ""}}"#, "more than one"),
+            (r#"{"event": "STOP"}"#, "timestamp"),
+            (r#"{"event": 5, "timestamp": {"seconds": 1, "microseconds": 2}}"#, "invalid type"),
+            (r#"{"return": 1, "return": 2}"#, "duplicate field"),
+            (r#"{"error": {"class": "GenericError"}}"#, "desc"),
+        ] {
+            match server(text) {
+                Err(err @ Error::UnknownShape { .. }) => {
+                    assert!(err.to_string().contains(reason), "{text}: {err}");
+                    let Error::UnknownShape { object, .. } = err else { unreachable!() };
+                    let expected: Map<String, Value> = serde_json::from_str(text).unwrap();
+                    assert_eq!(object, expected);
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn non_objects_keep_the_value() {
+        for text in ["[1, 2]", "42", "\"QMP\"", "null", "true"] {
+            match server(text) {
+                Err(Error::NotAnObject { value }) => {
+                    assert_eq!(value, serde_json::from_str::<Value>(text).unwrap());
+                }
+                other => panic!("{text}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn malformed_json_and_utf8() {
+        for text in [r#"{"return": }"#, "{", r#"{"return": {}} trailing"#, "not json", ""] {
+            match server(text) {
+                Err(Error::InvalidJson { line, .. }) => assert_eq!(line, text.as_bytes()),
+                other => panic!("{text:?}: {other:?}"),
+            }
+        }
+        let bad = b"{\"return\": \"\xff\xfe\"}";
+        match ServerMessage::from_slice(bad) {
+            Err(Error::InvalidUtf8 { valid_up_to, line }) => {
+                assert_eq!(valid_up_to, 12);
+                assert_eq!(line, &bad[..]);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_messages_round_trip_through_json() {
+        for text in [
+            r#"{"QMP":{"version":{"qemu":{"major":7,"minor":2,"micro":22},"package":"p"},"capabilities":["oob","x"]}}"#,
+            r#"{"return":{"a":[1,2,{"b":null}]},"id":{"nested":"id"}}"#,
+            r#"{"error":{"class":"GenericError","desc":"Parameter 'id' is missing"},"id":3}"#,
+            r#"{"event":"RESUME","timestamp":{"seconds":1,"microseconds":2}}"#,
+            r#"{"event":"X","data":{"k":"v"},"timestamp":{"seconds":1,"microseconds":2}}"#,
+        ] {
+            let msg = server(text).unwrap();
+            let original: Value = serde_json::from_str(text).unwrap();
+            assert_eq!(msg.to_value(), original, "{text}");
+        }
+    }
+
+    #[test]
+    fn commands_round_trip() {
+        let mut args = Map::new();
+        args.insert("fdname".into(), json!("fd0"));
+        let command = Command::new("getfd").arguments(args).id(1);
+        let text = serde_json::to_string(&command).unwrap();
+        assert_eq!(text, r#"{"execute":"getfd","arguments":{"fdname":"fd0"},"id":1}"#);
+        assert_eq!(Command::from_slice(text.as_bytes()).unwrap(), command);
+
+        let oob = Command::new("migrate-pause").id("x").oob(true);
+        let text = serde_json::to_string(&oob).unwrap();
+        assert_eq!(text, r#"{"exec-oob":"migrate-pause","id":"x"}"#);
+        assert_eq!(Command::from_slice(text.as_bytes()).unwrap(), oob);
+    }
+
+    #[test]
+    fn bad_commands() {
+        for text in [
+            r#"{"arguments": {}}"#,
+            r#"{"execute": "a", "exec-oob": "b"}"#,
+            r#"{"execute": "a", "arguments": 5}"#,
+        ] {
+            assert!(
+                matches!(Command::from_slice(text.as_bytes()), Err(Error::UnknownShape { .. })),
+                "{text}"
+            );
+        }
+    }
+}
