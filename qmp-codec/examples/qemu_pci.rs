@@ -13,7 +13,10 @@ use tokio_util::codec::Framed;
 type Result<T> = std::result::Result<T, Box<dyn std::error::Error>>;
 
 /// Sends a command and waits for its reply, printing any event that arrives first.
-async fn call(qmp: &mut Framed<UnixStream, QmpCodec>, command: Command) -> Result<serde_json::Value> {
+async fn call(
+    qmp: &mut Framed<UnixStream, QmpCodec>,
+    command: Command,
+) -> Result<serde_json::Value> {
     let name = command.name.clone();
     qmp.send(command).await?;
     while let Some(message) = qmp.next().await {

@@ -16,6 +16,10 @@ use crate::{Command, Error, ServerMessage};
 /// such as `info mem` grows with the guest, which is why a 64 KiB cap is a known bug elsewhere.
 pub const DEFAULT_MAX_FRAME_LEN: usize = 10 * 1024 * 1024;
 
+/// How many bytes of each end of an oversized line are kept for the error report, enough
+/// to hold a QMP reply's `"id"` member (QEMU puts it last in replies, first in errors).
+pub const OVERSIZE_EXCERPT_LEN: usize = 64;
+
 /// Splits a byte stream into `\n`-terminated lines (a `\r` before the `\n` is dropped), with
 /// a length limit and without ever rescanning bytes already searched.
 #[derive(Debug, Clone)]
@@ -24,77 +28,115 @@ struct LineFramer {
     next_index: usize,
     /// Longest accepted line, not counting its `\r\n` / `\n` terminator.
     max_frame_len: usize,
-    /// Dropping the rest of an oversized line until its `\n`.
-    is_discarding: bool,
+    /// Set while dropping an oversized line up to its `\n`.
+    discarding: Option<Oversized>,
+}
+
+/// What is remembered of an oversized line while it is dropped.
+#[derive(Debug, Clone, Default)]
+struct Oversized {
+    len: usize,
+    head: Vec<u8>,
+    tail: Vec<u8>,
+}
+
+impl Oversized {
+    fn drop_bytes(&mut self, bytes: &[u8]) {
+        self.len += bytes.len();
+        let room = OVERSIZE_EXCERPT_LEN - self.head.len();
+        self.head.extend_from_slice(&bytes[..bytes.len().min(room)]);
+        // One byte extra: a trailing `\r` is only known to be the terminator's at the end.
+        let keep = bytes.len().min(OVERSIZE_EXCERPT_LEN + 1);
+        self.tail.extend_from_slice(&bytes[bytes.len() - keep..]);
+        let excess = self.tail.len().saturating_sub(OVERSIZE_EXCERPT_LEN + 1);
+        self.tail.drain(..excess);
+    }
+
+    fn into_error(mut self, max_frame_len: usize) -> Error {
+        if self.tail.last() == Some(&b'\r') {
+            self.tail.pop();
+            self.len -= 1;
+        }
+        let excess = self.tail.len().saturating_sub(OVERSIZE_EXCERPT_LEN);
+        self.tail.drain(..excess);
+        Error::FrameTooLong {
+            max_frame_len,
+            len: self.len,
+            head: self.head.into(),
+            tail: self.tail.into(),
+        }
+    }
 }
 
 /// What the framer found in the buffer.
 enum Frame {
     /// A complete line, terminator removed.
     Line(BytesMut),
-    /// A line over the limit; it is being (or has been) discarded. Reported once per line.
-    TooLong,
+    /// A complete line over the limit, already dropped.
+    TooLong(Error),
 }
 
 impl LineFramer {
     fn new(max_frame_len: usize) -> Self {
-        Self { next_index: 0, max_frame_len, is_discarding: false }
+        Self { next_index: 0, max_frame_len, discarding: None }
     }
 
     fn next_frame(&mut self, buf: &mut BytesMut) -> Option<Frame> {
-        loop {
-            // Room for the longest line plus `\r\n`: never search (or keep) more than that.
-            // While discarding, everything buffered is garbage up to the newline anyway.
-            let read_to = if self.is_discarding {
-                buf.len()
-            } else {
-                buf.len().min(self.max_frame_len.saturating_add(2))
-            };
-            let newline = memchr::memchr(b'\n', &buf[self.next_index..read_to]);
-            match (self.is_discarding, newline) {
-                (true, Some(offset)) => {
-                    // End of the oversized line: drop it with its newline, then resume.
-                    buf.advance(self.next_index + offset + 1);
-                    self.is_discarding = false;
-                    self.next_index = 0;
+        // Room for the longest line plus `\r\n`: never search (or keep) more than that.
+        // While discarding, everything buffered up to the newline is garbage anyway.
+        let read_to = if self.discarding.is_some() {
+            buf.len()
+        } else {
+            buf.len().min(self.max_frame_len.saturating_add(2))
+        };
+        let newline = memchr::memchr(b'\n', &buf[self.next_index..read_to]);
+        let searched_to = newline.map_or(read_to, |offset| self.next_index + offset);
+        match (self.discarding.as_mut(), newline) {
+            (Some(oversized), Some(_)) => {
+                // End of the oversized line: drop it with its newline and report it.
+                oversized.drop_bytes(&buf[..searched_to]);
+                buf.advance(searched_to + 1);
+                self.next_index = 0;
+                let oversized = self.discarding.take().unwrap_or_default();
+                Some(Frame::TooLong(oversized.into_error(self.max_frame_len)))
+            }
+            (Some(oversized), None) => {
+                // Still inside the oversized line: drop what we have and wait for more.
+                oversized.drop_bytes(&buf[..read_to]);
+                buf.advance(read_to);
+                self.next_index = 0;
+                None
+            }
+            (None, Some(_)) => {
+                self.next_index = 0;
+                let mut line = buf.split_to(searched_to + 1);
+                line.truncate(searched_to);
+                if line.last() == Some(&b'\r') {
+                    line.truncate(searched_to - 1);
                 }
-                (true, None) => {
-                    // Still inside the oversized line: drop what we have and wait for more.
-                    buf.advance(read_to);
-                    self.next_index = 0;
-                    if buf.is_empty() {
-                        return None;
-                    }
+                if line.len() <= self.max_frame_len {
+                    return Some(Frame::Line(line));
                 }
-                (false, Some(offset)) => {
-                    let newline_index = self.next_index + offset;
-                    self.next_index = 0;
-                    let mut line = buf.split_to(newline_index + 1);
-                    line.truncate(newline_index);
-                    if line.last() == Some(&b'\r') {
-                        line.truncate(newline_index - 1);
-                    }
-                    // The window admits one byte more than a CRLF line needs, so a line
-                    // ending in a bare `\n` can reach here one byte too long.
-                    return Some(if line.len() > self.max_frame_len {
-                        Frame::TooLong
-                    } else {
-                        Frame::Line(line)
-                    });
-                }
-                (false, None) if buf.len() > self.max_frame_len.saturating_add(1) => {
-                    // No newline within the limit: this line is too long whatever follows.
-                    // Drop what was searched now rather than hold it until the next call.
-                    buf.advance(read_to);
-                    self.next_index = 0;
-                    self.is_discarding = true;
-                    return Some(Frame::TooLong);
-                }
-                (false, None) => {
-                    // Incomplete line: remember how far we looked.
-                    self.next_index = read_to;
-                    return None;
-                }
+                // The window admits one byte more than a CRLF line needs, so a line ending
+                // in a bare `\n` can reach here one byte too long.
+                let mut oversized = Oversized::default();
+                oversized.drop_bytes(&line);
+                Some(Frame::TooLong(oversized.into_error(self.max_frame_len)))
+            }
+            (None, None) if buf.len() > self.max_frame_len.saturating_add(1) => {
+                // No newline within the limit: this line is too long whatever follows.
+                // Drop what was searched now rather than hold it, and go on dropping.
+                let mut oversized = Oversized::default();
+                oversized.drop_bytes(&buf[..read_to]);
+                buf.advance(read_to);
+                self.next_index = 0;
+                self.discarding = Some(oversized);
+                self.next_frame(buf)
+            }
+            (None, None) => {
+                // Incomplete line: remember how far we looked.
+                self.next_index = read_to;
+                None
             }
         }
     }
@@ -103,9 +145,7 @@ impl LineFramer {
     fn decode<T: DeserializeOwned>(&mut self, buf: &mut BytesMut) -> Option<Result<T, Error>> {
         loop {
             return match self.next_frame(buf)? {
-                Frame::TooLong => {
-                    Some(Err(Error::FrameTooLong { max_frame_len: self.max_frame_len }))
-                }
+                Frame::TooLong(error) => Some(Err(error)),
                 // Blank lines carry nothing (JSON allows whitespace between values).
                 Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
                 Frame::Line(line) => Some(parse(&line)),
@@ -120,11 +160,14 @@ impl LineFramer {
         if let Some(frame) = self.decode(buf) {
             return Ok(Some(frame));
         }
-        let leftover = std::mem::take(buf);
-        let was_discarding = std::mem::replace(&mut self.is_discarding, false);
         self.next_index = 0;
-        // An oversized last line was already reported; whitespace is not a message.
-        if was_discarding || leftover.iter().all(u8::is_ascii_whitespace) {
+        // An oversized last line cut short is reported as what it is, too long; the stream
+        // ends after it anyway.
+        if let Some(oversized) = self.discarding.take() {
+            return Ok(Some(Err(oversized.into_error(self.max_frame_len))));
+        }
+        let leftover = std::mem::take(buf);
+        if leftover.iter().all(u8::is_ascii_whitespace) {
             Ok(None)
         } else {
             Err(Error::Truncated { len: leftover.len() })
@@ -155,10 +198,12 @@ fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> 
 /// errors.
 ///
 /// # Memory
-/// The codec never holds more than `max_frame_len + 2` bytes of one line: a longer line is
-/// reported once as [`Error::FrameTooLong`] and then dropped as it arrives, up to its
-/// newline, even if the peer never sends one. The default limit is
-/// [`DEFAULT_MAX_FRAME_LEN`]; QMP peers are semi-trusted, so there is no unbounded mode.
+/// The codec never holds more than `max_frame_len + 2` bytes of one line. A longer line is
+/// dropped as it arrives, even if the peer never ends it, and reported once, when its
+/// newline comes (or at end of stream), as [`Error::FrameTooLong`] with its length and its
+/// first and last [`OVERSIZE_EXCERPT_LEN`] bytes, so a client can still tell which command
+/// the lost reply answered. The default limit is [`DEFAULT_MAX_FRAME_LEN`]; QMP peers are
+/// semi-trusted, so there is no unbounded mode.
 #[derive(Debug, Clone)]
 pub struct QmpCodec {
     framer: LineFramer,
@@ -372,31 +417,40 @@ mod tests {
             buf.extend_from_slice(terminator);
             buf.extend_from_slice(b"{\"return\": 1}\n");
             let got = decode_all(&mut codec, &mut buf);
-            assert!(matches!(got[0], Err(Error::FrameTooLong { max_frame_len: 23 })), "{got:?}");
+            assert!(
+                matches!(got[0], Err(Error::FrameTooLong { max_frame_len: 23, len: 24, .. })),
+                "{got:?}"
+            );
             assert!(got[1].is_ok(), "{got:?}");
             assert_eq!(got.len(), 2);
         }
     }
 
     #[test]
-    fn oversized_line_across_reads_is_reported_once_then_resyncs() {
+    fn oversized_line_across_reads_is_reported_once_at_its_end_then_resyncs() {
         let mut codec = QmpCodec::with_max_frame_len(16);
         let mut buf = BytesMut::from(&b"{\"return\": \"aaaa"[..]); // 16 bytes: maybe fine yet
         assert!(codec.decode(&mut buf).unwrap().is_none());
+        assert_eq!(buf.len(), 16, "a line within the limit is kept");
         buf.extend_from_slice(b"aaaaaaaa"); // now over the limit with no newline
-        assert!(matches!(codec.decode(&mut buf).unwrap(), Some(Err(Error::FrameTooLong { .. }))));
-        // The searched window (limit + 2) is dropped at once; the rest may hold a newline.
-        assert_eq!(buf.len(), 24 - 18);
+        assert!(codec.decode(&mut buf).unwrap().is_none(), "reported when the line ends");
+        assert!(buf.is_empty(), "an oversized line is dropped as it arrives");
         for _ in 0..100 {
             buf.extend_from_slice(b"aaaaaaaaaaaaaaaaaaaaaaaaaaaa");
-            assert!(codec.decode(&mut buf).unwrap().is_none(), "reported only once");
+            assert!(codec.decode(&mut buf).unwrap().is_none());
             assert!(buf.is_empty());
         }
-        buf.extend_from_slice(b"aa\"}\r\n{\"return\": 1}\r\n");
+        buf.extend_from_slice(b"aa\", \"id\": 42}\r\n{\"return\": 1}\r\n");
         let got = decode_all(&mut codec, &mut buf);
-        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got.len(), 2, "{got:?}");
+        let Err(Error::FrameTooLong { max_frame_len, len, head, tail }) = &got[0] else {
+            panic!("{:?}", got[0])
+        };
+        assert_eq!((*max_frame_len, *len), (16, 16 + 8 + 2800 + 14));
+        assert!(head.starts_with(b"{\"return\": \"aaaa") && head.len() == OVERSIZE_EXCERPT_LEN);
+        assert!(tail.ends_with(b"aa\", \"id\": 42}") && tail.len() == OVERSIZE_EXCERPT_LEN);
         assert_eq!(
-            got[0].as_ref().unwrap(),
+            got[1].as_ref().unwrap(),
             &ServerMessage::Return(Return { value: json!(1), id: None })
         );
     }
@@ -407,18 +461,18 @@ mod tests {
         let mut codec = QmpCodec::with_max_frame_len(max);
         let mut buf = BytesMut::new();
         let chunk = vec![b'x'; 8192];
-        let mut too_long = 0;
         for _ in 0..10_000 {
             // 80 MB in all
             buf.extend_from_slice(&chunk);
-            while let Some(item) = codec.decode(&mut buf).unwrap() {
-                assert!(matches!(item, Err(Error::FrameTooLong { .. })));
-                too_long += 1;
-            }
-            assert!(buf.len() <= max + 2, "buffer holds {} bytes", buf.len());
+            assert!(codec.decode(&mut buf).unwrap().is_none());
+            assert!(buf.is_empty(), "buffer holds {} bytes", buf.len());
         }
-        assert_eq!(too_long, 1);
         assert!(buf.capacity() <= 2 * chunk.len() + max, "capacity {}", buf.capacity());
+        let Some(Err(Error::FrameTooLong { len, .. })) = codec.decode_eof(&mut buf).unwrap() else {
+            panic!("the cut-off line is reported at EOF")
+        };
+        assert_eq!(len, 10_000 * 8192);
+        assert!(codec.decode_eof(&mut buf).unwrap().is_none());
     }
 
     #[test]

@@ -14,11 +14,19 @@ use serde_json::{Map, Value};
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
-    /// A line was longer than the codec's `max_frame_len`; it was dropped up to its newline.
-    #[error("QMP message longer than the {max_frame_len}-byte limit was discarded")]
+    /// A line was longer than the codec's `max_frame_len`. It was dropped as it arrived,
+    /// holding no more than the limit in memory, and is reported once, when it ends.
+    #[error("QMP message of {len} bytes exceeds the {max_frame_len}-byte limit and was discarded")]
     FrameTooLong {
         /// The limit in force.
         max_frame_len: usize,
+        /// The line's length, terminator excluded (so far, if the stream ended inside it).
+        len: usize,
+        /// Its first [`OVERSIZE_EXCERPT_LEN`](crate::OVERSIZE_EXCERPT_LEN) bytes.
+        head: Bytes,
+        /// Its last [`OVERSIZE_EXCERPT_LEN`](crate::OVERSIZE_EXCERPT_LEN) bytes, where QEMU
+        /// puts the `"id"` of a reply.
+        tail: Bytes,
     },
     /// The line is not valid UTF-8 (JSON text must be).
     #[error("QMP message is not valid UTF-8 (first bad byte at offset {valid_up_to})")]
