@@ -1,0 +1,235 @@
+//! Event fan-out for the async client: every subscriber has its own bounded queue, so a
+//! slow one never blocks the connection, never grows memory, and is told how much it missed.
+
+use std::collections::{HashSet, VecDeque};
+use std::fmt;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use futures::Stream;
+use qmp_codec::Event;
+use tokio::sync::Notify;
+
+use crate::error::{DisconnectReason, Error};
+use crate::session::EventItem;
+
+type Predicate = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
+
+/// Which events a subscriber wants: all, some names, and optionally a predicate.
+#[derive(Clone, Default)]
+pub struct EventFilter {
+    names: Option<HashSet<String>>,
+    predicate: Option<Predicate>,
+}
+
+impl EventFilter {
+    /// Every event.
+    pub fn all() -> Self {
+        Self::default()
+    }
+
+    /// Events with one of these names.
+    pub fn names<I, S>(names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        Self { names: Some(names.into_iter().map(Into::into).collect()), predicate: None }
+    }
+
+    /// Also require `predicate` to hold, e.g. `|e| e.data.as_ref().is_some_and(|d| d["device"] == "nic0")`.
+    #[must_use]
+    pub fn matching(mut self, predicate: impl Fn(&Event) -> bool + Send + Sync + 'static) -> Self {
+        self.predicate = Some(Arc::new(predicate));
+        self
+    }
+
+    /// Whether `event` passes.
+    pub fn matches(&self, event: &Event) -> bool {
+        self.names.as_ref().is_none_or(|names| names.contains(&event.event))
+            && self.predicate.as_ref().is_none_or(|predicate| predicate(event))
+    }
+}
+
+impl fmt::Debug for EventFilter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventFilter")
+            .field("names", &self.names)
+            .field("predicate", &self.predicate.as_ref().map(|_| "<fn>"))
+            .finish()
+    }
+}
+
+/// Default queue length of one subscription.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 256;
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<EventItem>,
+    events: usize,
+    missed: u64,
+    closed: Option<DisconnectReason>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    filter: EventFilter,
+    capacity: usize,
+    queue: Mutex<Queue>,
+    notify: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
+        // A panic while holding this lock leaves a consistent queue; keep going.
+        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn push(&self, item: EventItem) {
+        let mut queue = self.lock();
+        if queue.closed.is_some() {
+            return;
+        }
+        if matches!(item, EventItem::Event(_)) {
+            if queue.events >= self.capacity {
+                // Drop the oldest event (markers are kept): the receiver learns it from
+                // `Lagged` before anything that is still queued.
+                if let Some(at) = queue.items.iter().position(|i| matches!(i, EventItem::Event(_)))
+                {
+                    queue.items.remove(at);
+                    queue.events -= 1;
+                    queue.missed += 1;
+                }
+            }
+            queue.events += 1;
+        }
+        queue.items.push_back(item);
+        drop(queue);
+        self.notify.notify_one();
+    }
+
+    fn close(&self, reason: DisconnectReason) {
+        self.lock().closed.get_or_insert(reason);
+        self.notify.notify_one();
+    }
+}
+
+/// The subscribers of one client (shared across reconnections by a
+/// [`ReconnectingClient`](crate::ReconnectingClient)).
+#[derive(Debug, Default)]
+pub(crate) struct EventHub {
+    subscribers: Mutex<Vec<Weak<Shared>>>,
+}
+
+impl EventHub {
+    pub(crate) fn subscribe(
+        self: &Arc<Self>,
+        filter: EventFilter,
+        capacity: usize,
+    ) -> Subscription {
+        let shared = Arc::new(Shared {
+            filter,
+            capacity: capacity.max(1),
+            queue: Mutex::default(),
+            notify: Notify::new(),
+        });
+        self.lock().push(Arc::downgrade(&shared));
+        Subscription { shared }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Shared>>> {
+        self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Live subscribers; forgets the dropped ones.
+    fn live(&self) -> Vec<Arc<Shared>> {
+        let mut subscribers = self.lock();
+        subscribers.retain(|weak| weak.strong_count() > 0);
+        subscribers.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    pub(crate) fn publish(&self, item: &EventItem) {
+        for subscriber in self.live() {
+            match item {
+                EventItem::Event(event) if !subscriber.filter.matches(event) => {}
+                _ => subscriber.push(item.clone()),
+            }
+        }
+    }
+
+    /// The connection ended for good: subscribers get what is queued, then the end.
+    pub(crate) fn close(&self, reason: &DisconnectReason) {
+        for subscriber in self.live() {
+            subscriber.close(reason.clone());
+        }
+    }
+}
+
+/// A bounded stream of events, from [`Client::subscribe`](crate::Client::subscribe).
+///
+/// Each subscription has its own queue of `capacity` events. When the consumer falls
+/// behind, the oldest events are dropped and the next item is [`EventItem::Lagged`] with
+/// how many; the connection is never slowed down. [`Subscription::recv`] returns `None`
+/// once the connection has ended and everything queued was taken.
+#[derive(Debug)]
+pub struct Subscription {
+    shared: Arc<Shared>,
+}
+
+impl Subscription {
+    /// The next item, waiting for one; `None` once the connection is gone for good.
+    pub async fn recv(&mut self) -> Option<EventItem> {
+        loop {
+            {
+                let mut queue = self.shared.lock();
+                if queue.missed > 0 {
+                    return Some(EventItem::Lagged(std::mem::take(&mut queue.missed)));
+                }
+                if let Some(item) = queue.items.pop_front() {
+                    if matches!(item, EventItem::Event(_)) {
+                        queue.events -= 1;
+                    }
+                    return Some(item);
+                }
+                if queue.closed.is_some() {
+                    return None;
+                }
+            }
+            // `notify_one` leaves a permit when nobody waits, so a push between the check
+            // above and this await is not missed.
+            self.shared.notify.notified().await;
+        }
+    }
+
+    /// Waits for the next event that passes the subscription's filter.
+    ///
+    /// # Errors
+    /// [`Error::EventTimeout`] after `timeout`; [`Error::EventsLost`] if events were
+    /// dropped meanwhile (the awaited one may have been among them); [`Error::Disconnected`]
+    /// if the connection was lost (the awaited event may have been missed).
+    pub async fn wait(&mut self, timeout: Duration) -> Result<Event, Error> {
+        let next = async {
+            match self.recv().await {
+                Some(EventItem::Event(event)) => Ok(event),
+                Some(EventItem::Lagged(n)) => Err(Error::EventsLost(n)),
+                Some(EventItem::Gap(reason)) => Err(Error::Disconnected(reason)),
+                None => Err(Error::Disconnected(
+                    self.shared.lock().closed.clone().unwrap_or(DisconnectReason::Closed),
+                )),
+            }
+        };
+        tokio::time::timeout(timeout, next).await.map_err(|_| Error::EventTimeout(timeout))?
+    }
+
+    /// Takes an item if one is queued, without waiting.
+    pub fn try_recv(&mut self) -> Option<EventItem> {
+        futures::FutureExt::now_or_never(self.recv()).flatten()
+    }
+
+    /// The subscription as a [`Stream`].
+    pub fn into_stream(self) -> impl Stream<Item = EventItem> + Send + 'static {
+        futures::stream::unfold(self, |mut subscription| async move {
+            subscription.recv().await.map(|item| (item, subscription))
+        })
+    }
+}

@@ -1,0 +1,692 @@
+//! The QMP protocol state machine, with no I/O and no clock.
+//!
+//! [`Session`] holds everything about one QMP connection that is protocol rather than
+//! transport: the greeting and capability negotiation, command ids, the commands in flight
+//! and their deadlines, the command-capability cache and a bounded event queue. The tokio
+//! [`Client`](crate::Client) and the [`blocking::Client`](crate::blocking::Client) are
+//! thin drivers over it; anyone with another event loop can drive it too.
+//!
+//! # Driving contract
+//!
+//! * **Inputs.** Feed every decoded item from the server to [`Session::handle_message`]
+//!   (frame errors included: they are counted and, when they carry a command's id, fail
+//!   that command), call [`Session::handle_timeout`] when the instant from
+//!   [`Session::poll_timeout`] has passed, and [`Session::handle_closed`] when the
+//!   transport ends. Commands enter through [`Session::start_command`]; a caller that gives
+//!   up on one calls [`Session::cancel`].
+//! * **Outputs.** After each input drain, in this order: [`Session::poll_transmit`]
+//!   (commands the session itself sends during negotiation: write them out),
+//!   [`Session::poll_completion`] (finished commands: wake their waiters),
+//!   [`Session::poll_event`] (events and lag markers: deliver them), and re-read
+//!   [`Session::poll_timeout`]. Only `handle_*`, `start_command` and `cancel` change them.
+//! * **Time** is passed in as an [`Instant`] wherever it matters, so tests use fake time.
+//!
+//! The session never blocks and never panics on anything the server sends.
+
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use qmp_codec::{Capability, Command, ErrorReply, Event, Greeting, Return, ServerMessage};
+use serde_json::{Map, Value, json};
+
+use crate::error::{DisconnectReason, Error};
+
+/// How a session negotiates and buffers.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Enable the `oob` capability when the server offers it (default `true`). With it QEMU
+    /// reads ahead and queues requests, which roughly doubles pipelined throughput, and
+    /// `exec-oob` becomes available.
+    pub enable_oob: bool,
+    /// Time allowed from the start until the session is ready: greeting, negotiation and
+    /// the `query-commands` that fills the capability cache (default 10 s).
+    pub handshake_timeout: Duration,
+    /// Timeout for commands that do not set their own (default: none, since commands such
+    /// as a VFIO `device_add` can legitimately take long).
+    pub default_command_timeout: Option<Duration>,
+    /// Events kept when nobody drains them; the oldest are dropped beyond this and
+    /// reported as [`EventItem::Lagged`] (default 1024).
+    pub event_queue_capacity: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            enable_oob: true,
+            handshake_timeout: Duration::from_secs(10),
+            default_command_timeout: None,
+            event_queue_capacity: 1024,
+        }
+    }
+}
+
+/// A command to start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Request {
+    /// Command name.
+    pub name: String,
+    /// Arguments object, if any.
+    pub arguments: Option<Map<String, Value>>,
+    /// Send as `exec-oob`; needs `oob` negotiated.
+    pub oob: bool,
+    /// Reply deadline for this command; `None` uses the session's default.
+    pub timeout: Option<Duration>,
+}
+
+impl Request {
+    /// A plain `execute` of `name` without arguments.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self { name: name.into(), arguments: None, oob: false, timeout: None }
+    }
+
+    /// With these arguments.
+    #[must_use]
+    pub fn arguments(mut self, arguments: Option<Map<String, Value>>) -> Self {
+        self.arguments = arguments;
+        self
+    }
+
+    /// With this reply deadline.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Out-of-band (`exec-oob`).
+    #[must_use]
+    pub fn oob(mut self, oob: bool) -> Self {
+        self.oob = oob;
+        self
+    }
+}
+
+/// Where the session is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Phase {
+    /// Waiting for the server's greeting.
+    AwaitingGreeting,
+    /// `qmp_capabilities` sent, waiting for its reply.
+    Negotiating,
+    /// `query-commands` sent to fill the capability cache.
+    LoadingCommands,
+    /// Commands can be started.
+    Ready,
+    /// The connection is over; see [`Session::close_error`].
+    Closed,
+}
+
+/// A finished command, handed back with the waiter given to [`Session::start_command`].
+#[derive(Debug)]
+pub struct Completion<W> {
+    /// The id the command was sent with.
+    pub id: u64,
+    /// The caller's waiter.
+    pub waiter: W,
+    /// The `return` value, or why there is none.
+    pub result: Result<Value, Error>,
+}
+
+/// What an event consumer receives.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum EventItem {
+    /// An event.
+    Event(Event),
+    /// This many events (matching the consumer's filter) were dropped here because the
+    /// consumer fell behind; the ones before and after are intact.
+    Lagged(u64),
+    /// The connection was lost and re-established here: events the server emitted in
+    /// between were never seen.
+    Gap(DisconnectReason),
+}
+
+/// Counters of things that went wrong without failing a call; all only ever grow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Replies whose id matched no command ever sent, or that carried no id.
+    pub unmatched_replies: u64,
+    /// Replies that came after their command timed out or was cancelled (discarded).
+    pub late_replies: u64,
+    /// Lines the codec could not turn into a message (too long, not JSON, unknown shape).
+    pub bad_frames: u64,
+    /// Events received.
+    pub events: u64,
+    /// Events dropped from the session's own queue because nobody drained it.
+    pub events_dropped: u64,
+    /// Messages that made no sense where they came (a second greeting, ...).
+    pub unexpected_messages: u64,
+}
+
+/// Commands the session sends on its own during the handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Internal {
+    Capabilities,
+    QueryCommands,
+}
+
+#[derive(Debug)]
+enum Pending<W> {
+    User { name: String, waiter: W, deadline: Option<(Instant, Duration)> },
+    Internal(Internal),
+}
+
+/// Ids of commands given up on (timed out or cancelled), so their late replies are told
+/// apart from replies nobody asked for. Bounded: the oldest are forgotten first.
+#[derive(Debug, Default)]
+struct Abandoned {
+    names: HashMap<u64, String>,
+    order: VecDeque<u64>,
+}
+
+impl Abandoned {
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, id: u64, name: String) {
+        if self.order.len() == Self::CAPACITY {
+            if let Some(oldest) = self.order.pop_front() {
+                self.names.remove(&oldest);
+            }
+        }
+        self.order.push_back(id);
+        self.names.insert(id, name);
+    }
+
+    fn take(&mut self, id: u64) -> Option<String> {
+        // The id stays in `order` until it ages out; `names` is the truth.
+        self.names.remove(&id)
+    }
+}
+
+/// The protocol state of one QMP connection. See the [module docs](self) for how to drive it.
+#[derive(Debug)]
+pub struct Session<W> {
+    config: SessionConfig,
+    phase: Phase,
+    close_error: Option<Error>,
+    handshake_deadline: Instant,
+    greeting: Option<Greeting>,
+    oob_enabled: bool,
+    commands: HashSet<String>,
+    next_id: u64,
+    pending: HashMap<u64, Pending<W>>,
+    deadlines: BTreeSet<(Instant, u64)>,
+    abandoned: Abandoned,
+    transmit: VecDeque<Command>,
+    completions: VecDeque<Completion<W>>,
+    events: VecDeque<Event>,
+    events_missed: u64,
+    stats: Stats,
+}
+
+impl<W> Session<W> {
+    /// A session whose transport has just connected at `now`; it waits for the greeting.
+    pub fn new(config: SessionConfig, now: Instant) -> Self {
+        Self {
+            handshake_deadline: now + config.handshake_timeout,
+            config,
+            phase: Phase::AwaitingGreeting,
+            close_error: None,
+            greeting: None,
+            oob_enabled: false,
+            commands: HashSet::new(),
+            next_id: 0,
+            pending: HashMap::new(),
+            deadlines: BTreeSet::new(),
+            abandoned: Abandoned::default(),
+            transmit: VecDeque::new(),
+            completions: VecDeque::new(),
+            events: VecDeque::new(),
+            events_missed: 0,
+            stats: Stats::default(),
+        }
+    }
+
+    // ---- getters ----
+
+    /// The current phase.
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+
+    /// Why the session closed, once it has.
+    pub fn close_error(&self) -> Option<&Error> {
+        self.close_error.as_ref()
+    }
+
+    /// The server's greeting, once received.
+    pub fn greeting(&self) -> Option<&Greeting> {
+        self.greeting.as_ref()
+    }
+
+    /// Whether `oob` was negotiated.
+    pub fn oob_enabled(&self) -> bool {
+        self.oob_enabled
+    }
+
+    /// Whether the server has `command`, per the last `query-commands`.
+    pub fn supports(&self, command: &str) -> bool {
+        self.commands.contains(command)
+    }
+
+    /// The server's commands, per the last `query-commands`, sorted.
+    pub fn commands(&self) -> Vec<String> {
+        let mut commands: Vec<String> = self.commands.iter().cloned().collect();
+        commands.sort_unstable();
+        commands
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> Stats {
+        self.stats
+    }
+
+    /// Commands sent and not yet answered, timed out or cancelled.
+    pub fn in_flight(&self) -> usize {
+        self.pending.values().filter(|p| matches!(p, Pending::User { .. })).count()
+    }
+
+    // ---- commands ----
+
+    /// Registers a command and returns it, with its id, ready to be written. The session
+    /// assumes it is written: its reply (or deadline, or the end of the connection) will
+    /// produce a [`Completion`] carrying `waiter`.
+    ///
+    /// # Errors
+    /// Before anything is registered: [`Error::Disconnected`] (or the close error) once
+    /// closed, [`Error::InvalidRequest`] before the session is ready or for `exec-oob`
+    /// without `oob`, and [`Error::CommandNotSupported`] for a command the server lacks.
+    pub fn start_command(
+        &mut self,
+        request: Request,
+        waiter: W,
+        now: Instant,
+    ) -> Result<Command, Error> {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::Closed => {
+                return Err(self
+                    .close_error
+                    .clone()
+                    .unwrap_or(Error::Disconnected(DisconnectReason::Closed)));
+            }
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "the QMP connection is not negotiated yet".into(),
+                ));
+            }
+        }
+        if !self.commands.contains(&request.name) {
+            return Err(Error::CommandNotSupported { command: request.name });
+        }
+        if request.oob && !self.oob_enabled {
+            return Err(Error::InvalidRequest(format!(
+                "exec-oob of '{}' needs the 'oob' capability, which was not negotiated",
+                request.name
+            )));
+        }
+        let id = self.allocate_id();
+        let deadline = request
+            .timeout
+            .or(self.config.default_command_timeout)
+            .map(|timeout| (now + timeout, timeout));
+        if let Some((at, _)) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        let command = Command {
+            name: request.name.clone(),
+            arguments: request.arguments,
+            id: Some(json!(id)),
+            oob: request.oob,
+        };
+        self.pending.insert(id, Pending::User { name: request.name, waiter, deadline });
+        Ok(command)
+    }
+
+    /// Gives up on command `id`: its waiter is returned and its reply, if it ever comes, is
+    /// discarded. `None` if it already completed.
+    pub fn cancel(&mut self, id: u64) -> Option<W> {
+        match self.pending.remove(&id) {
+            Some(Pending::User { name, waiter, deadline }) => {
+                if let Some((at, _)) = deadline {
+                    self.deadlines.remove(&(at, id));
+                }
+                self.abandoned.insert(id, name);
+                Some(waiter)
+            }
+            Some(internal @ Pending::Internal(_)) => {
+                self.pending.insert(id, internal);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// Replaces the capability cache with the `return` of a `query-commands`.
+    ///
+    /// # Errors
+    /// [`Error::Protocol`] if `value` is not a list of `{"name": ...}` objects; the cache is
+    /// left as it was.
+    pub fn update_commands(&mut self, value: &Value) -> Result<(), Error> {
+        self.commands = parse_command_list(value)?;
+        Ok(())
+    }
+
+    // ---- inputs ----
+
+    /// Handles one decoded item from the server: a message, or a codec frame error.
+    pub fn handle_message(&mut self, item: Result<ServerMessage, qmp_codec::Error>, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        let message = match item {
+            Ok(message) => message,
+            Err(frame_error) => return self.handle_bad_frame(&frame_error),
+        };
+        match message {
+            ServerMessage::Greeting(greeting) => self.handle_greeting(greeting, now),
+            _ if self.phase == Phase::AwaitingGreeting => {
+                self.close(Error::Protocol(format!(
+                    "expected the QMP greeting, got {}",
+                    message.to_value()
+                )));
+            }
+            ServerMessage::Return(Return { value, id }) => {
+                self.handle_reply(id.as_ref(), Ok(value));
+            }
+            ServerMessage::Error(ErrorReply { error, id }) => {
+                self.handle_reply(id.as_ref(), Err(error));
+            }
+            ServerMessage::Event(event) => self.push_event(event),
+            other => {
+                self.stats.unexpected_messages += 1;
+                tracing::warn!(message = %other.to_value(), "unexpected QMP message ignored");
+            }
+        }
+    }
+
+    /// Expires whatever deadline has passed at `now`: the handshake, or commands, which
+    /// complete with [`Error::Timeout`].
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        if self.phase != Phase::Ready && now >= self.handshake_deadline {
+            let timeout = self.config.handshake_timeout;
+            let error = match self.internal_in_flight() {
+                None => Error::GreetingTimeout(timeout),
+                Some(Internal::Capabilities) => {
+                    Error::Timeout { command: "qmp_capabilities".into(), timeout }
+                }
+                Some(Internal::QueryCommands) => {
+                    Error::Timeout { command: "query-commands".into(), timeout }
+                }
+            };
+            return self.close(error);
+        }
+        while let Some(&(at, id)) = self.deadlines.first() {
+            if at > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(Pending::User { name, waiter, deadline }) = self.pending.remove(&id) {
+                let timeout = deadline.map_or(Duration::ZERO, |(_, t)| t);
+                tracing::warn!(command = %name, id, ?timeout, "QMP command timed out; outcome unknown");
+                self.abandoned.insert(id, name.clone());
+                self.completions.push_back(Completion {
+                    id,
+                    waiter,
+                    result: Err(Error::Timeout { command: name, timeout }),
+                });
+            }
+        }
+    }
+
+    /// The transport ended. Every command in flight completes with
+    /// [`Error::Disconnected`]; later calls fail the same way.
+    pub fn handle_closed(&mut self, reason: DisconnectReason) {
+        self.close(Error::Disconnected(reason));
+    }
+
+    // ---- outputs ----
+
+    /// A command the session wants sent (negotiation); write it out.
+    #[must_use]
+    pub fn poll_transmit(&mut self) -> Option<Command> {
+        self.transmit.pop_front()
+    }
+
+    /// A finished command.
+    #[must_use]
+    pub fn poll_completion(&mut self) -> Option<Completion<W>> {
+        self.completions.pop_front()
+    }
+
+    /// The next event, or a marker of events dropped because nobody drained the queue.
+    #[must_use]
+    pub fn poll_event(&mut self) -> Option<EventItem> {
+        if self.events_missed > 0 {
+            return Some(EventItem::Lagged(std::mem::take(&mut self.events_missed)));
+        }
+        self.events.pop_front().map(EventItem::Event)
+    }
+
+    /// Like [`Session::poll_event`], but takes the first queued event that passes `wanted`
+    /// and leaves the others queued, for a consumer waiting for one kind of event.
+    #[must_use]
+    pub fn poll_event_matching(&mut self, wanted: impl Fn(&Event) -> bool) -> Option<EventItem> {
+        if self.events_missed > 0 {
+            return Some(EventItem::Lagged(std::mem::take(&mut self.events_missed)));
+        }
+        let at = self.events.iter().position(wanted)?;
+        self.events.remove(at).map(EventItem::Event)
+    }
+
+    /// When [`Session::handle_timeout`] must next be called, if ever.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match self.phase {
+            Phase::Closed => None,
+            Phase::Ready => self.deadlines.first().map(|&(at, _)| at),
+            _ => Some(self.handshake_deadline),
+        }
+    }
+
+    // ---- internals ----
+
+    fn allocate_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn internal_in_flight(&self) -> Option<Internal> {
+        self.pending.values().find_map(|p| match p {
+            Pending::Internal(internal) => Some(*internal),
+            Pending::User { .. } => None,
+        })
+    }
+
+    fn send_internal(&mut self, which: Internal, command: Command) {
+        let id = self.allocate_id();
+        self.pending.insert(id, Pending::Internal(which));
+        self.transmit.push_back(command.id(id));
+    }
+
+    fn handle_greeting(&mut self, greeting: Greeting, _now: Instant) {
+        if self.phase != Phase::AwaitingGreeting {
+            self.stats.unexpected_messages += 1;
+            tracing::warn!("second QMP greeting ignored");
+            return;
+        }
+        let oob = self.config.enable_oob && greeting.capabilities.contains(&Capability::Oob);
+        tracing::debug!(version = %greeting.version.qemu, oob, "QMP greeting");
+        self.greeting = Some(greeting);
+        self.oob_enabled = oob;
+        let mut command = Command::new("qmp_capabilities");
+        if oob {
+            command = command
+                .arguments(json!({"enable": ["oob"]}).as_object().cloned().unwrap_or_default());
+        }
+        self.send_internal(Internal::Capabilities, command);
+        self.phase = Phase::Negotiating;
+    }
+
+    fn handle_reply(&mut self, id: Option<&Value>, result: Result<Value, qmp_codec::QmpError>) {
+        let Some(id) = id.and_then(Value::as_u64) else {
+            self.stats.unmatched_replies += 1;
+            tracing::warn!(?id, ?result, "QMP reply without a usable id ignored");
+            return;
+        };
+        match self.pending.remove(&id) {
+            Some(Pending::User { name, waiter, deadline }) => {
+                if let Some((at, _)) = deadline {
+                    self.deadlines.remove(&(at, id));
+                }
+                let result =
+                    result.map_err(|e| Error::Qmp { command: name, class: e.class, desc: e.desc });
+                self.completions.push_back(Completion { id, waiter, result });
+            }
+            Some(Pending::Internal(which)) => self.handle_internal_reply(which, result),
+            None => {
+                if let Some(name) = self.abandoned.take(id) {
+                    self.stats.late_replies += 1;
+                    tracing::debug!(command = %name, id, "late reply to an abandoned QMP command discarded");
+                } else {
+                    self.stats.unmatched_replies += 1;
+                    tracing::warn!(id, ?result, "QMP reply with an unknown id ignored");
+                }
+            }
+        }
+    }
+
+    fn handle_internal_reply(
+        &mut self,
+        which: Internal,
+        result: Result<Value, qmp_codec::QmpError>,
+    ) {
+        match (which, result) {
+            (Internal::Capabilities, Ok(_)) => {
+                self.send_internal(Internal::QueryCommands, Command::new("query-commands"));
+                self.phase = Phase::LoadingCommands;
+            }
+            (Internal::QueryCommands, Ok(value)) => match parse_command_list(&value) {
+                Ok(commands) => {
+                    self.commands = commands;
+                    self.phase = Phase::Ready;
+                }
+                Err(error) => self.close(error),
+            },
+            (Internal::Capabilities, Err(error)) => {
+                self.close(Error::Protocol(format!("qmp_capabilities was refused: {error}")));
+            }
+            (Internal::QueryCommands, Err(error)) => {
+                self.close(Error::Protocol(format!("query-commands failed: {error}")));
+            }
+        }
+    }
+
+    fn handle_bad_frame(&mut self, frame_error: &qmp_codec::Error) {
+        self.stats.bad_frames += 1;
+        tracing::warn!(error = %frame_error, "unreadable QMP message");
+        if self.phase == Phase::AwaitingGreeting {
+            return self.close(Error::Protocol(format!("unreadable greeting: {frame_error}")));
+        }
+        // If the bad line still shows which command it answered, fail that command now
+        // rather than leave it waiting for a reply that has already come and gone.
+        let Some(id) = recover_id(frame_error) else { return };
+        match self.pending.remove(&id) {
+            Some(Pending::User { name, waiter, deadline }) => {
+                if let Some((at, _)) = deadline {
+                    self.deadlines.remove(&(at, id));
+                }
+                let result =
+                    Err(Error::BadReply { command: name, reason: frame_error.to_string() });
+                self.completions.push_back(Completion { id, waiter, result });
+            }
+            Some(Pending::Internal(_)) => {
+                self.close(Error::Protocol(format!(
+                    "unreadable reply during negotiation: {frame_error}"
+                )));
+            }
+            None => {}
+        }
+    }
+
+    fn push_event(&mut self, event: Event) {
+        self.stats.events += 1;
+        if self.events.len() >= self.config.event_queue_capacity.max(1) {
+            self.events.pop_front();
+            self.events_missed += 1;
+            self.stats.events_dropped += 1;
+        }
+        self.events.push_back(event);
+    }
+
+    fn close(&mut self, error: Error) {
+        if self.phase == Phase::Closed {
+            return;
+        }
+        tracing::debug!(%error, "QMP session closed");
+        self.phase = Phase::Closed;
+        let reason = match &error {
+            Error::Disconnected(reason) => reason.clone(),
+            other => DisconnectReason::Protocol(other.to_string()),
+        };
+        self.deadlines.clear();
+        self.transmit.clear();
+        for (id, pending) in self.pending.drain() {
+            if let Pending::User { waiter, .. } = pending {
+                let result = Err(Error::Disconnected(reason.clone()));
+                self.completions.push_back(Completion { id, waiter, result });
+            }
+        }
+        self.close_error = Some(error);
+    }
+}
+
+/// The command names in a `query-commands` return value.
+fn parse_command_list(value: &Value) -> Result<HashSet<String>, Error> {
+    let invalid =
+        || Error::Protocol(format!("query-commands returned an unexpected value: {value}"));
+    value
+        .as_array()
+        .ok_or_else(invalid)?
+        .iter()
+        .map(|entry| {
+            entry.get("name").and_then(Value::as_str).map(str::to_owned).ok_or_else(invalid)
+        })
+        .collect()
+}
+
+/// The numeric `"id"` of a reply that could not be decoded, when enough of it survives.
+fn recover_id(frame_error: &qmp_codec::Error) -> Option<u64> {
+    match frame_error {
+        qmp_codec::Error::UnknownShape { object, .. } => object.get("id").and_then(Value::as_u64),
+        qmp_codec::Error::FrameTooLong { head, tail, .. } => {
+            find_id(tail).or_else(|| find_id(head))
+        }
+        qmp_codec::Error::InvalidJson { line, .. } | qmp_codec::Error::InvalidUtf8 { line, .. } => {
+            find_id(line)
+        }
+        _ => None,
+    }
+}
+
+/// Finds `"id": <digits>` in raw bytes (QEMU writes it last in replies, first in errors);
+/// the last occurrence wins, as a reply's own id follows anything quoted in its payload.
+fn find_id(bytes: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"id\":";
+    let start = bytes.windows(KEY.len()).rposition(|w| w == KEY)? + KEY.len();
+    let digits: String = bytes[start..]
+        .iter()
+        .skip_while(|b| b.is_ascii_whitespace())
+        .take_while(|b| b.is_ascii_digit())
+        .map(|&b| char::from(b))
+        .collect();
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests;

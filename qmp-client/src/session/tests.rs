@@ -1,0 +1,383 @@
+//! The core driven by hand, with fake time: every input is a call, every output is polled.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use qmp_codec::{Command, ErrorClass, ServerMessage};
+use serde_json::{Value, json};
+
+use super::*;
+
+fn msg(text: &str) -> Result<ServerMessage, qmp_codec::Error> {
+    ServerMessage::from_slice(text.as_bytes())
+}
+
+const GREETING_OOB: &str = r#"{"QMP": {"version": {"qemu": {"micro": 22, "minor": 2, "major": 7}, "package": "Debian"}, "capabilities": ["oob"]}}"#;
+const GREETING_PLAIN: &str = r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 0, "major": 5}, "package": ""}, "capabilities": []}}"#;
+
+fn id_of(command: &Command) -> u64 {
+    command.id.as_ref().and_then(Value::as_u64).unwrap()
+}
+
+/// A session taken through greeting, negotiation and `query-commands` at `t0`.
+fn ready(config: SessionConfig, t0: Instant) -> Session<&'static str> {
+    let mut s = Session::new(config, t0);
+    s.handle_message(msg(GREETING_OOB), t0);
+    let caps = s.poll_transmit().unwrap();
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))), t0);
+    let query = s.poll_transmit().unwrap();
+    assert_eq!(query.name, "query-commands");
+    let names = r#"[{"name": "query-status"}, {"name": "stop"}, {"name": "cont"}, {"name": "migrate-pause"}, {"name": "query-commands"}]"#;
+    s.handle_message(msg(&format!(r#"{{"return": {names}, "id": {}}}"#, id_of(&query))), t0);
+    assert_eq!(s.phase(), Phase::Ready);
+    s
+}
+
+fn completions<W>(s: &mut Session<W>) -> Vec<Completion<W>> {
+    std::iter::from_fn(|| s.poll_completion()).collect()
+}
+
+#[test]
+fn handshake_negotiates_oob_and_loads_the_command_cache() {
+    let t0 = Instant::now();
+    let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
+    assert_eq!(s.phase(), Phase::AwaitingGreeting);
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    assert!(s.poll_transmit().is_none(), "nothing is sent before the greeting");
+
+    s.handle_message(msg(GREETING_OOB), t0);
+    assert_eq!(s.greeting().unwrap().version.qemu.to_string(), "7.2.22");
+    let caps = s.poll_transmit().unwrap();
+    assert_eq!(
+        serde_json::to_value(&caps).unwrap(),
+        json!({"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 0})
+    );
+    assert_eq!(s.phase(), Phase::Negotiating);
+    assert!(s.start_command(Request::new("stop"), (), t0).is_err(), "not ready yet");
+
+    s.handle_message(msg(r#"{"return": {}, "id": 0}"#), t0);
+    let query = s.poll_transmit().unwrap();
+    assert_eq!(
+        serde_json::to_value(&query).unwrap(),
+        json!({"execute": "query-commands", "id": 1})
+    );
+    s.handle_message(
+        msg(r#"{"return": [{"name": "stop"}, {"name": "query-commands"}], "id": 1}"#),
+        t0,
+    );
+    assert_eq!(s.phase(), Phase::Ready);
+    assert!(s.oob_enabled());
+    assert!(s.supports("stop") && !s.supports("cont"));
+    assert_eq!(s.commands(), ["query-commands", "stop"]);
+    assert_eq!(s.poll_timeout(), None, "no deadline once ready and idle");
+    assert!(completions(&mut s).is_empty(), "internal commands never surface");
+}
+
+#[test]
+fn oob_is_not_requested_when_not_offered_or_not_wanted() {
+    let t0 = Instant::now();
+    let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
+    s.handle_message(msg(GREETING_PLAIN), t0);
+    assert_eq!(
+        serde_json::to_value(s.poll_transmit().unwrap()).unwrap(),
+        json!({"execute": "qmp_capabilities", "id": 0})
+    );
+    assert!(!s.oob_enabled());
+
+    let config = SessionConfig { enable_oob: false, ..SessionConfig::default() };
+    let mut s: Session<()> = Session::new(config, t0);
+    s.handle_message(msg(GREETING_OOB), t0);
+    assert_eq!(s.poll_transmit().unwrap().arguments, None);
+    assert!(!s.oob_enabled());
+}
+
+#[test]
+fn anything_but_a_greeting_first_is_a_protocol_error() {
+    let t0 = Instant::now();
+    for first in [
+        Ok(r#"{"return": {}}"#),
+        Ok(r#"{"event": "STOP", "timestamp": {"seconds": 1, "microseconds": 1}}"#),
+        Err(qmp_codec::Error::InvalidJson {
+            source: serde_json::from_str::<Value>("x").unwrap_err(),
+            line: Bytes::from_static(b"x"),
+        }),
+    ] {
+        let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
+        s.handle_message(first.map_or_else(Err, msg), t0);
+        assert_eq!(s.phase(), Phase::Closed);
+        assert!(matches!(s.close_error(), Some(Error::Protocol(_))), "{:?}", s.close_error());
+        assert!(s.poll_transmit().is_none());
+    }
+}
+
+#[test]
+fn greeting_and_negotiation_time_out_on_the_fake_clock() {
+    let t0 = Instant::now();
+    let config =
+        SessionConfig { handshake_timeout: Duration::from_secs(2), ..SessionConfig::default() };
+    let mut s: Session<()> = Session::new(config.clone(), t0);
+    s.handle_timeout(t0 + Duration::from_millis(1999));
+    assert_eq!(s.phase(), Phase::AwaitingGreeting);
+    s.handle_timeout(t0 + Duration::from_secs(2));
+    assert!(
+        matches!(s.close_error(), Some(Error::GreetingTimeout(d)) if *d == Duration::from_secs(2))
+    );
+
+    let mut s: Session<()> = Session::new(config, t0);
+    s.handle_message(msg(GREETING_OOB), t0);
+    let _ = s.poll_transmit();
+    s.handle_timeout(t0 + Duration::from_secs(3));
+    assert!(
+        matches!(s.close_error(), Some(Error::Timeout { command, .. }) if command == "qmp_capabilities")
+    );
+}
+
+#[test]
+fn refused_negotiation_closes_the_session() {
+    let t0 = Instant::now();
+    let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
+    s.handle_message(msg(GREETING_OOB), t0);
+    let _ = s.poll_transmit();
+    s.handle_message(msg(r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": 0}"#), t0);
+    assert!(matches!(s.close_error(), Some(Error::Protocol(why)) if why.contains("nope")));
+}
+
+#[test]
+fn replies_in_any_order_reach_their_own_waiters() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let a = s.start_command(Request::new("query-status"), "a", t0).unwrap();
+    let b = s.start_command(Request::new("stop"), "b", t0).unwrap();
+    let c = s.start_command(Request::new("cont"), "c", t0).unwrap();
+    assert_eq!(s.in_flight(), 3);
+    s.handle_message(msg(&format!(r#"{{"return": "C", "id": {}}}"#, id_of(&c))), t0);
+    s.handle_message(
+        msg(&format!(
+            r#"{{"id": {}, "error": {{"class": "GenericError", "desc": "B failed"}}}}"#,
+            id_of(&b)
+        )),
+        t0,
+    );
+    s.handle_message(msg(&format!(r#"{{"return": "A", "id": {}}}"#, id_of(&a))), t0);
+    let done = completions(&mut s);
+    let order: Vec<&str> = done.iter().map(|c| c.waiter).collect();
+    assert_eq!(order, ["c", "b", "a"]);
+    assert_eq!(done[0].result.as_ref().unwrap(), "C");
+    assert!(
+        matches!(&done[1].result, Err(Error::Qmp { command, class: ErrorClass::GenericError, desc }) if command == "stop" && desc == "B failed")
+    );
+    assert_eq!(done[2].result.as_ref().unwrap(), "A");
+    assert_eq!(s.in_flight(), 0);
+}
+
+#[test]
+fn unknown_and_missing_ids_are_counted_never_fatal() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let cmd = s.start_command(Request::new("stop"), "x", t0).unwrap();
+    s.handle_message(msg(r#"{"return": {}, "id": 999}"#), t0);
+    s.handle_message(msg(r#"{"return": {}, "id": "not-ours"}"#), t0);
+    s.handle_message(msg(r#"{"return": {}}"#), t0);
+    s.handle_message(
+        msg(r#"{"error": {"class": "GenericError", "desc": "QMP input lacks member 'execute'"}}"#),
+        t0,
+    );
+    assert_eq!(s.stats().unmatched_replies, 4);
+    assert!(completions(&mut s).is_empty());
+    s.handle_message(msg(&format!(r#"{{"return": 1, "id": {}}}"#, id_of(&cmd))), t0);
+    assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), 1);
+}
+
+#[test]
+fn commands_unknown_to_the_server_fail_before_anything_is_registered() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let err = s.start_command(Request::new("device_add"), "x", t0).unwrap_err();
+    assert!(matches!(err, Error::CommandNotSupported { command } if command == "device_add"));
+    assert_eq!(s.in_flight(), 0);
+    s.update_commands(&json!([{"name": "device_add"}])).unwrap();
+    assert!(s.start_command(Request::new("device_add"), "x", t0).is_ok());
+    assert!(s.update_commands(&json!({"not": "a list"})).is_err());
+    assert!(s.supports("device_add"), "a bad list leaves the cache alone");
+}
+
+#[test]
+fn a_timed_out_command_fails_and_its_late_reply_is_discarded() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let slow = s
+        .start_command(
+            Request::new("query-status").timeout(Some(Duration::from_secs(5))),
+            "slow",
+            t0,
+        )
+        .unwrap();
+    let other = s
+        .start_command(Request::new("stop").timeout(Some(Duration::from_secs(60))), "other", t0)
+        .unwrap();
+    let untimed = s.start_command(Request::new("cont"), "untimed", t0).unwrap();
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
+
+    s.handle_timeout(t0 + Duration::from_secs(4));
+    assert!(completions(&mut s).is_empty());
+    s.handle_timeout(t0 + Duration::from_secs(5));
+    let done = completions(&mut s);
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].waiter, "slow");
+    let err = done[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(err, Error::Timeout { command, timeout } if command == "query-status" && *timeout == Duration::from_secs(5))
+    );
+    assert!(err.outcome_unknown());
+    assert!(err.to_string().contains("outcome is unknown"));
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+
+    // The late reply is recognised as late, and the connection stays in sync.
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&slow))), t0);
+    assert_eq!(s.stats().late_replies, 1);
+    assert_eq!(s.stats().unmatched_replies, 0);
+    s.handle_message(msg(&format!(r#"{{"return": "u", "id": {}}}"#, id_of(&untimed))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": "o", "id": {}}}"#, id_of(&other))), t0);
+    let waiters: Vec<&str> = completions(&mut s).iter().map(|c| c.waiter).collect();
+    assert_eq!(waiters, ["untimed", "other"]);
+    assert_eq!(s.poll_timeout(), None, "answered commands leave no deadline behind");
+}
+
+#[test]
+fn the_default_timeout_applies_to_commands_without_their_own() {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        default_command_timeout: Some(Duration::from_secs(1)),
+        ..SessionConfig::default()
+    };
+    let mut s = ready(config, t0);
+    s.start_command(Request::new("stop"), "x", t0).unwrap();
+    assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(1)));
+}
+
+#[test]
+fn a_cancelled_command_gives_its_waiter_back_and_its_reply_is_discarded() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let cmd = s
+        .start_command(Request::new("stop").timeout(Some(Duration::from_secs(1))), "x", t0)
+        .unwrap();
+    assert_eq!(s.cancel(id_of(&cmd)), Some("x"));
+    assert_eq!(s.cancel(id_of(&cmd)), None);
+    assert_eq!(s.poll_timeout(), None);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&cmd))), t0);
+    assert!(completions(&mut s).is_empty());
+    assert_eq!(s.stats().late_replies, 1);
+}
+
+#[test]
+fn closing_fails_everything_in_flight_and_everything_after() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    for waiter in ["a", "b", "c"] {
+        s.start_command(Request::new("query-status"), waiter, t0).unwrap();
+    }
+    s.handle_closed(DisconnectReason::Eof);
+    let done = completions(&mut s);
+    assert_eq!(done.len(), 3);
+    assert!(
+        done.iter().all(|c| matches!(c.result, Err(Error::Disconnected(DisconnectReason::Eof))))
+    );
+    assert!(matches!(
+        s.start_command(Request::new("stop"), "d", t0),
+        Err(Error::Disconnected(DisconnectReason::Eof))
+    ));
+    assert_eq!(s.poll_timeout(), None);
+    // A second close does not overwrite the first reason.
+    s.handle_closed(DisconnectReason::Closed);
+    assert!(matches!(s.close_error(), Some(Error::Disconnected(DisconnectReason::Eof))));
+    s.handle_message(msg(r#"{"return": {}, "id": 0}"#), t0);
+    assert!(completions(&mut s).is_empty());
+}
+
+#[test]
+fn the_event_queue_is_bounded_and_reports_what_it_dropped() {
+    let t0 = Instant::now();
+    let config = SessionConfig { event_queue_capacity: 3, ..SessionConfig::default() };
+    let mut s = ready(config, t0);
+    for n in 0..5 {
+        s.handle_message(
+            msg(&format!(
+                r#"{{"event": "E{n}", "timestamp": {{"seconds": 1, "microseconds": {n}}}}}"#
+            )),
+            t0,
+        );
+    }
+    let items: Vec<EventItem> = std::iter::from_fn(|| s.poll_event()).collect();
+    assert_eq!(items[0], EventItem::Lagged(2));
+    let names: Vec<&str> = items[1..]
+        .iter()
+        .map(|i| match i {
+            EventItem::Event(e) => e.event.as_str(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(names, ["E2", "E3", "E4"]);
+    assert_eq!((s.stats().events, s.stats().events_dropped), (5, 2));
+}
+
+#[test]
+fn an_unreadable_reply_that_still_shows_its_id_fails_its_command() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let big = s.start_command(Request::new("query-status"), "big", t0).unwrap();
+    let odd = s.start_command(Request::new("stop"), "odd", t0).unwrap();
+    let kept = s.start_command(Request::new("cont"), "kept", t0).unwrap();
+    s.handle_message(
+        Err(qmp_codec::Error::FrameTooLong {
+            max_frame_len: 10,
+            len: 100,
+            head: Bytes::from_static(b"{\"return\": [1, 2"),
+            tail: Bytes::from(format!("3, 4], \"id\": {}}}", id_of(&big))),
+        }),
+        t0,
+    );
+    s.handle_message(
+        msg(&format!(
+            r#"{{"return": 1, "error": {{"class": "GenericError", "desc": ""}}, "id": {}}}"#,
+            id_of(&odd)
+        )),
+        t0,
+    );
+    // Garbage that names no command costs nothing but a count.
+    s.handle_message(msg("[1, 2]"), t0);
+    let done = completions(&mut s);
+    let summary: Vec<(&str, bool)> =
+        done.iter().map(|c| (c.waiter, matches!(c.result, Err(Error::BadReply { .. })))).collect();
+    assert_eq!(summary, [("big", true), ("odd", true)]);
+    assert_eq!(s.stats().bad_frames, 3);
+    assert_eq!(s.in_flight(), 1);
+    assert_eq!(s.phase(), Phase::Ready);
+    let _ = kept;
+}
+
+#[test]
+fn exec_oob_needs_oob_negotiated() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let cmd = s.start_command(Request::new("migrate-pause").oob(true), "x", t0).unwrap();
+    assert!(cmd.oob);
+    assert_eq!(serde_json::to_value(&cmd).unwrap()["exec-oob"], "migrate-pause");
+
+    let mut s = ready(SessionConfig { enable_oob: false, ..SessionConfig::default() }, t0);
+    assert!(matches!(
+        s.start_command(Request::new("migrate-pause").oob(true), "x", t0),
+        Err(Error::InvalidRequest(_))
+    ));
+}
+
+#[test]
+fn ids_are_found_in_raw_reply_bytes() {
+    assert_eq!(find_id(br#"{"return": [], "id": 42}"#), Some(42));
+    assert_eq!(find_id(br#"{"id": 7, "error": {"class"#), Some(7));
+    assert_eq!(find_id(br#"{"id":3}"#), Some(3));
+    assert_eq!(find_id(br#"{"return": {"id": 1}, "id": 2}"#), Some(2));
+    assert_eq!(find_id(br#"{"return": "x"}"#), None);
+    assert_eq!(find_id(br#"{"id": "text"}"#), None);
+    assert_eq!(find_id(b""), None);
+}
