@@ -390,6 +390,11 @@ impl Client {
         self.subscribe(filter).wait(timeout).await
     }
 
+    /// Commands sent and not yet answered, timed out or abandoned.
+    pub fn in_flight(&self) -> usize {
+        self.inner.state().session.in_flight()
+    }
+
     /// Counters of discarded replies, bad frames and events.
     pub fn stats(&self) -> Stats {
         self.inner.state().session.stats()

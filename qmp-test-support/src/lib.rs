@@ -74,6 +74,7 @@ pub fn find_qemu() -> Result<PathBuf, String> {
 pub struct QemuBuilder {
     binary: Option<PathBuf>,
     paused: bool,
+    qmp_path: Option<PathBuf>,
     extra_args: Vec<OsString>,
 }
 
@@ -86,7 +87,7 @@ impl Default for QemuBuilder {
 impl QemuBuilder {
     /// A builder with the default machine.
     pub fn new() -> Self {
-        Self { binary: None, paused: false, extra_args: Vec::new() }
+        Self { binary: None, paused: false, qmp_path: None, extra_args: Vec::new() }
     }
 
     /// Use this binary instead of looking one up.
@@ -100,6 +101,15 @@ impl QemuBuilder {
     #[must_use]
     pub fn paused(mut self, paused: bool) -> Self {
         self.paused = paused;
+        self
+    }
+
+    /// Put the QMP socket at `path` instead of in QEMU's own temporary directory, e.g. to
+    /// start a second QEMU where a killed one listened. The caller owns that path; a socket
+    /// left there is replaced.
+    #[must_use]
+    pub fn qmp_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qmp_path = Some(path.into());
         self
     }
 
@@ -136,7 +146,9 @@ impl QemuBuilder {
         };
         let dir =
             tempfile::Builder::new().prefix("qmp-rs-qemu.").tempdir().map_err(StartError::Io)?;
-        let qmp_path = dir.path().join("qmp.sock");
+        let qmp_path = self.qmp_path.unwrap_or_else(|| dir.path().join("qmp.sock"));
+        // QEMU refuses to bind over a stale socket file.
+        let _ = std::fs::remove_file(&qmp_path);
         let stderr_path = dir.path().join("qemu.stderr");
         let stderr = File::create(&stderr_path).map_err(StartError::Io)?;
 
@@ -327,6 +339,29 @@ impl Qemu {
         child.wait()
     }
 
+    /// Freezes QEMU (`SIGSTOP`): it stops reading and answering its monitor, so commands
+    /// sent meanwhile stay in flight. [`Qemu::resume`] undoes it; kill and drop work either way.
+    ///
+    /// # Errors
+    /// If QEMU was already killed, or the signal cannot be sent.
+    pub fn freeze(&self) -> io::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Resumes a frozen QEMU (`SIGCONT`).
+    ///
+    /// # Errors
+    /// As [`Qemu::freeze`].
+    pub fn resume(&self) -> io::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> io::Result<()> {
+        let pid = self.pid().ok_or_else(|| io::Error::other("QEMU was already killed"))?;
+        let pid = i32::try_from(pid).map_err(io::Error::other)?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).map_err(io::Error::from)
+    }
+
     /// Checks whether QEMU is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
@@ -413,6 +448,38 @@ mod tests {
         assert!(!status.success());
         assert!(!qemu.is_running());
         assert!(qemu.kill().is_err(), "second kill must say it was already killed");
+    }
+
+    #[test]
+    fn a_second_qemu_can_listen_where_a_killed_one_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vm.qmp");
+        let mut first = qemu_or_skip!(QemuBuilder::new().paused(true).qmp_path(&path));
+        assert_eq!(first.qmp_path(), path);
+        first.kill().unwrap();
+        let second = Qemu::start_or_skip_with(QemuBuilder::new().paused(true).qmp_path(&path)).unwrap();
+        assert!(UnixStream::connect(second.qmp_path()).is_ok());
+    }
+
+    #[test]
+    fn a_frozen_qemu_does_not_answer_until_resumed() {
+        use std::io::Write;
+        let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+        let mut stream = UnixStream::connect(qemu.qmp_path()).unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        qemu.freeze().unwrap();
+        stream.write_all(b"{\"execute\": \"qmp_capabilities\"}\r\n").unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(300))).unwrap();
+        line.clear();
+        let frozen = reader.read_line(&mut line);
+        assert!(frozen.is_err(), "a frozen QEMU answered: {line}");
+        qemu.resume().unwrap();
+        stream.set_read_timeout(None).unwrap();
+        line.clear();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.starts_with("{\"return\""), "{line}");
     }
 
     #[test]

@@ -1,0 +1,586 @@
+//! Faults a real QEMU cannot be made to produce, against the testkit's mock server.
+
+use std::fmt::Write as _;
+use std::io::Read;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use qmp_client::testkit::{MockGreeting, MockServer};
+use qmp_client::{
+    CallOptions, Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient,
+};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+/// Polls `condition` until it holds; fails the test after `PATIENCE`.
+async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while !condition() {
+        assert!(tokio::time::Instant::now() < deadline, "gave up waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn replies_out_of_order_reach_the_right_callers() {
+    let held = Arc::new(Mutex::new(Vec::new()));
+    let server = MockServer::builder()
+        .handler({
+            let held = Arc::clone(&held);
+            move |conn, request| {
+                let mut held = held.lock().unwrap();
+                held.push(request.command);
+                if held.len() == 3 {
+                    // Answer the last first, each with its own arguments echoed.
+                    for command in held.drain(..).rev() {
+                        conn.reply(&command, json!(command.arguments));
+                    }
+                }
+            }
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let (a, b, c) = tokio::join!(
+        client.execute("query-status", json!({"n": 1})),
+        client.execute("query-status", json!({"n": 2})),
+        client.execute("query-status", json!({"n": 3})),
+    );
+    assert_eq!(
+        (a.unwrap(), b.unwrap(), c.unwrap()),
+        (json!({"n": 1}), json!({"n": 2}), json!({"n": 3}))
+    );
+    assert_eq!(client.stats().unmatched_replies, 0);
+}
+
+#[tokio::test]
+async fn many_tasks_share_one_connection() {
+    let server = MockServer::builder()
+        .handler(|conn, request| conn.reply(&request.command, json!(request.command.arguments)))
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let tasks: Vec<_> = (0..20)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for n in 0..10 {
+                    let args = json!({"task": task, "n": n});
+                    assert_eq!(client.execute("query-status", &args).await.unwrap(), args);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn unknown_ids_and_garbage_between_replies_are_counted_not_fatal() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            conn.send_raw("this is not JSON\r\n");
+            conn.send_raw("{\"return\": {}, \"id\": 999999}\r\n");
+            conn.send_raw("{\"return\": {}}\r\n");
+            conn.send_raw("[\"an\", \"array\"]\r\n");
+            conn.reply(&request.command, json!("the real reply"));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    assert_eq!(client.execute("query-status", ()).await.unwrap(), "the real reply");
+    assert_eq!(client.execute("query-status", ()).await.unwrap(), "the real reply");
+    let stats = client.stats();
+    assert_eq!((stats.unmatched_replies, stats.bad_frames), (4, 4));
+    assert!(!client.is_closed());
+}
+
+#[tokio::test]
+async fn an_event_flood_and_a_slow_subscriber_stay_bounded() {
+    const FLOOD: usize = 50_000;
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            if request.command.name == "cont" {
+                let mut burst = String::new();
+                for n in 0..FLOOD {
+                    let _ = write!(
+                        burst,
+                        "{{\"event\": \"TICK\", \"data\": {{\"n\": {n}}}, \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n"
+                    );
+                }
+                conn.send_raw(burst);
+            }
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut slow = client.subscribe_with_capacity(EventFilter::names(["TICK"]), 16);
+    let mut filtered_out = client.subscribe_with_capacity(EventFilter::names(["OTHER"]), 16);
+
+    client.execute("cont", ()).await.unwrap();
+    // The connection is not held up by the subscriber that reads nothing.
+    assert_eq!(client.execute("query-status", ()).await.unwrap(), json!({}));
+    assert_eq!(client.stats().events, FLOOD as u64);
+
+    let Some(EventItem::Lagged(missed)) = slow.recv().await else {
+        panic!("expected a lag marker")
+    };
+    assert_eq!(missed, (FLOOD - 16) as u64);
+    let mut kept = Vec::new();
+    while let Some(item) = slow.try_recv() {
+        let EventItem::Event(event) = item else { panic!("{item:?}") };
+        kept.push(event.data.unwrap()["n"].as_u64().unwrap());
+    }
+    let expected: Vec<u64> = (FLOOD as u64 - 16..FLOOD as u64).collect();
+    assert_eq!(kept, expected, "the newest events are kept, in order");
+    assert!(filtered_out.try_recv().is_none(), "a filter is applied before queueing");
+}
+
+#[tokio::test]
+async fn a_missing_or_wrong_greeting_is_a_typed_error() {
+    let silent = MockServer::builder().greeting(MockGreeting::Silent).start();
+    let error = Client::builder()
+        .handshake_timeout(Duration::from_millis(200))
+        .connect(silent.path())
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, Error::GreetingTimeout(d) if d == Duration::from_millis(200)),
+        "{error}"
+    );
+
+    for (greeting, expected) in [
+        (&b"{\"return\": {}}\r\n"[..], "expected the QMP greeting"),
+        (b"garbage\r\n", "unreadable greeting"),
+        (b"{\"QMP\": {\"version\": 7}}\r\n", "unreadable greeting"),
+    ] {
+        let server = MockServer::builder().greeting(MockGreeting::Raw(greeting.into())).start();
+        let error = Client::connect(server.path()).await.unwrap_err();
+        assert!(matches!(&error, Error::Protocol(why) if why.contains(expected)), "{error}");
+    }
+
+    let nothing =
+        MockServer::builder().greeting(MockGreeting::Raw("{\"QMP\": {\"vers".into())).start();
+    let accepted = async {
+        let conn = nothing.accepted().await;
+        conn.disconnect();
+    };
+    let (result, ()) = tokio::join!(Client::connect(nothing.path()), accepted);
+    assert!(
+        matches!(result, Err(Error::Disconnected(DisconnectReason::Truncated { .. }))),
+        "{result:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_server_times_the_command_out_and_the_connection_stays_in_sync() {
+    let server = MockServer::builder()
+        .handler(|conn, request| match request.command.name.as_str() {
+            "query-status" => {
+                conn.reply_after(Duration::from_millis(300), &request.command, json!("late"));
+            }
+            _ => conn.reply(&request.command, json!("prompt")),
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let options = CallOptions::new().timeout(Duration::from_millis(50));
+    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Timeout { command, .. } if command == "query-status"),
+        "{error}"
+    );
+    assert!(error.outcome_unknown());
+    assert_eq!(client.execute("stop", ()).await.unwrap(), "prompt");
+    eventually("the late reply", || client.stats().late_replies == 1).await;
+    assert_eq!(client.stats().unmatched_replies, 0);
+    assert_eq!(client.execute("cont", ()).await.unwrap(), "prompt");
+}
+
+#[tokio::test]
+async fn a_default_timeout_applies_to_every_command() {
+    let server = MockServer::builder().handler(|_, _| {}).start();
+    let client = Client::builder()
+        .default_command_timeout(Some(Duration::from_millis(50)))
+        .connect(server.path())
+        .await
+        .unwrap();
+    assert!(matches!(client.execute("stop", ()).await, Err(Error::Timeout { .. })));
+}
+
+#[tokio::test]
+async fn a_dropped_call_is_abandoned_and_the_connection_stays_in_sync() {
+    let server = MockServer::builder()
+        .handler(|conn, request| match request.command.name.as_str() {
+            "query-status" => {
+                conn.reply_after(Duration::from_millis(200), &request.command, json!("late"));
+            }
+            _ => conn.reply(&request.command, json!("prompt")),
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    tokio::select! {
+        _ = client.execute("query-status", ()) => panic!("should still be waiting"),
+        () = tokio::time::sleep(Duration::from_millis(20)) => {}
+    }
+    assert_eq!(client.execute("stop", ()).await.unwrap(), "prompt");
+    eventually("the abandoned command's reply", || client.stats().late_replies == 1).await;
+}
+
+#[tokio::test]
+async fn a_disconnect_mid_reply_fails_the_call_and_every_later_one() {
+    const PARTIAL: &str = "{\"return\": {\"status\": \"runn";
+    let server = MockServer::builder()
+        .handler(|conn, _| {
+            conn.send_raw(PARTIAL);
+            conn.disconnect();
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let error = client.execute("query-status", ()).await.unwrap_err();
+    assert!(
+        matches!(error, Error::Disconnected(DisconnectReason::Truncated { len }) if len == PARTIAL.len()),
+        "{error}"
+    );
+    assert!(client.is_closed());
+    let error = client.execute("query-status", ()).await.unwrap_err();
+    assert!(matches!(error, Error::Disconnected(DisconnectReason::Truncated { .. })), "{error}");
+}
+
+#[tokio::test]
+async fn commands_in_flight_fail_at_once_when_the_server_goes() {
+    let server = MockServer::builder().handler(|_, _| {}).start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let conn = server.accepted().await;
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.execute("query-status", ()).await })
+        })
+        .collect();
+    eventually("10 commands on the wire", || {
+        server.received_names().iter().filter(|n| *n == "query-status").count() == 10
+    })
+    .await;
+    conn.disconnect();
+    for call in calls {
+        let error = call.await.unwrap().unwrap_err();
+        assert!(matches!(error, Error::Disconnected(DisconnectReason::Eof)), "{error}");
+    }
+    client.closed().await;
+}
+
+#[tokio::test]
+async fn unsupported_commands_fail_before_anything_is_sent() {
+    let server = MockServer::builder()
+        .commands(["qmp_capabilities", "query-commands", "query-status"])
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    assert!(client.supports("query-status"));
+    assert!(!client.supports("device_add"));
+    let error = client.execute("device_add", json!({"driver": "e1000"})).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::CommandNotSupported { command } if command == "device_add"),
+        "{error}"
+    );
+    assert_eq!(server.received_names(), ["qmp_capabilities", "query-commands"]);
+}
+
+#[tokio::test]
+async fn an_oversized_reply_fails_only_its_own_command() {
+    let server = MockServer::builder()
+        .handler(|conn, request| match request.command.name.as_str() {
+            "query-pci" => conn.reply(&request.command, json!("x".repeat(4096))),
+            _ => conn.reply(&request.command, json!("small")),
+        })
+        .start();
+    let client = Client::builder().max_frame_len(1024).connect(server.path()).await.unwrap();
+    let error = client.execute("query-pci", ()).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::BadReply { command, reason } if command == "query-pci" && reason.contains("1024")),
+        "{error}"
+    );
+    assert_eq!(client.execute("query-status", ()).await.unwrap(), "small");
+}
+
+#[tokio::test]
+async fn bad_arguments_and_types_are_caller_errors() {
+    #[derive(Debug, serde::Deserialize)]
+    struct Wrong {
+        #[allow(dead_code)]
+        running: bool,
+    }
+    let server = MockServer::builder()
+        .handler(|conn, request| conn.reply(&request.command, json!({"status": "running"})))
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let error = client.execute("query-status", json!([1, 2])).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidRequest(_)), "{error}");
+    let error = client.execute_as::<Wrong>("query-status", ()).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::Decode { command, .. } if command == "query-status"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn error_replies_are_typed() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            conn.error(&request.command, "DeviceNotFound", "Device 'nope' not found");
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let error = client.execute("device_del", json!({"id": "nope"})).await.unwrap_err();
+    assert_eq!(
+        error.qmp_error().map(|(c, d)| (c.as_str(), d)),
+        Some(("DeviceNotFound", "Device 'nope' not found"))
+    );
+    assert_eq!(
+        error.to_string(),
+        "QMP command 'device_del' failed: DeviceNotFound: Device 'nope' not found"
+    );
+}
+
+#[tokio::test]
+async fn exec_oob_is_sent_only_when_negotiated() {
+    let server = MockServer::builder().start();
+    let client = Client::connect(server.path()).await.unwrap();
+    assert!(client.oob_enabled());
+    client.execute_oob("migrate-pause", ()).await.unwrap();
+    let sent = server.received();
+    assert_eq!(sent[0].arguments, json!({"enable": ["oob"]}).as_object().cloned());
+    assert!(sent.last().unwrap().oob);
+
+    let client = Client::builder().enable_oob(false).connect(server.path()).await.unwrap();
+    assert!(!client.oob_enabled());
+    assert!(matches!(client.execute_oob("migrate-pause", ()).await, Err(Error::InvalidRequest(_))));
+}
+
+#[tokio::test]
+async fn descriptors_travel_with_their_command() {
+    let server = MockServer::builder()
+        .handler(|conn, request| match request.command.name.as_str() {
+            "getfd" => {
+                assert_eq!(request.fds.len(), 1, "getfd without its descriptor");
+                let mut pipe = std::fs::File::from(request.fds.into_iter().next().unwrap());
+                std::io::Write::write_all(&mut pipe, b"through the passed fd").unwrap();
+                conn.reply(&request.command, json!({}));
+            }
+            "add-fd" => {
+                assert_eq!(request.fds.len(), 1);
+                conn.reply(&request.command, json!({"fdset-id": 3, "fd": 11}));
+            }
+            _ => {
+                assert!(request.fds.is_empty(), "{} carried a descriptor", request.command.name);
+                conn.reply(&request.command, json!({}));
+            }
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
+    client.get_fd("fd0", &pipe_write).await.unwrap();
+    drop(pipe_write);
+    let mut text = String::new();
+    std::fs::File::from(pipe_read).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "through the passed fd");
+
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let info = client.add_fd(&w, None, Some("disk0")).await.unwrap();
+    assert_eq!((info.fdset_id, info.fd), (3, 11));
+    client.close_fd("fd0").await.unwrap();
+    let add = server.received().into_iter().find(|c| c.name == "add-fd").unwrap();
+    assert_eq!(add.arguments, json!({"opaque": "disk0"}).as_object().cloned());
+}
+
+#[tokio::test]
+async fn descriptors_need_a_unix_socket_connection() {
+    let server = MockServer::builder().start();
+    let stream = tokio::net::UnixStream::connect(server.path()).await.unwrap();
+    let client = Client::builder().connect_stream(stream).await.unwrap();
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    assert!(matches!(client.get_fd("fd0", &w).await, Err(Error::FdPassingUnsupported)));
+    assert!(!server.received_names().contains(&"getfd".to_owned()), "nothing was sent");
+    client.execute("stop", ()).await.unwrap();
+}
+
+#[tokio::test]
+async fn qmp_runs_over_an_in_memory_stream() {
+    let (client_end, mut server_end) = tokio::io::duplex(4096);
+    let server = async move {
+        use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+        server_end.write_all(b"{\"QMP\": {\"version\": {\"qemu\": {\"micro\": 0, \"minor\": 0, \"major\": 9}, \"package\": \"\"}, \"capabilities\": []}}\r\n").await.unwrap();
+        let mut lines = BufReader::new(server_end).lines();
+        let mut replies = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let command: Value = serde_json::from_str(&line).unwrap();
+            let value = match command["execute"].as_str().unwrap() {
+                "query-commands" => json!([{"name": "query-status"}]),
+                "query-status" => json!({"status": "in-memory"}),
+                _ => json!({}),
+            };
+            replies.push(command["execute"].clone());
+            let reply = json!({"return": value, "id": command["id"]});
+            lines.get_mut().get_mut().write_all(format!("{reply}\r\n").as_bytes()).await.unwrap();
+        }
+        replies
+    };
+    let client_side = async move {
+        let client = Client::builder().connect_stream(client_end).await.unwrap();
+        let status = client.execute("query-status", ()).await.unwrap();
+        client.close().await;
+        status
+    };
+    let (replies, status) = tokio::join!(server, client_side);
+    assert_eq!(status["status"], "in-memory");
+    assert_eq!(replies, ["qmp_capabilities", "query-commands", "query-status"]);
+}
+
+#[tokio::test]
+async fn dropping_the_last_handle_closes_the_connection() {
+    let server = MockServer::builder().start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let conn = server.accepted().await;
+    let clone = client.clone();
+    drop(client);
+    clone.execute("stop", ()).await.unwrap();
+    assert!(conn.is_open(), "a clone keeps the connection");
+    drop(clone);
+    eventually("the server to see the socket close", || !conn.is_open()).await;
+}
+
+#[tokio::test]
+async fn close_fails_pending_commands_and_ends_subscriptions() {
+    let server = MockServer::builder().handler(|_, _| {}).start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut events = client.subscribe(EventFilter::all());
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.execute("query-status", ()).await }
+    });
+    eventually("the command on the wire", || server.received_names().len() == 3).await;
+    client.close().await;
+    assert!(matches!(pending.await.unwrap(), Err(Error::Disconnected(DisconnectReason::Closed))));
+    assert!(events.recv().await.is_none());
+    assert!(matches!(
+        client.execute("stop", ()).await,
+        Err(Error::Disconnected(DisconnectReason::Closed))
+    ));
+}
+
+#[tokio::test]
+async fn waiting_for_an_event_caused_by_a_command_cannot_miss_it() {
+    // The event is written before the reply: a waiter that subscribed after the reply
+    // would miss it.
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            conn.event(
+                "DEVICE_DELETED",
+                Some(json!({"path": "/machine/peripheral/nic0/virtio-backend"})),
+            );
+            conn.event(
+                "DEVICE_DELETED",
+                Some(json!({"device": "nic0", "path": "/machine/peripheral/nic0"})),
+            );
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut deleted = client.subscribe(
+        EventFilter::names(["DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR"])
+            .matching(|e| e.data.as_ref().is_some_and(|d| d["device"] == "nic0")),
+    );
+    client.execute("device_del", json!({"id": "nic0"})).await.unwrap();
+    let event = deleted.wait(Duration::from_secs(5)).await.unwrap();
+    assert_eq!(event.data.unwrap()["path"], "/machine/peripheral/nic0");
+
+    let error = client
+        .wait_for_event(EventFilter::names(["NEVER"]), Duration::from_millis(50))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::EventTimeout(_)), "{error}");
+}
+
+#[tokio::test]
+async fn the_reconnecting_client_reconnects_and_reports_the_gap() {
+    let server = MockServer::builder().start();
+    let vm = ReconnectingClient::new(server.path(), Client::builder());
+    assert_eq!(vm.connections(), 0, "lazy: nothing connected yet");
+    let mut events = vm.subscribe(EventFilter::all());
+
+    vm.execute("stop", ()).await.unwrap();
+    let first = server.accepted().await;
+    first.event("STOP", None);
+    first.disconnect();
+    assert!(matches!(events.recv().await, Some(EventItem::Event(e)) if e.event == "STOP"));
+    assert!(matches!(events.recv().await, Some(EventItem::Gap(DisconnectReason::Eof))));
+
+    vm.execute("cont", ()).await.unwrap();
+    assert_eq!(vm.connections(), 2);
+    let second = server.accepted().await;
+    second.event("RESUME", None);
+    assert!(matches!(events.recv().await, Some(EventItem::Event(e)) if e.event == "RESUME"));
+    let negotiations = server.received_names().iter().filter(|n| *n == "qmp_capabilities").count();
+    assert_eq!(negotiations, 2, "a new greeting and negotiation on the new connection");
+    assert_eq!(vm.client().await.unwrap().greeting().version.qemu.major, 7);
+}
+
+#[test]
+fn the_blocking_client_end_to_end_against_the_mock() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(async {
+        MockServer::builder()
+            .handler(|conn, request| match request.command.name.as_str() {
+                "cont" => {
+                    conn.event("RESUME", None);
+                    conn.reply(&request.command, json!({}));
+                }
+                "getfd" => {
+                    let mut pipe = std::fs::File::from(request.fds.into_iter().next().unwrap());
+                    std::io::Write::write_all(&mut pipe, b"blocking").unwrap();
+                    conn.reply(&request.command, json!({}));
+                }
+                "query-pci" => conn.disconnect(),
+                _ => conn.reply(&request.command, json!({"status": "running"})),
+            })
+            .start()
+    });
+    let mut qmp = qmp_client::blocking::Client::connect(server.path()).unwrap();
+    assert_eq!(qmp.greeting().version.qemu.to_string(), "7.2.22");
+    assert!(qmp.oob_enabled());
+    assert_eq!(qmp.execute("query-status", ()).unwrap()["status"], "running");
+    qmp.execute("cont", ()).unwrap();
+    let event =
+        qmp.wait_for_event(&EventFilter::names(["RESUME"]), Duration::from_secs(5)).unwrap();
+    assert_eq!(event.event, "RESUME");
+    assert!(matches!(qmp.next_event(Duration::from_millis(20)), Err(Error::EventTimeout(_))));
+
+    let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
+    qmp.get_fd("fd0", &pipe_write).unwrap();
+    drop(pipe_write);
+    let mut text = String::new();
+    std::fs::File::from(pipe_read).read_to_string(&mut text).unwrap();
+    assert_eq!(text, "blocking");
+
+    let error = qmp.execute("query-pci", ()).unwrap_err();
+    assert!(matches!(error, Error::Disconnected(DisconnectReason::Eof)), "{error}");
+    assert!(matches!(qmp.execute("stop", ()), Err(Error::Disconnected(_))));
+    drop(server);
+}
+
+#[test]
+fn the_blocking_client_times_out_a_silent_server() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let silent =
+        runtime.block_on(async { MockServer::builder().greeting(MockGreeting::Silent).start() });
+    let error = Client::builder()
+        .handshake_timeout(Duration::from_millis(100))
+        .connect_blocking(silent.path())
+        .unwrap_err();
+    assert!(matches!(error, Error::GreetingTimeout(_)), "{error}");
+
+    let mute = runtime.block_on(async { MockServer::builder().handler(|_, _| {}).start() });
+    let mut qmp = qmp_client::blocking::Client::connect(mute.path()).unwrap();
+    let error = qmp
+        .execute_with("stop", (), CallOptions::new().timeout(Duration::from_millis(50)))
+        .unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+}

@@ -1,0 +1,349 @@
+//! The client against a real `qemu-system-x86_64`. With `QMP_REQUIRE_QEMU=1` a missing
+//! QEMU fails these tests instead of skipping them.
+
+use std::io::Read;
+use std::os::fd::AsFd;
+use std::time::Duration;
+
+use qmp_client::{
+    CallOptions, Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
+    ReconnectingClient,
+};
+use qmp_test_support::{Qemu, QemuBuilder, qemu_or_skip};
+use serde_json::{Value, json};
+
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn connect(qemu: &Qemu) -> Client {
+    Client::connect(qemu.qmp_path()).await.expect("connect to QEMU")
+}
+
+#[tokio::test]
+async fn connects_negotiates_and_caches_the_commands() {
+    #[derive(serde::Deserialize)]
+    struct Status {
+        status: String,
+        running: bool,
+    }
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    let greeting = client.greeting();
+    assert!(greeting.version.qemu >= QemuVersion::new(7, 0, 0), "{:?}", greeting.version);
+    assert!(client.oob_enabled(), "QEMU offers oob on a unix socket and the client takes it");
+    let status: Status = client.execute_as("query-status", ()).await.unwrap();
+    assert_eq!((status.status.as_str(), status.running), ("running", true));
+
+    let listed: Vec<String> = client
+        .execute("query-commands", ())
+        .await
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap().to_owned())
+        .collect();
+    let mut listed_sorted = listed.clone();
+    listed_sorted.sort();
+    assert_eq!(client.commands(), listed_sorted, "the cache is exactly query-commands");
+    assert!(client.supports("device_add") && client.supports("human-monitor-command"));
+    assert!(!client.supports("no-such-command"));
+    client.refresh().await.unwrap();
+    assert_eq!(client.commands().len(), listed.len());
+}
+
+#[tokio::test]
+async fn real_error_replies_are_typed() {
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    let error = client.execute("qmp_capabilities", ()).await.unwrap_err();
+    assert_eq!(
+        error.qmp_error(),
+        Some((
+            &ErrorClass::CommandNotFound,
+            "Capabilities negotiation is already complete, command ignored"
+        ))
+    );
+    let error = client.execute("query-pci", json!({"bogus": 1})).await.unwrap_err();
+    assert_eq!(
+        error.qmp_error(),
+        Some((&ErrorClass::GenericError, "Parameter 'bogus' is unexpected"))
+    );
+    let error = client.execute("device_del", json!({"id": "nope"})).await.unwrap_err();
+    assert_eq!(error.qmp_error(), Some((&ErrorClass::DeviceNotFound, "Device 'nope' not found")));
+    assert!(matches!(&error, Error::Qmp { command, .. } if command == "device_del"));
+    // The unsupported check happens before QEMU is asked.
+    let error = client.execute("no-such-command", ()).await.unwrap_err();
+    assert!(matches!(error, Error::CommandNotSupported { .. }), "{error}");
+}
+
+/// Checks that `value` is the reply to `command` (each has a distinct shape).
+fn check_reply(command: &str, value: &Value) {
+    let ok = match command {
+        "query-status" => value["status"] == "running",
+        "query-version" => value["qemu"]["major"].as_u64().is_some_and(|m| m >= 7),
+        "query-pci" => value[0]["devices"][0]["class_info"]["desc"] == "Host bridge",
+        "query-name" => value.as_object().is_some_and(|o| o.get("name").is_none()),
+        "query-kvm" => value["enabled"] == false && value["present"].is_boolean(),
+        "query-uuid" => value["UUID"].is_string(),
+        "query-fdsets" => value.as_array().is_some_and(Vec::is_empty),
+        "query-cpus-fast" => value[0]["cpu-index"] == 0,
+        "query-chardev" => value[0]["label"].is_string(),
+        "query-target" => value["arch"] == "x86_64",
+        _ => false,
+    };
+    assert!(ok, "wrong reply for {command}: {value}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_commands_from_twenty_tasks() {
+    const COMMANDS: [&str; 10] = [
+        "query-status",
+        "query-version",
+        "query-pci",
+        "query-name",
+        "query-kvm",
+        "query-uuid",
+        "query-fdsets",
+        "query-cpus-fast",
+        "query-chardev",
+        "query-target",
+    ];
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    let tasks: Vec<_> = (0..20)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let calls = (0..10).map(|n| {
+                    let command = COMMANDS[(task + n) % COMMANDS.len()];
+                    let client = client.clone();
+                    async move { (command, client.execute(command, ()).await) }
+                });
+                // All ten of this task's commands in flight at once.
+                for (command, result) in futures::future::join_all(calls).await {
+                    check_reply(command, &result.unwrap());
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let stats = client.stats();
+    assert_eq!((stats.unmatched_replies, stats.late_replies, stats.bad_frames), (0, 0, 0));
+}
+
+#[tokio::test]
+async fn stop_and_cont_events_reach_two_subscribers() {
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    let mut everything = client.subscribe(EventFilter::all());
+    let mut resumes = client.subscribe(EventFilter::names(["RESUME"]));
+    client.execute("stop", ()).await.unwrap();
+    client.execute("cont", ()).await.unwrap();
+
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        match tokio::time::timeout(PATIENCE, everything.recv()).await.unwrap() {
+            Some(EventItem::Event(event)) => seen.push(event.event),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(seen, ["STOP", "RESUME"]);
+    let resume = resumes.wait(PATIENCE).await.unwrap();
+    assert_eq!(resume.event, "RESUME");
+    assert!(
+        resume.timestamp.seconds > 1_600_000_000,
+        "a real host timestamp: {:?}",
+        resume.timestamp
+    );
+    assert!(resumes.try_recv().is_none(), "the STOP was filtered out");
+}
+
+/// Reads what is in the pipe now: `Some(bytes)`, `None` if the read would block (a
+/// writer still holds the pipe), or `Some(empty)` at EOF (every write end is closed).
+fn read_now(pipe: &std::fs::File) -> Option<Vec<u8>> {
+    use nix::fcntl::{FcntlArg, OFlag, fcntl};
+    fcntl(pipe, FcntlArg::F_SETFL(OFlag::O_NONBLOCK)).unwrap();
+    let mut buf = Vec::new();
+    match (&*pipe).read_to_end(&mut buf) {
+        Ok(_) => Some(buf),
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+#[tokio::test]
+async fn descriptors_go_to_qemu_and_come_back_out() {
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+
+    // getfd: QEMU holds the write end after we close ours, until closefd.
+    let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
+    let pipe_read = std::fs::File::from(pipe_read);
+    client.get_fd("fd0", &pipe_write).await.unwrap();
+    drop(pipe_write);
+    assert_eq!(read_now(&pipe_read), None, "QEMU holds the passed write end");
+    client.close_fd("fd0").await.unwrap();
+    assert_eq!(read_now(&pipe_read), Some(Vec::new()), "closefd closed QEMU's copy");
+    let error = client.close_fd("fd0").await.unwrap_err();
+    assert_eq!(error.qmp_error().map(|(c, _)| c), Some(&ErrorClass::GenericError));
+
+    // add-fd: a new fdset, visible in query-fdsets, gone after remove-fd (the VM runs).
+    let (_read, write) = nix::unistd::pipe().unwrap();
+    let added = client.add_fd(write.as_fd(), None, Some("disk0.raw")).await.unwrap();
+    let sets = client.query_fdsets().await.unwrap();
+    let set = sets.iter().find(|s| s.fdset_id == added.fdset_id).expect("the new fdset is listed");
+    assert_eq!(set.fds.len(), 1);
+    assert_eq!((set.fds[0].fd, set.fds[0].opaque.as_deref()), (added.fd, Some("disk0.raw")));
+    let second = client.add_fd(write.as_fd(), Some(added.fdset_id), None).await.unwrap();
+    assert_eq!(second.fdset_id, added.fdset_id);
+    assert_eq!(client.query_fdsets().await.unwrap()[0].fds.len(), 2);
+    client.remove_fd(added.fdset_id, Some(second.fd)).await.unwrap();
+    assert_eq!(client.query_fdsets().await.unwrap()[0].fds.len(), 1);
+    client.remove_fd(added.fdset_id, None).await.unwrap();
+    assert!(client.query_fdsets().await.unwrap().is_empty(), "remove-fd emptied the fdset");
+    let error = client.remove_fd(42, None).await.unwrap_err();
+    assert!(error.qmp_error().is_some_and(|(_, desc)| desc.contains("fdset-id:42")), "{error}");
+
+    // QEMU's own error when the descriptor is missing, seen through a plain execute.
+    let error = client.execute("getfd", json!({"fdname": "nofd"})).await.unwrap_err();
+    assert_eq!(
+        error.qmp_error().map(|(_, d)| d),
+        Some("No file descriptor supplied via SCM_RIGHTS")
+    );
+}
+
+#[tokio::test]
+async fn human_monitor_commands() {
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    let version = client.human_monitor_command("info version").await.unwrap();
+    assert!(version.starts_with(&client.greeting().version.qemu.to_string()), "{version:?}");
+    let pci = client.human_monitor_command("info pci").await.unwrap();
+    assert!(pci.contains("Host bridge"), "{pci}");
+    // HMP errors are text in a successful reply.
+    let error = client.human_monitor_command("no_such_hmp").await.unwrap();
+    assert_eq!(error, "unknown command: 'no_such_hmp'\r\n");
+}
+
+#[tokio::test]
+async fn exec_oob_reaches_qemus_out_of_band_dispatcher() {
+    let qemu = qemu_or_skip!();
+    let client = connect(&qemu).await;
+    // migrate-pause is allowed out-of-band; QEMU accepts it as such and then refuses it
+    // for the migration state, which proves the exec-oob path end to end.
+    let error = client.execute_oob("migrate-pause", ()).await.unwrap_err();
+    assert!(error.qmp_error().is_some_and(|(_, d)| d.contains("postcopy-active")), "{error}");
+    let error = client.execute_oob("query-status", ()).await.unwrap_err();
+    assert_eq!(
+        error.qmp_error().map(|(_, d)| d),
+        Some("The command query-status does not support OOB")
+    );
+}
+
+#[tokio::test]
+async fn a_timeout_against_a_frozen_qemu_leaves_the_connection_in_sync() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let client = connect(&qemu).await;
+    qemu.freeze().unwrap();
+    let options = CallOptions::new().timeout(Duration::from_millis(200));
+    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    assert!(matches!(error, Error::Timeout { .. }), "{error}");
+    qemu.resume().unwrap();
+    // QEMU answers the timed-out command late; that reply must not be taken for this one.
+    let version = client.execute("query-version", ()).await.unwrap();
+    assert!(version["qemu"]["major"].is_u64(), "{version}");
+    assert_eq!(client.stats().late_replies, 1);
+}
+
+#[tokio::test]
+async fn killing_qemu_fails_ten_commands_in_flight_within_a_second() {
+    let mut qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let client = connect(&qemu).await;
+    qemu.freeze().unwrap();
+    let calls: Vec<_> = (0..10)
+        .map(|_| {
+            let client = client.clone();
+            tokio::spawn(async move { client.execute("query-status", ()).await })
+        })
+        .collect();
+    while client.in_flight() < 10 {
+        tokio::task::yield_now().await;
+    }
+    qemu.kill().unwrap();
+    let all = futures::future::join_all(calls);
+    let results = tokio::time::timeout(Duration::from_secs(1), all)
+        .await
+        .expect("commands in flight must fail within a second of QEMU's death");
+    for result in results {
+        let error = result.unwrap().unwrap_err();
+        assert!(error.is_disconnected(), "{error}");
+    }
+    assert!(client.execute("query-status", ()).await.unwrap_err().is_disconnected());
+}
+
+#[tokio::test]
+async fn reconnects_after_the_monitor_went_away_and_came_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("vm.qmp");
+    let mut first = qemu_or_skip!(QemuBuilder::new().paused(true).qmp_path(&path));
+    let vm = ReconnectingClient::new(&path, Client::builder());
+    let mut events = vm.subscribe(EventFilter::all());
+    vm.execute("cont", ()).await.unwrap();
+    assert!(matches!(events.recv().await, Some(EventItem::Event(e)) if e.event == "RESUME"));
+
+    first.kill().unwrap();
+    let gap = tokio::time::timeout(PATIENCE, events.recv()).await.unwrap();
+    assert!(
+        matches!(gap, Some(EventItem::Gap(DisconnectReason::Eof | DisconnectReason::Io { .. }))),
+        "{gap:?}"
+    );
+    // While nothing listens, a call fails at once instead of hanging.
+    assert!(matches!(vm.execute("query-status", ()).await, Err(Error::Io(_))));
+
+    let _second =
+        Qemu::start_or_skip_with(QemuBuilder::new().paused(true).qmp_path(&path)).unwrap();
+    let status = vm.execute("query-status", ()).await.unwrap();
+    assert_eq!(status["status"], "prelaunch", "the new QEMU answers");
+    assert_eq!(vm.connections(), 2);
+    assert!(vm.client().await.unwrap().supports("device_add"), "a fresh capability cache");
+    vm.execute("cont", ()).await.unwrap();
+    assert!(matches!(events.recv().await, Some(EventItem::Event(e)) if e.event == "RESUME"));
+}
+
+#[test]
+fn the_blocking_facade_end_to_end() {
+    let qemu = qemu_or_skip!();
+    let mut qmp = qmp_client::blocking::Client::connect(qemu.qmp_path()).unwrap();
+    assert!(qmp.greeting().version.qemu >= QemuVersion::new(7, 0, 0));
+    assert!(qmp.oob_enabled() && qmp.supports("getfd"));
+    assert_eq!(qmp.execute("query-status", ()).unwrap()["status"], "running");
+
+    qmp.execute("stop", ()).unwrap();
+    qmp.execute("cont", ()).unwrap();
+    let resume = qmp.wait_for_event(&EventFilter::names(["RESUME"]), PATIENCE).unwrap();
+    assert_eq!(resume.event, "RESUME");
+    let stop = qmp.wait_for_event(&EventFilter::names(["STOP"]), PATIENCE).unwrap();
+    assert_eq!(stop.event, "STOP", "an event skipped by an earlier wait is still there");
+
+    let error = qmp.execute("device_del", json!({"id": "nope"})).unwrap_err();
+    assert_eq!(error.qmp_error().map(|(c, _)| c), Some(&ErrorClass::DeviceNotFound));
+    assert!(qmp.human_monitor_command("info version").unwrap().starts_with("7."));
+
+    let (pipe_read, pipe_write) = nix::unistd::pipe().unwrap();
+    let pipe_read = std::fs::File::from(pipe_read);
+    qmp.get_fd("fd0", &pipe_write).unwrap();
+    drop(pipe_write);
+    assert_eq!(read_now(&pipe_read), None);
+    qmp.close_fd("fd0").unwrap();
+    assert_eq!(read_now(&pipe_read), Some(Vec::new()));
+
+    let (_r, w) = nix::unistd::pipe().unwrap();
+    let added = qmp.add_fd(&w, None, Some("blocking")).unwrap();
+    assert_eq!(qmp.query_fdsets().unwrap()[0].fdset_id, added.fdset_id);
+    qmp.remove_fd(added.fdset_id, None).unwrap();
+    assert!(qmp.query_fdsets().unwrap().is_empty());
+    qmp.refresh().unwrap();
+    qmp.close();
+}
