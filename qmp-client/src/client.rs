@@ -602,7 +602,15 @@ async fn read_loop(
             biased;
             () = inner.shutdown.cancelled() => break,
             frame = frames.next() => match frame {
-                Some(Ok(item)) => inner.drive(|session| session.handle_message(item, now())),
+                Some(Ok(item)) => inner.drive(|session| {
+                    let now = now();
+                    session.handle_message(item, now);
+                    // Under a steady flood this branch always wins; expire deadlines here
+                    // too so a timed-out command is not kept waiting behind the flood.
+                    if deadline.is_some_and(|at| at <= now) {
+                        session.handle_timeout(now);
+                    }
+                }),
                 Some(Err(qmp_codec::Error::Truncated { len })) => {
                     inner.close(DisconnectReason::Truncated { len });
                 }
