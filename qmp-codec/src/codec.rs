@@ -204,12 +204,21 @@ fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> 
 /// first and last [`OVERSIZE_EXCERPT_LEN`] bytes, so a client can still tell which command
 /// the lost reply answered. The default limit is [`DEFAULT_MAX_FRAME_LEN`]; QMP peers are
 /// semi-trusted, so there is no unbounded mode.
+pub type QmpCodec = JsonLinesCodec<ServerMessage, Command>;
+
+/// Server-side QMP codec, for mock servers, proxies and fuzzing: decodes [`Command`]s and
+/// encodes [`ServerMessage`]s. Same framing, limits and error contract as [`QmpCodec`].
+pub type ServerCodec = JsonLinesCodec<Command, ServerMessage>;
+
+/// The codec behind [`QmpCodec`] and [`ServerCodec`]: `\n`-framed JSON lines, decoding `D`
+/// and encoding `E`; see [`QmpCodec`] for the contract.
 #[derive(Debug, Clone)]
-pub struct QmpCodec {
+pub struct JsonLinesCodec<D, E> {
     framer: LineFramer,
+    _types: PhantomData<fn(E) -> D>,
 }
 
-impl QmpCodec {
+impl<D, E> JsonLinesCodec<D, E> {
     /// A codec with the default limit, [`DEFAULT_MAX_FRAME_LEN`].
     pub fn new() -> Self {
         Self::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
@@ -217,7 +226,7 @@ impl QmpCodec {
 
     /// A codec that accepts messages of at most `max_frame_len` bytes (terminator excluded).
     pub fn with_max_frame_len(max_frame_len: usize) -> Self {
-        Self { framer: LineFramer::new(max_frame_len) }
+        Self { framer: LineFramer::new(max_frame_len), _types: PhantomData }
     }
 
     /// The limit in force.
@@ -226,14 +235,14 @@ impl QmpCodec {
     }
 }
 
-impl Default for QmpCodec {
+impl<D, E> Default for JsonLinesCodec<D, E> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Decoder for QmpCodec {
-    type Item = Result<ServerMessage, Error>;
+impl<D: DeserializeOwned, E> Decoder for JsonLinesCodec<D, E> {
+    type Item = Result<D, Error>;
     type Error = Error;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
@@ -245,74 +254,19 @@ impl Decoder for QmpCodec {
     }
 }
 
-impl Encoder<&Command> for QmpCodec {
+impl<D, E: Serialize> Encoder<&E> for JsonLinesCodec<D, E> {
     type Error = Error;
 
-    fn encode(&mut self, command: &Command, dst: &mut BytesMut) -> Result<(), Error> {
-        encode_line(command, dst)
+    fn encode(&mut self, item: &E, dst: &mut BytesMut) -> Result<(), Error> {
+        encode_line(item, dst)
     }
 }
 
-impl Encoder<Command> for QmpCodec {
+impl<D, E: Serialize> Encoder<E> for JsonLinesCodec<D, E> {
     type Error = Error;
 
-    fn encode(&mut self, command: Command, dst: &mut BytesMut) -> Result<(), Error> {
-        encode_line(&command, dst)
-    }
-}
-
-/// Server-side QMP codec, for mock servers, proxies and fuzzing: decodes [`Command`]s and
-/// encodes [`ServerMessage`]s. Same framing, limits and error contract as [`QmpCodec`].
-#[derive(Debug, Clone)]
-pub struct ServerCodec {
-    framer: LineFramer,
-    _commands: PhantomData<Command>,
-}
-
-impl ServerCodec {
-    /// A codec with the default limit, [`DEFAULT_MAX_FRAME_LEN`].
-    pub fn new() -> Self {
-        Self::with_max_frame_len(DEFAULT_MAX_FRAME_LEN)
-    }
-
-    /// A codec that accepts commands of at most `max_frame_len` bytes (terminator excluded).
-    pub fn with_max_frame_len(max_frame_len: usize) -> Self {
-        Self { framer: LineFramer::new(max_frame_len), _commands: PhantomData }
-    }
-}
-
-impl Default for ServerCodec {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Decoder for ServerCodec {
-    type Item = Result<Command, Error>;
-    type Error = Error;
-
-    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
-        Ok(self.framer.decode(buf))
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
-        self.framer.decode_eof(buf)
-    }
-}
-
-impl Encoder<&ServerMessage> for ServerCodec {
-    type Error = Error;
-
-    fn encode(&mut self, message: &ServerMessage, dst: &mut BytesMut) -> Result<(), Error> {
-        encode_line(message, dst)
-    }
-}
-
-impl Encoder<ServerMessage> for ServerCodec {
-    type Error = Error;
-
-    fn encode(&mut self, message: ServerMessage, dst: &mut BytesMut) -> Result<(), Error> {
-        encode_line(&message, dst)
+    fn encode(&mut self, item: E, dst: &mut BytesMut) -> Result<(), Error> {
+        encode_line(&item, dst)
     }
 }
 

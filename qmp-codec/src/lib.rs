@@ -38,7 +38,9 @@ mod codec;
 mod error;
 mod message;
 
-pub use codec::{DEFAULT_MAX_FRAME_LEN, OVERSIZE_EXCERPT_LEN, QmpCodec, ServerCodec};
+pub use codec::{
+    DEFAULT_MAX_FRAME_LEN, JsonLinesCodec, OVERSIZE_EXCERPT_LEN, QmpCodec, ServerCodec,
+};
 pub use error::Error;
 pub use message::{
     Capability, Command, ErrorClass, ErrorReply, Event, Greeting, QemuVersion, QmpError, Return,
