@@ -39,7 +39,7 @@ impl ClientBuilder {
     ///
     /// # Errors
     /// As [`ClientBuilder::connect`].
-    pub fn connect_blocking(&self, path: impl AsRef<Path>) -> Result<Client, Error> {
+    pub fn connect_blocking(self, path: impl AsRef<Path>) -> Result<Client, Error> {
         let stream = UnixStream::connect(path.as_ref()).map_err(Error::io)?;
         let mut client = Client {
             session: Session::new(self.session_config().clone(), Instant::now()),
