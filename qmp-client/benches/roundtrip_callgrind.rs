@@ -24,7 +24,10 @@ fn run(mode: &str, rounds: usize, path: &std::path::Path) {
             }
         }
         "async" => {
-            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
             rt.block_on(async {
                 let client = ClientBuilder::new().connect(path).await.expect("connect");
                 for _ in 0..rounds {

@@ -118,7 +118,14 @@ impl Shared {
 /// [`ReconnectingClient`](crate::ReconnectingClient)).
 #[derive(Debug, Default)]
 pub(crate) struct EventHub {
-    subscribers: Mutex<Vec<Weak<Shared>>>,
+    state: Mutex<HubState>,
+}
+
+#[derive(Debug, Default)]
+struct HubState {
+    subscribers: Vec<Weak<Shared>>,
+    /// Set once the hub is closed: later subscriptions end at once instead of waiting forever.
+    closed: Option<DisconnectReason>,
 }
 
 impl EventHub {
@@ -133,19 +140,23 @@ impl EventHub {
             queue: Mutex::default(),
             notify: Notify::new(),
         });
-        self.lock().push(Arc::downgrade(&shared));
+        let mut state = self.lock();
+        match &state.closed {
+            Some(reason) => shared.close(reason.clone()),
+            None => state.subscribers.push(Arc::downgrade(&shared)),
+        }
         Subscription { shared }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Weak<Shared>>> {
-        self.subscribers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Live subscribers; forgets the dropped ones.
     fn live(&self) -> Vec<Arc<Shared>> {
-        let mut subscribers = self.lock();
-        subscribers.retain(|weak| weak.strong_count() > 0);
-        subscribers.iter().filter_map(Weak::upgrade).collect()
+        let mut state = self.lock();
+        state.subscribers.retain(|weak| weak.strong_count() > 0);
+        state.subscribers.iter().filter_map(Weak::upgrade).collect()
     }
 
     pub(crate) fn publish(&self, item: &EventItem) {
@@ -159,7 +170,12 @@ impl EventHub {
 
     /// The connection ended for good: subscribers get what is queued, then the end.
     pub(crate) fn close(&self, reason: &DisconnectReason) {
-        for subscriber in self.live() {
+        let subscribers = {
+            let mut state = self.lock();
+            state.closed.get_or_insert_with(|| reason.clone());
+            std::mem::take(&mut state.subscribers)
+        };
+        for subscriber in subscribers.iter().filter_map(Weak::upgrade) {
             subscriber.close(reason.clone());
         }
     }
