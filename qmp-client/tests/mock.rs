@@ -463,7 +463,12 @@ async fn close_fails_pending_commands_and_ends_subscriptions() {
     assert!(matches!(
         client.execute("stop", ()).await,
         Err(Error::Disconnected(DisconnectReason::Closed))
-    ));
+    )); // Subscribing after the end does not wait forever.
+    let mut late = client.subscribe(EventFilter::all());
+    let end = tokio::time::timeout(PATIENCE, late.recv()).await;
+    assert!(end.expect("a late subscription ends at once").is_none());
+    let error = client.wait_for_event(EventFilter::all(), PATIENCE).await.unwrap_err();
+    assert!(matches!(error, Error::Disconnected(DisconnectReason::Closed)), "{error}");
 }
 
 #[tokio::test]
