@@ -457,7 +457,8 @@ mod tests {
         let mut first = qemu_or_skip!(QemuBuilder::new().paused(true).qmp_path(&path));
         assert_eq!(first.qmp_path(), path);
         first.kill().unwrap();
-        let second = Qemu::start_or_skip_with(QemuBuilder::new().paused(true).qmp_path(&path)).unwrap();
+        let second =
+            Qemu::start_or_skip_with(QemuBuilder::new().paused(true).qmp_path(&path)).unwrap();
         assert!(UnixStream::connect(second.qmp_path()).is_ok());
     }
 
