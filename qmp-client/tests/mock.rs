@@ -171,16 +171,19 @@ async fn a_missing_or_wrong_greeting_is_a_typed_error() {
     );
 }
 
-#[tokio::test]
-async fn a_silent_server_times_the_command_out_and_the_connection_stays_in_sync() {
-    let server = MockServer::builder()
-        .handler(|conn, request| match request.command.name.as_str() {
-            "query-status" => {
-                conn.reply_after(Duration::from_millis(300), &request.command, json!("late"));
-            }
+/// Answers `query-status` after `delay` and everything else at once.
+fn late_query_status_server(delay: Duration) -> MockServer {
+    MockServer::builder()
+        .handler(move |conn, request| match request.command.name.as_str() {
+            "query-status" => conn.reply_after(delay, &request.command, json!("late")),
             _ => conn.reply(&request.command, json!("prompt")),
         })
-        .start();
+        .start()
+}
+
+#[tokio::test]
+async fn a_silent_server_times_the_command_out_and_the_connection_stays_in_sync() {
+    let server = late_query_status_server(Duration::from_millis(300));
     let client = Client::connect(server.path()).await.unwrap();
     let options = CallOptions::new().timeout(Duration::from_millis(50));
     let error = client.execute_with("query-status", (), options).await.unwrap_err();
@@ -208,14 +211,7 @@ async fn a_default_timeout_applies_to_every_command() {
 
 #[tokio::test]
 async fn a_dropped_call_is_abandoned_and_the_connection_stays_in_sync() {
-    let server = MockServer::builder()
-        .handler(|conn, request| match request.command.name.as_str() {
-            "query-status" => {
-                conn.reply_after(Duration::from_millis(200), &request.command, json!("late"));
-            }
-            _ => conn.reply(&request.command, json!("prompt")),
-        })
-        .start();
+    let server = late_query_status_server(Duration::from_millis(200));
     let client = Client::connect(server.path()).await.unwrap();
     tokio::select! {
         _ = client.execute("query-status", ()) => panic!("should still be waiting"),

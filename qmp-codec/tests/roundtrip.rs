@@ -4,8 +4,8 @@
 use bytes::BytesMut;
 use proptest::prelude::*;
 use qmp_codec::{
-    Capability, Command, Error, ErrorClass, ErrorReply, Event, Greeting, QemuVersion, QmpCodec,
-    QmpError, Return, ServerCodec, ServerMessage, Timestamp, VersionInfo,
+    Capability, Command, Error, ErrorClass, ErrorReply, Event, Greeting, JsonLinesCodec,
+    QemuVersion, QmpCodec, QmpError, Return, ServerCodec, ServerMessage, Timestamp, VersionInfo,
 };
 use serde_json::{Map, Value};
 use tokio_util::codec::{Decoder, Encoder};
@@ -99,6 +99,26 @@ where
     out
 }
 
+/// Encodes every item, one line each.
+fn encode_all<T, E>(mut encoder: E, items: &[T]) -> BytesMut
+where
+    E: for<'a> Encoder<&'a T, Error = Error>,
+{
+    let mut wire = BytesMut::new();
+    for item in items {
+        encoder.encode(item, &mut wire).unwrap();
+    }
+    wire
+}
+
+/// [`decode_cut`] for a stream that must hold nothing but good messages.
+fn decode_all<T>(decoder: JsonLinesCodec<T, impl Sized>, wire: &[u8], cuts: &[usize]) -> Vec<T>
+where
+    T: serde::de::DeserializeOwned,
+{
+    decode_cut(decoder, wire, cuts).into_iter().map(|item| item.unwrap().unwrap()).collect()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
@@ -107,15 +127,8 @@ proptest! {
         messages in prop::collection::vec(server_message(), 0..12),
         cuts in prop::collection::vec(any::<usize>(), 0..40),
     ) {
-        let mut wire = BytesMut::new();
-        for message in &messages {
-            ServerCodec::new().encode(message, &mut wire).unwrap();
-        }
-        let decoded: Vec<ServerMessage> = decode_cut(QmpCodec::new(), &wire, &cuts)
-            .into_iter()
-            .map(|item| item.unwrap().unwrap())
-            .collect();
-        prop_assert_eq!(decoded, messages);
+        let wire = encode_all(ServerCodec::new(), &messages);
+        prop_assert_eq!(decode_all(QmpCodec::new(), &wire, &cuts), messages);
     }
 
     #[test]
@@ -123,15 +136,8 @@ proptest! {
         commands in prop::collection::vec(command(), 0..12),
         cuts in prop::collection::vec(any::<usize>(), 0..40),
     ) {
-        let mut wire = BytesMut::new();
-        for command in &commands {
-            QmpCodec::new().encode(command, &mut wire).unwrap();
-        }
-        let decoded: Vec<Command> = decode_cut(ServerCodec::new(), &wire, &cuts)
-            .into_iter()
-            .map(|item| item.unwrap().unwrap())
-            .collect();
-        prop_assert_eq!(decoded, commands);
+        let wire = encode_all(QmpCodec::new(), &commands);
+        prop_assert_eq!(decode_all(ServerCodec::new(), &wire, &cuts), commands);
     }
 
     #[test]
