@@ -33,15 +33,15 @@ fuzz_target!(|data: &[u8]| {
         Some((first, rest)) => (first & 1 == 1, rest),
         None => return,
     };
-    let mut feed = |session: &mut Session<u64>, bytes: &[u8], now: Instant| {
+    let mut feed = |session: &mut Session<u64>, bytes: &[u8]| {
         buf.extend_from_slice(bytes);
         while let Ok(Some(item)) = codec.decode(&mut buf) {
-            session.handle_message(item, now);
+            session.handle_message(item);
         }
         while session.poll_transmit().is_some() {}
     };
     if free_handshake {
-        feed(&mut session, HANDSHAKE, now);
+        feed(&mut session, HANDSHAKE);
     }
     while let Some((&op, rest)) = ops.split_first() {
         ops = rest;
@@ -51,7 +51,7 @@ fuzz_target!(|data: &[u8]| {
                 let len = usize::from(op / 6).min(ops.len());
                 let (bytes, rest) = ops.split_at(len);
                 ops = rest;
-                feed(&mut session, bytes, now);
+                feed(&mut session, bytes);
             }
             2 => {
                 let name = if op & 8 == 0 { "a" } else { "b" };

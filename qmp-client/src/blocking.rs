@@ -353,7 +353,7 @@ impl Client {
     fn decode_buffered(&mut self) {
         // The codec's `decode` only fails with stream errors, and it has none without I/O.
         while let Ok(Some(item)) = self.codec.decode(&mut self.buf) {
-            self.session.handle_message(item, Instant::now());
+            self.session.handle_message(item);
         }
     }
 
@@ -361,12 +361,9 @@ impl Client {
         self.decode_buffered();
         let reason = loop {
             match self.codec.decode_eof(&mut self.buf) {
-                Ok(Some(item)) => self.session.handle_message(item, Instant::now()),
+                Ok(Some(item)) => self.session.handle_message(item),
                 Ok(None) => break DisconnectReason::Eof,
-                Err(qmp_codec::Error::Truncated { len }) => {
-                    break DisconnectReason::Truncated { len };
-                }
-                Err(other) => break DisconnectReason::Protocol(other.to_string()),
+                Err(error) => break DisconnectReason::from_codec(&error),
             }
         };
         self.session.handle_closed(reason);

@@ -564,10 +564,7 @@ impl Inner {
                     let _ = ready.send(Err(error.clone()));
                 }
                 if !self.shutdown.is_cancelled() {
-                    let reason = match error {
-                        Error::Disconnected(reason) => reason,
-                        other => DisconnectReason::Protocol(other.to_string()),
-                    };
+                    let reason = error.disconnect_reason();
                     if self.shared_hub {
                         self.hub.publish(&EventItem::Gap(reason));
                     } else {
@@ -604,18 +601,14 @@ async fn read_loop(
             frame = frames.next() => match frame {
                 Some(Ok(item)) => inner.drive(|session| {
                     let now = now();
-                    session.handle_message(item, now);
+                    session.handle_message(item);
                     // Under a steady flood this branch always wins; expire deadlines here
                     // too so a timed-out command is not kept waiting behind the flood.
                     if deadline.is_some_and(|at| at <= now) {
                         session.handle_timeout(now);
                     }
                 }),
-                Some(Err(qmp_codec::Error::Truncated { len })) => {
-                    inner.close(DisconnectReason::Truncated { len });
-                }
-                Some(Err(qmp_codec::Error::Io(error))) => inner.close(DisconnectReason::from_io(&error)),
-                Some(Err(other)) => inner.close(DisconnectReason::Protocol(other.to_string())),
+                Some(Err(error)) => inner.close(DisconnectReason::from_codec(&error)),
                 None => inner.close(DisconnectReason::Eof),
             },
             () = sleep => inner.drive(|session| session.handle_timeout(now())),

@@ -110,6 +110,14 @@ impl Error {
     pub(crate) fn io(error: io::Error) -> Self {
         Self::Io(Arc::new(error))
     }
+
+    /// Why a connection that ended with this error is gone, as commands in flight see it.
+    pub(crate) fn disconnect_reason(&self) -> DisconnectReason {
+        match self {
+            Self::Disconnected(reason) => reason.clone(),
+            other => DisconnectReason::Protocol(other.to_string()),
+        }
+    }
 }
 
 impl From<fdpass::Error> for Error {
@@ -145,6 +153,15 @@ pub enum DisconnectReason {
 impl DisconnectReason {
     pub(crate) fn from_io(error: &io::Error) -> Self {
         Self::Io { kind: error.kind(), message: error.to_string() }
+    }
+
+    /// The reason for a stream error from the codec (EOF mid-message or I/O).
+    pub(crate) fn from_codec(error: &qmp_codec::Error) -> Self {
+        match error {
+            qmp_codec::Error::Truncated { len } => Self::Truncated { len: *len },
+            qmp_codec::Error::Io(error) => Self::from_io(error),
+            other => Self::Protocol(other.to_string()),
+        }
     }
 }
 

@@ -347,11 +347,8 @@ impl<W> Session<W> {
     /// Gives up on command `id`: its waiter is returned and its reply, if it ever comes, is
     /// discarded. `None` if it already completed.
     pub fn cancel(&mut self, id: u64) -> Option<W> {
-        match self.pending.remove(&id) {
-            Some(Pending::User { name, waiter, deadline }) => {
-                if let Some((at, _)) = deadline {
-                    self.deadlines.remove(&(at, id));
-                }
+        match self.take_pending(id) {
+            Some(Pending::User { name, waiter, .. }) => {
                 self.abandoned.insert(id, name);
                 Some(waiter)
             }
@@ -376,7 +373,7 @@ impl<W> Session<W> {
     // ---- inputs ----
 
     /// Handles one decoded item from the server: a message, or a codec frame error.
-    pub fn handle_message(&mut self, item: Result<ServerMessage, qmp_codec::Error>, now: Instant) {
+    pub fn handle_message(&mut self, item: Result<ServerMessage, qmp_codec::Error>) {
         if self.phase == Phase::Closed {
             return;
         }
@@ -385,7 +382,7 @@ impl<W> Session<W> {
             Err(frame_error) => return self.handle_bad_frame(&frame_error),
         };
         match message {
-            ServerMessage::Greeting(greeting) => self.handle_greeting(greeting, now),
+            ServerMessage::Greeting(greeting) => self.handle_greeting(greeting),
             _ if self.phase == Phase::AwaitingGreeting => {
                 self.close(Error::Protocol(format!(
                     "expected the QMP greeting, got {}",
@@ -501,6 +498,15 @@ impl<W> Session<W> {
         id
     }
 
+    /// Removes command `id` from the commands in flight, with its deadline.
+    fn take_pending(&mut self, id: u64) -> Option<Pending<W>> {
+        let pending = self.pending.remove(&id)?;
+        if let Pending::User { deadline: Some((at, _)), .. } = &pending {
+            self.deadlines.remove(&(*at, id));
+        }
+        Some(pending)
+    }
+
     fn internal_in_flight(&self) -> Option<Internal> {
         self.pending.values().find_map(|p| match p {
             Pending::Internal(internal) => Some(*internal),
@@ -514,7 +520,7 @@ impl<W> Session<W> {
         self.transmit.push_back(command.id(id));
     }
 
-    fn handle_greeting(&mut self, greeting: Greeting, _now: Instant) {
+    fn handle_greeting(&mut self, greeting: Greeting) {
         if self.phase != Phase::AwaitingGreeting {
             self.stats.unexpected_messages += 1;
             tracing::warn!("second QMP greeting ignored");
@@ -539,11 +545,8 @@ impl<W> Session<W> {
             tracing::warn!(?id, ?result, "QMP reply without a usable id ignored");
             return;
         };
-        match self.pending.remove(&id) {
-            Some(Pending::User { name, waiter, deadline }) => {
-                if let Some((at, _)) = deadline {
-                    self.deadlines.remove(&(at, id));
-                }
+        match self.take_pending(id) {
+            Some(Pending::User { name, waiter, .. }) => {
                 let result =
                     result.map_err(|e| Error::Qmp { command: name, class: e.class, desc: e.desc });
                 self.completions.push_back(Completion { id, waiter, result });
@@ -596,11 +599,8 @@ impl<W> Session<W> {
         // If the bad line still shows which command it answered, fail that command now
         // rather than leave it waiting for a reply that has already come and gone.
         let Some(id) = recover_id(frame_error) else { return };
-        match self.pending.remove(&id) {
-            Some(Pending::User { name, waiter, deadline }) => {
-                if let Some((at, _)) = deadline {
-                    self.deadlines.remove(&(at, id));
-                }
+        match self.take_pending(id) {
+            Some(Pending::User { name, waiter, .. }) => {
                 let result =
                     Err(Error::BadReply { command: name, reason: frame_error.to_string() });
                 self.completions.push_back(Completion { id, waiter, result });
@@ -630,10 +630,7 @@ impl<W> Session<W> {
         }
         tracing::debug!(%error, "QMP session closed");
         self.phase = Phase::Closed;
-        let reason = match &error {
-            Error::Disconnected(reason) => reason.clone(),
-            other => DisconnectReason::Protocol(other.to_string()),
-        };
+        let reason = error.disconnect_reason();
         self.deadlines.clear();
         self.transmit.clear();
         for (id, pending) in self.pending.drain() {

@@ -22,13 +22,13 @@ fn id_of(command: &Command) -> u64 {
 /// A session taken through greeting, negotiation and `query-commands` at `t0`.
 fn ready(config: SessionConfig, t0: Instant) -> Session<&'static str> {
     let mut s = Session::new(config, t0);
-    s.handle_message(msg(GREETING_OOB), t0);
+    s.handle_message(msg(GREETING_OOB));
     let caps = s.poll_transmit().unwrap();
-    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))));
     let query = s.poll_transmit().unwrap();
     assert_eq!(query.name, "query-commands");
     let names = r#"[{"name": "query-status"}, {"name": "stop"}, {"name": "cont"}, {"name": "migrate-pause"}, {"name": "query-commands"}]"#;
-    s.handle_message(msg(&format!(r#"{{"return": {names}, "id": {}}}"#, id_of(&query))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": {names}, "id": {}}}"#, id_of(&query))));
     assert_eq!(s.phase(), Phase::Ready);
     s
 }
@@ -45,7 +45,7 @@ fn handshake_negotiates_oob_and_loads_the_command_cache() {
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(10)));
     assert!(s.poll_transmit().is_none(), "nothing is sent before the greeting");
 
-    s.handle_message(msg(GREETING_OOB), t0);
+    s.handle_message(msg(GREETING_OOB));
     assert_eq!(s.greeting().unwrap().version.qemu.to_string(), "7.2.22");
     let caps = s.poll_transmit().unwrap();
     assert_eq!(
@@ -55,16 +55,13 @@ fn handshake_negotiates_oob_and_loads_the_command_cache() {
     assert_eq!(s.phase(), Phase::Negotiating);
     assert!(s.start_command(Request::new("stop"), (), t0).is_err(), "not ready yet");
 
-    s.handle_message(msg(r#"{"return": {}, "id": 0}"#), t0);
+    s.handle_message(msg(r#"{"return": {}, "id": 0}"#));
     let query = s.poll_transmit().unwrap();
     assert_eq!(
         serde_json::to_value(&query).unwrap(),
         json!({"execute": "query-commands", "id": 1})
     );
-    s.handle_message(
-        msg(r#"{"return": [{"name": "stop"}, {"name": "query-commands"}], "id": 1}"#),
-        t0,
-    );
+    s.handle_message(msg(r#"{"return": [{"name": "stop"}, {"name": "query-commands"}], "id": 1}"#));
     assert_eq!(s.phase(), Phase::Ready);
     assert!(s.oob_enabled());
     assert!(s.supports("stop") && !s.supports("cont"));
@@ -77,7 +74,7 @@ fn handshake_negotiates_oob_and_loads_the_command_cache() {
 fn oob_is_not_requested_when_not_offered_or_not_wanted() {
     let t0 = Instant::now();
     let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
-    s.handle_message(msg(GREETING_PLAIN), t0);
+    s.handle_message(msg(GREETING_PLAIN));
     assert_eq!(
         serde_json::to_value(s.poll_transmit().unwrap()).unwrap(),
         json!({"execute": "qmp_capabilities", "id": 0})
@@ -86,7 +83,7 @@ fn oob_is_not_requested_when_not_offered_or_not_wanted() {
 
     let config = SessionConfig { enable_oob: false, ..SessionConfig::default() };
     let mut s: Session<()> = Session::new(config, t0);
-    s.handle_message(msg(GREETING_OOB), t0);
+    s.handle_message(msg(GREETING_OOB));
     assert_eq!(s.poll_transmit().unwrap().arguments, None);
     assert!(!s.oob_enabled());
 }
@@ -103,7 +100,7 @@ fn anything_but_a_greeting_first_is_a_protocol_error() {
         }),
     ] {
         let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
-        s.handle_message(first.map_or_else(Err, msg), t0);
+        s.handle_message(first.map_or_else(Err, msg));
         assert_eq!(s.phase(), Phase::Closed);
         assert!(matches!(s.close_error(), Some(Error::Protocol(_))), "{:?}", s.close_error());
         assert!(s.poll_transmit().is_none());
@@ -124,7 +121,7 @@ fn greeting_and_negotiation_time_out_on_the_fake_clock() {
     );
 
     let mut s: Session<()> = Session::new(config, t0);
-    s.handle_message(msg(GREETING_OOB), t0);
+    s.handle_message(msg(GREETING_OOB));
     let _ = s.poll_transmit();
     s.handle_timeout(t0 + Duration::from_secs(3));
     assert!(
@@ -136,9 +133,9 @@ fn greeting_and_negotiation_time_out_on_the_fake_clock() {
 fn refused_negotiation_closes_the_session() {
     let t0 = Instant::now();
     let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
-    s.handle_message(msg(GREETING_OOB), t0);
+    s.handle_message(msg(GREETING_OOB));
     let _ = s.poll_transmit();
-    s.handle_message(msg(r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": 0}"#), t0);
+    s.handle_message(msg(r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": 0}"#));
     assert!(matches!(s.close_error(), Some(Error::Protocol(why)) if why.contains("nope")));
 }
 
@@ -150,15 +147,12 @@ fn replies_in_any_order_reach_their_own_waiters() {
     let b = s.start_command(Request::new("stop"), "b", t0).unwrap();
     let c = s.start_command(Request::new("cont"), "c", t0).unwrap();
     assert_eq!(s.in_flight(), 3);
-    s.handle_message(msg(&format!(r#"{{"return": "C", "id": {}}}"#, id_of(&c))), t0);
-    s.handle_message(
-        msg(&format!(
-            r#"{{"id": {}, "error": {{"class": "GenericError", "desc": "B failed"}}}}"#,
-            id_of(&b)
-        )),
-        t0,
-    );
-    s.handle_message(msg(&format!(r#"{{"return": "A", "id": {}}}"#, id_of(&a))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": "C", "id": {}}}"#, id_of(&c))));
+    s.handle_message(msg(&format!(
+        r#"{{"id": {}, "error": {{"class": "GenericError", "desc": "B failed"}}}}"#,
+        id_of(&b)
+    )));
+    s.handle_message(msg(&format!(r#"{{"return": "A", "id": {}}}"#, id_of(&a))));
     let done = completions(&mut s);
     let order: Vec<&str> = done.iter().map(|c| c.waiter).collect();
     assert_eq!(order, ["c", "b", "a"]);
@@ -175,16 +169,15 @@ fn unknown_and_missing_ids_are_counted_never_fatal() {
     let t0 = Instant::now();
     let mut s = ready(SessionConfig::default(), t0);
     let cmd = s.start_command(Request::new("stop"), "x", t0).unwrap();
-    s.handle_message(msg(r#"{"return": {}, "id": 999}"#), t0);
-    s.handle_message(msg(r#"{"return": {}, "id": "not-ours"}"#), t0);
-    s.handle_message(msg(r#"{"return": {}}"#), t0);
-    s.handle_message(
-        msg(r#"{"error": {"class": "GenericError", "desc": "QMP input lacks member 'execute'"}}"#),
-        t0,
-    );
+    s.handle_message(msg(r#"{"return": {}, "id": 999}"#));
+    s.handle_message(msg(r#"{"return": {}, "id": "not-ours"}"#));
+    s.handle_message(msg(r#"{"return": {}}"#));
+    s.handle_message(msg(
+        r#"{"error": {"class": "GenericError", "desc": "QMP input lacks member 'execute'"}}"#,
+    ));
     assert_eq!(s.stats().unmatched_replies, 4);
     assert!(completions(&mut s).is_empty());
-    s.handle_message(msg(&format!(r#"{{"return": 1, "id": {}}}"#, id_of(&cmd))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": 1, "id": {}}}"#, id_of(&cmd))));
     assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), 1);
 }
 
@@ -233,11 +226,11 @@ fn a_timed_out_command_fails_and_its_late_reply_is_discarded() {
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
 
     // The late reply is recognised as late, and the connection stays in sync.
-    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&slow))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&slow))));
     assert_eq!(s.stats().late_replies, 1);
     assert_eq!(s.stats().unmatched_replies, 0);
-    s.handle_message(msg(&format!(r#"{{"return": "u", "id": {}}}"#, id_of(&untimed))), t0);
-    s.handle_message(msg(&format!(r#"{{"return": "o", "id": {}}}"#, id_of(&other))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": "u", "id": {}}}"#, id_of(&untimed))));
+    s.handle_message(msg(&format!(r#"{{"return": "o", "id": {}}}"#, id_of(&other))));
     let waiters: Vec<&str> = completions(&mut s).iter().map(|c| c.waiter).collect();
     assert_eq!(waiters, ["untimed", "other"]);
     assert_eq!(s.poll_timeout(), None, "answered commands leave no deadline behind");
@@ -265,7 +258,7 @@ fn a_cancelled_command_gives_its_waiter_back_and_its_reply_is_discarded() {
     assert_eq!(s.cancel(id_of(&cmd)), Some("x"));
     assert_eq!(s.cancel(id_of(&cmd)), None);
     assert_eq!(s.poll_timeout(), None);
-    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&cmd))), t0);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&cmd))));
     assert!(completions(&mut s).is_empty());
     assert_eq!(s.stats().late_replies, 1);
 }
@@ -291,7 +284,7 @@ fn closing_fails_everything_in_flight_and_everything_after() {
     // A second close does not overwrite the first reason.
     s.handle_closed(DisconnectReason::Closed);
     assert!(matches!(s.close_error(), Some(Error::Disconnected(DisconnectReason::Eof))));
-    s.handle_message(msg(r#"{"return": {}, "id": 0}"#), t0);
+    s.handle_message(msg(r#"{"return": {}, "id": 0}"#));
     assert!(completions(&mut s).is_empty());
 }
 
@@ -301,12 +294,9 @@ fn the_event_queue_is_bounded_and_reports_what_it_dropped() {
     let config = SessionConfig { event_queue_capacity: 3, ..SessionConfig::default() };
     let mut s = ready(config, t0);
     for n in 0..5 {
-        s.handle_message(
-            msg(&format!(
-                r#"{{"event": "E{n}", "timestamp": {{"seconds": 1, "microseconds": {n}}}}}"#
-            )),
-            t0,
-        );
+        s.handle_message(msg(&format!(
+            r#"{{"event": "E{n}", "timestamp": {{"seconds": 1, "microseconds": {n}}}}}"#
+        )));
     }
     let items: Vec<EventItem> = std::iter::from_fn(|| s.poll_event()).collect();
     assert_eq!(items[0], EventItem::Lagged(2));
@@ -328,24 +318,18 @@ fn an_unreadable_reply_that_still_shows_its_id_fails_its_command() {
     let big = s.start_command(Request::new("query-status"), "big", t0).unwrap();
     let odd = s.start_command(Request::new("stop"), "odd", t0).unwrap();
     let kept = s.start_command(Request::new("cont"), "kept", t0).unwrap();
-    s.handle_message(
-        Err(qmp_codec::Error::FrameTooLong {
-            max_frame_len: 10,
-            len: 100,
-            head: Bytes::from_static(b"{\"return\": [1, 2"),
-            tail: Bytes::from(format!("3, 4], \"id\": {}}}", id_of(&big))),
-        }),
-        t0,
-    );
-    s.handle_message(
-        msg(&format!(
-            r#"{{"return": 1, "error": {{"class": "GenericError", "desc": ""}}, "id": {}}}"#,
-            id_of(&odd)
-        )),
-        t0,
-    );
+    s.handle_message(Err(qmp_codec::Error::FrameTooLong {
+        max_frame_len: 10,
+        len: 100,
+        head: Bytes::from_static(b"{\"return\": [1, 2"),
+        tail: Bytes::from(format!("3, 4], \"id\": {}}}", id_of(&big))),
+    }));
+    s.handle_message(msg(&format!(
+        r#"{{"return": 1, "error": {{"class": "GenericError", "desc": ""}}, "id": {}}}"#,
+        id_of(&odd)
+    )));
     // Garbage that names no command costs nothing but a count.
-    s.handle_message(msg("[1, 2]"), t0);
+    s.handle_message(msg("[1, 2]"));
     let done = completions(&mut s);
     let summary: Vec<(&str, bool)> =
         done.iter().map(|c| (c.waiter, matches!(c.result, Err(Error::BadReply { .. })))).collect();
