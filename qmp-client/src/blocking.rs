@@ -24,7 +24,7 @@ use qmp_codec::{Command, Event, Greeting, QmpCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::client::ClientBuilder;
 use crate::error::{DisconnectReason, Error};
@@ -298,10 +298,7 @@ impl Client {
     /// Writes one command, with a descriptor when given; a failure closes the session,
     /// which fails the command.
     fn send(&mut self, command: &Command, fd: Option<std::os::fd::BorrowedFd<'_>>) {
-        let mut bytes = BytesMut::new();
-        if let Err(error) = QmpCodec::new().encode(command, &mut bytes) {
-            tracing::error!(%error, "cannot encode a QMP command");
-        }
+        let bytes = requests::encode(command);
         let sent = match fd {
             None => self.stream.write_all(&bytes).map_err(fdpass::Error::Io),
             Some(fd) => fdpass::send_all_with_fds(&self.stream, &bytes, &[fd]),

@@ -3,7 +3,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use bytes::BytesMut;
@@ -17,12 +17,13 @@ use tokio::net::UnixStream;
 use tokio::net::unix::OwnedWriteHalf;
 use tokio::sync::{Notify, mpsc, oneshot};
 use tokio::task::JoinHandle;
-use tokio_util::codec::{Encoder, FramedRead};
+use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::error::{DisconnectReason, Error};
 use crate::events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, EventHub, Subscription};
+use crate::lock;
 use crate::requests::{self, AddFdInfo, CallOptions, FdsetInfo};
 use crate::session::{EventItem, Phase, Request, Session, SessionConfig, Stats};
 
@@ -507,11 +508,6 @@ struct Inner {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section leaves its data consistent before anything can panic.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
 /// The session's clock: tokio's, so paused-time tests drive it too.
 fn now() -> std::time::Instant {
     tokio::time::Instant::now().into_std()
@@ -523,13 +519,7 @@ impl Inner {
     }
 
     fn enqueue(&self, command: &Command, fds: Vec<OwnedFd>) {
-        let mut bytes = BytesMut::new();
-        if let Err(error) = QmpCodec::new().encode(command, &mut bytes) {
-            // Serialising a `Value` map cannot fail; if it ever did, the command would
-            // wait for a reply to something never sent, so say it loudly.
-            tracing::error!(%error, "cannot encode a QMP command");
-            return;
-        }
+        let bytes = requests::encode(command);
         // The writer only stops once the session is closed, which fails this command.
         let _ = self.outgoing.send(Outgoing { bytes, fds });
     }

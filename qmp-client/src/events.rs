@@ -81,8 +81,7 @@ struct Shared {
 
 impl Shared {
     fn lock(&self) -> std::sync::MutexGuard<'_, Queue> {
-        // A panic while holding this lock leaves a consistent queue; keep going.
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.queue)
     }
 
     fn push(&self, item: EventItem) {
@@ -149,7 +148,7 @@ impl EventHub {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HubState> {
-        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        crate::lock(&self.state)
     }
 
     /// Live subscribers; forgets the dropped ones.

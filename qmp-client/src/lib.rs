@@ -53,3 +53,9 @@ pub use qmp_codec::{self, Capability, ErrorClass, Event, Greeting, QemuVersion, 
 pub use reconnect::ReconnectingClient;
 pub use requests::{AddFdInfo, CallOptions, FdsetFdInfo, FdsetInfo};
 pub use session::{EventItem, Stats};
+
+/// Locks `mutex`, going on after a panic elsewhere: every critical section in this crate
+/// leaves its data consistent before anything in it can panic.
+pub(crate) fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

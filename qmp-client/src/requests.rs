@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use bytes::BytesMut;
+use qmp_codec::{Command, QmpCodec};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
+use tokio_util::codec::Encoder;
 
 use crate::error::Error;
 use crate::session::Request;
@@ -38,6 +41,15 @@ impl CallOptions {
         self.oob = oob;
         self
     }
+}
+
+/// The command as it goes on the wire: one JSON line.
+pub(crate) fn encode(command: &Command) -> BytesMut {
+    let mut bytes = BytesMut::new();
+    QmpCodec::new()
+        .encode(command, &mut bytes)
+        .expect("a command, a name and JSON values with string keys, always serialises");
+    bytes
 }
 
 /// Builds a request; `arguments` may be anything that serialises to a JSON object, or `()`

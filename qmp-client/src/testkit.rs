@@ -23,17 +23,19 @@
 
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use qmp_codec::{Command, ServerCodec};
-use serde_json::{Map, Value, json};
+use qmp_codec::{
+    Command, ErrorClass, ErrorReply, Event, QmpError, Return, ServerCodec, ServerMessage, Timestamp,
+};
+use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
-use tokio_util::codec::Decoder;
+use tokio_util::codec::{Decoder, Encoder};
 
 /// What the handler is given: a command and the descriptors that came with it.
 #[derive(Debug)]
@@ -190,7 +192,7 @@ impl MockServer {
 
     /// Every command received so far, on every connection, in order (negotiation included).
     pub fn received(&self) -> Vec<Command> {
-        self.log.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        crate::lock(&self.log).clone()
     }
 
     /// The names of the commands received so far.
@@ -220,16 +222,13 @@ enum Output {
 impl MockConnection {
     /// Sends a success reply to `command`, echoing its id.
     pub fn reply(&self, command: &Command, value: Value) {
-        self.send_message(&reply_object("return", value, command.id.as_ref()));
+        self.send_message(&ServerMessage::Return(Return { value, id: command.id.clone() }));
     }
 
     /// Sends an error reply to `command`, echoing its id.
     pub fn error(&self, command: &Command, class: &str, desc: &str) {
-        self.send_message(&reply_object(
-            "error",
-            json!({"class": class, "desc": desc}),
-            command.id.as_ref(),
-        ));
+        let error = QmpError { class: ErrorClass::from(class), desc: desc.to_owned() };
+        self.send_message(&ServerMessage::Error(ErrorReply { error, id: command.id.clone() }));
     }
 
     /// [`MockConnection::reply`] after `delay` (spawns a task; needs a tokio runtime).
@@ -246,14 +245,11 @@ impl MockConnection {
     pub fn event(&self, name: &str, data: Option<Value>) {
         let now =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-        let mut event = json!({
-            "event": name,
-            "timestamp": {"seconds": now.as_secs(), "microseconds": now.subsec_micros()},
-        });
-        if let Some(data) = data {
-            event["data"] = data;
-        }
-        self.send_message(&event);
+        let timestamp = Timestamp {
+            seconds: i64::try_from(now.as_secs()).unwrap_or(i64::MAX),
+            microseconds: i64::from(now.subsec_micros()),
+        };
+        self.send_message(&ServerMessage::Event(Event { event: name.to_owned(), data, timestamp }));
     }
 
     /// Sends bytes verbatim (garbage, half a message, several messages at once).
@@ -271,18 +267,14 @@ impl MockConnection {
         !self.out.is_closed()
     }
 
-    fn send_message(&self, message: &Value) {
-        self.send_raw(format!("{message}\r\n"));
+    /// Sends one message, framed by the codec as QEMU frames it.
+    fn send_message(&self, message: &ServerMessage) {
+        let mut bytes = BytesMut::new();
+        ServerCodec::new()
+            .encode(message, &mut bytes)
+            .expect("a server message, JSON values with string keys, always serialises");
+        self.send_raw(bytes.freeze());
     }
-}
-
-fn reply_object(key: &str, value: Value, id: Option<&Value>) -> Value {
-    let mut object = Map::new();
-    object.insert(key.into(), value);
-    if let Some(id) = id {
-        object.insert("id".into(), id.clone());
-    }
-    Value::Object(object)
 }
 
 async fn accept_loop(
@@ -377,7 +369,7 @@ async fn read_commands(
                 tracing::debug!(?item, "mock QMP server ignores an unreadable command");
                 continue;
             };
-            log.lock().unwrap_or_else(PoisonError::into_inner).push(command.clone());
+            crate::lock(&log).push(command.clone());
             match command.name.as_str() {
                 "qmp_capabilities" => conn.reply(&command, json!({})),
                 "query-commands" => {

@@ -31,8 +31,7 @@ pub(crate) fn paused_qemu_or_skip(groups: &str) -> Option<Qemu> {
 }
 
 /// A minimal blocking QMP connection on a raw unix socket: no JSON parsing, a reply is the
-/// next line with a `"return"` key (QEMU puts it first; the mock server, sorting keys, after
-/// `"id"`).
+/// next line with a `"return"` key (QEMU and the mock server both put it first).
 pub(crate) struct RawQmp {
     stream: UnixStream,
     reader: BufReader<UnixStream>,
