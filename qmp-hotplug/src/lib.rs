@@ -1,0 +1,2 @@
+//! PCI hotplug policy over `qmp-client` (work in progress).
+#![forbid(unsafe_code)]
