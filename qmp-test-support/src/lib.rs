@@ -9,6 +9,11 @@
 //! the binary is missing the test is skipped with a printed reason, unless the environment
 //! sets `QMP_REQUIRE_QEMU=1`: then the test fails, so CI cannot count a skip as a pass.
 //!
+//! Hotplug tests need a guest that answers ACPI hotplug: [`Qemu::start_guest_or_skip`] (or
+//! [`guest_or_skip!`]) boots a tiny Linux built by `scripts/build-guest` and waits until it
+//! is ready; the guest reports NICs and disks coming and going on its serial console, which
+//! [`Qemu::wait_for_serial`] reads (see the [`GuestImage`] docs for the line format).
+//!
 //! ```no_run
 //! use std::io::{BufRead, BufReader};
 //! use std::os::unix::net::UnixStream;
@@ -20,6 +25,10 @@
 //! assert!(greeting.starts_with("{\"QMP\""));
 //! ```
 #![forbid(unsafe_code)]
+
+mod guest;
+
+pub use guest::{GUEST_DIR_ENV, GUEST_READY, GUEST_READY_TIMEOUT, GuestImage, SerialLine};
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -69,12 +78,14 @@ pub fn find_qemu() -> Result<PathBuf, String> {
 }
 
 /// How to start QEMU. The defaults are the smallest machine that still has a PCI bus:
-/// `-machine pc -accel tcg -nodefaults -nographic -display none`.
+/// `-machine pc -accel tcg -nodefaults -nographic -display none`, no serial port and 64 MiB;
+/// [`QemuBuilder::guest`] boots the test guest on it instead.
 #[derive(Debug, Clone)]
 pub struct QemuBuilder {
     binary: Option<PathBuf>,
     paused: bool,
     qmp_path: Option<PathBuf>,
+    guest: Option<GuestImage>,
     extra_args: Vec<OsString>,
 }
 
@@ -87,7 +98,7 @@ impl Default for QemuBuilder {
 impl QemuBuilder {
     /// A builder with the default machine.
     pub fn new() -> Self {
-        Self { binary: None, paused: false, qmp_path: None, extra_args: Vec::new() }
+        Self { binary: None, paused: false, qmp_path: None, guest: None, extra_args: Vec::new() }
     }
 
     /// Use this binary instead of looking one up.
@@ -168,9 +179,17 @@ impl QemuBuilder {
                 "-display",
                 "none",
             ])
-            .args(["-monitor", "none", "-serial", "none", "-m", "64"])
+            .args(["-monitor", "none"])
             .arg("-qmp")
             .arg(&qmp_arg);
+        let serial_path = self.guest.as_ref().map(|image| {
+            let serial = dir.path().join("serial.log");
+            command.args(Self::guest_args(image, &serial));
+            serial
+        });
+        if serial_path.is_none() {
+            command.args(["-serial", "none", "-m", "64"]);
+        }
         if self.paused {
             command.arg("-S");
         }
@@ -179,7 +198,8 @@ impl QemuBuilder {
 
         let child =
             command.spawn().map_err(|e| StartError::Spawn { binary: binary.clone(), source: e })?;
-        let mut qemu = Qemu { child: Some(child), qmp_path, stderr_path, dir: Some(dir) };
+        let mut qemu =
+            Qemu { child: Some(child), qmp_path, stderr_path, serial_path, dir: Some(dir) };
         qemu.wait_for_socket()?;
         Ok(qemu)
     }
@@ -231,6 +251,17 @@ pub enum StartError {
     },
     /// Creating the temporary directory or stderr file failed.
     Io(io::Error),
+    /// The test guest image could not be found or built (see [`GuestImage::locate`]).
+    Guest(String),
+    /// QEMU runs, but the guest did not print [`GUEST_READY`] in time (or QEMU exited).
+    GuestNotReady {
+        /// How long was waited.
+        waited: Duration,
+        /// The guest's serial console log.
+        log: String,
+        /// What QEMU wrote to stderr.
+        stderr: String,
+    },
 }
 
 impl fmt::Display for StartError {
@@ -245,6 +276,12 @@ impl fmt::Display for StartError {
                 write!(f, "QMP socket not ready after {waited:?}; QEMU stderr: {stderr}")
             }
             Self::Io(e) => write!(f, "test setup I/O error: {e}"),
+            Self::Guest(why) => write!(f, "test guest unavailable: {why}"),
+            Self::GuestNotReady { waited, log, stderr } => write!(
+                f,
+                "the guest did not print {GUEST_READY} within {waited:?}\n\
+                 --- serial log ---\n{log}\n--- QEMU stderr ---\n{stderr}"
+            ),
         }
     }
 }
@@ -264,6 +301,7 @@ pub struct Qemu {
     child: Option<Child>,
     qmp_path: PathBuf,
     stderr_path: PathBuf,
+    serial_path: Option<PathBuf>,
     dir: Option<tempfile::TempDir>,
 }
 
@@ -311,7 +349,8 @@ impl Qemu {
         &self.qmp_path
     }
 
-    /// The private temporary directory (socket, stderr log; tests may put files here).
+    /// The private temporary directory (socket, stderr log, serial log of a guest; tests
+    /// may put files here).
     pub fn dir(&self) -> &Path {
         self.dir.as_ref().map_or_else(|| Path::new(""), tempfile::TempDir::path)
     }
@@ -481,6 +520,32 @@ mod tests {
         line.clear();
         reader.read_line(&mut line).unwrap();
         assert!(line.starts_with("{\"return\""), "{line}");
+    }
+
+    #[test]
+    fn a_machine_without_guest_has_no_serial_log() {
+        let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+        assert_eq!(qemu.serial_path(), None);
+        assert_eq!(qemu.serial_log(), "");
+        assert_eq!(qemu.serial_len(), 0);
+        let why = qemu.wait_for_serial(GUEST_READY, Duration::from_secs(10)).unwrap_err();
+        assert!(why.contains("boots no guest"), "{why}");
+        let err = qemu.wait_guest_ready(Duration::from_secs(10)).unwrap_err();
+        assert!(matches!(err, StartError::GuestNotReady { .. }), "{err}");
+    }
+
+    #[test]
+    fn guest_image_from_dir_needs_both_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = GuestImage::from_dir(dir.path()).unwrap_err();
+        assert!(err.contains("vmlinuz"), "{err}");
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        let err = GuestImage::from_dir(dir.path()).unwrap_err();
+        assert!(err.contains("initramfs.gz"), "{err}");
+        std::fs::write(dir.path().join("initramfs.gz"), b"i").unwrap();
+        let image = GuestImage::from_dir(dir.path()).unwrap();
+        assert_eq!(image.kernel, dir.path().join("vmlinuz"));
+        assert_eq!(image.initrd, dir.path().join("initramfs.gz"));
     }
 
     #[test]
