@@ -2,8 +2,9 @@
 //! qmp-rs that touches ancillary data.
 //!
 //! QEMU's `getfd` and `add-fd` take the descriptor that arrives with the command's own
-//! bytes, so a client must send both in one `sendmsg`. This crate does that, and the
-//! receiving side for a mock server, and nothing else:
+//! bytes, so a client must send both in one `sendmsg`. This crate does that, the
+//! receiving side for a mock server, and opens the host devices (tap interfaces) whose
+//! descriptors are most often passed; nothing else:
 //!
 //! - [`send_with_fds`]: one `sendmsg` with the bytes and the descriptors; may send part
 //!   of the bytes, the descriptors always go with the first one.
@@ -13,9 +14,14 @@
 //! - [`tokio`] (cargo feature `tokio`, on by default): the same three over
 //!   [`tokio::net::UnixStream`](::tokio::net::UnixStream), waiting for readiness instead of
 //!   failing with `WouldBlock`.
+//! - [`tap`]: the host side of a QEMU network backend, whose descriptors travel the same
+//!   way: [`Tap::open`](tap::Tap::open) opens a tap interface with one descriptor per queue
+//!   (for `getfd`, then `netdev_add` with `"fd"` or `"fds"`), and
+//!   [`vhost_net_usable`](tap::vhost_net_usable) says whether `"vhost": true` is safe to
+//!   ask for (QEMU 7.2 aborts when it is not).
 //! - [`Error`]: the one error type.
 //!
-//! All calls retry `EINTR`. Sends use `MSG_NOSIGNAL`: a closed peer gives an `EPIPE`
+//! All socket calls retry `EINTR`. Sends use `MSG_NOSIGNAL`: a closed peer gives an `EPIPE`
 //! error, never a `SIGPIPE`. A received descriptor is never leaked: it is wrapped in an
 //! [`OwnedFd`] as soon as the call returns, and an `Err` closes every descriptor that came.
 //!
@@ -56,6 +62,7 @@ compile_error!("fdpass supports Linux and Android only (it reads the Linux cmsgh
 
 mod control;
 mod error;
+pub mod tap;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

@@ -391,6 +391,12 @@ impl Client {
         self.subscribe(filter).wait(timeout).await
     }
 
+    /// `true` if this connection can pass file descriptors (it is a unix socket), so
+    /// [`Client::get_fd`] and [`Client::add_fd`] can work.
+    pub fn can_pass_fds(&self) -> bool {
+        self.inner.fd_capable
+    }
+
     /// Commands sent and not yet answered, timed out or abandoned.
     pub fn in_flight(&self) -> usize {
         self.inner.state().session.in_flight()

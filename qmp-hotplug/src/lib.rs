@@ -1,2 +1,60 @@
-//! PCI hotplug policy over `qmp-client` (work in progress).
+//! PCI hotplug for QEMU over [`qmp_client`]: slot planning from `query-pci`, device ids,
+//! NIC and disk hot-add and hot-del, with rollback and idempotent retry.
+//!
+//! The crate has a pure core and a thin executor:
+//!
+//! * [`SlotMap`] parses `query-pci` into bus 0's 32 slots ([`SlotMap::free_slot`],
+//!   [`SlotMap::has_device`]); [`DeviceId`] is the `<kind>-<name>-pci-<slot>` id scheme.
+//! * [`Planner`] turns a [`NicSpec`] or [`DiskSpec`] and a [`Snapshot`] of QEMU into a
+//!   [`Plan`]: the QMP steps in order, each with its undo, and which steps an earlier try
+//!   already did.
+//! * [`Hotplug`] reads the snapshot, runs the plan, waits for `DEVICE_DELETED` on removal,
+//!   and undoes finished steps when one fails.
+//!
+//! Planning needs no QEMU:
+//!
+//! ```
+//! use qmp_hotplug::{NicSpec, Planner, Snapshot, SlotMap};
+//! let pci = SlotMap::from_query_pci(&serde_json::json!([{"bus": 0, "devices": []}]))?;
+//! let snapshot = Snapshot { pci, peripherals: Default::default(),
+//!                           block_nodes: Default::default(), fdsets: vec![] };
+//! let (id, plan) = Planner::default().nic_add(&NicSpec::new("web1"), &snapshot)?;
+//! assert_eq!(id.to_string(), "nic-web1-pci-1");
+//! let commands: Vec<_> = plan.steps().iter().map(|s| s.step.command()).collect();
+//! assert_eq!(commands, ["getfd", "netdev_add", "device_add"]);
+//! // If device_add fails, the netdev goes; the getfd name was consumed by netdev_add.
+//! assert_eq!(plan.undo_after(2).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+//!            ["netdev_del nic-web1-pci-1"]);
+//! # Ok::<(), qmp_hotplug::Error>(())
+//! ```
+//!
+//! With QEMU (the guest must have booted far enough to answer ACPI before a removal):
+//!
+//! ```no_run
+//! # async fn example(tap: std::os::fd::OwnedFd) -> Result<(), qmp_hotplug::Error> {
+//! use std::time::Duration;
+//! use qmp_hotplug::{Hotplug, NicSpec};
+//! let client = qmp_client::Client::connect("/run/vm/qmp.sock").await?;
+//! let hotplug = Hotplug::new(client);
+//! let id = hotplug.add_nic(&NicSpec::new("web1"), &[tap], &[] as &[std::os::fd::OwnedFd]).await?;
+//! hotplug.del_nic(&id.to_string(), Duration::from_secs(10)).await?;
+//! # Ok(()) }
+//! ```
 #![forbid(unsafe_code)]
+
+mod error;
+mod executor;
+mod ids;
+mod pci;
+mod plan;
+mod planner;
+
+pub use error::{Error, RollbackFailures};
+pub use executor::{DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
+pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};
+pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
+pub use plan::{FdRef, Plan, PlannedStep, Step};
+pub use planner::{
+    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Planner,
+    Snapshot, Vhost,
+};

@@ -1,0 +1,270 @@
+//! `fdpass::tap` on the host: tap interfaces appear in `/sys/class/net` with the flags asked
+//! for and vanish with their last descriptor; bad arguments are typed errors; the vhost-net
+//! probe agrees with a plain open. Then against a real QEMU: tap descriptors passed with
+//! `getfd` make working `netdev_add` backends, single- and multi-queue (skipped when QEMU
+//! is missing, unless `QMP_REQUIRE_QEMU=1`).
+//!
+//! Creating tap interfaces needs `CAP_NET_ADMIN` and `/dev/net/tun`; these tests expect both.
+//! Each test uses its own name prefix, so tests running in parallel never share an interface.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use common::monitor::Monitor;
+use fdpass::Error;
+use fdpass::tap::{MAX_TAP_QUEUES, Tap, open_vhost_net, vhost_net_usable};
+use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use serde_json::json;
+
+/// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, as `tun_flags` in sysfs shows them.
+const TAP_FLAGS: u32 = 0x0002 | 0x1000 | 0x4000;
+/// `IFF_MULTI_QUEUE`.
+const MULTI_QUEUE: u32 = 0x0100;
+
+fn sys_net(name: &str) -> PathBuf {
+    PathBuf::from("/sys/class/net").join(name)
+}
+
+/// The interfaces whose names start with `prefix`.
+fn interfaces(prefix: &str) -> BTreeSet<String> {
+    std::fs::read_dir("/sys/class/net")
+        .expect("read /sys/class/net")
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|name| name.starts_with(prefix))
+        .collect()
+}
+
+/// `/sys/class/net/<name>/tun_flags`, e.g. `0x5002`.
+fn tun_flags(name: &str) -> u32 {
+    let text = std::fs::read_to_string(sys_net(name).join("tun_flags")).expect("read tun_flags");
+    let hex = text.trim().trim_start_matches("0x");
+    u32::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("tun_flags {text:?}"))
+}
+
+/// How many transmit queues the interface has: one per attached tap queue.
+fn tx_queues(name: &str) -> usize {
+    std::fs::read_dir(sys_net(name).join("queues"))
+        .expect("read the queues directory")
+        .filter(|entry| entry.as_ref().unwrap().file_name().to_string_lossy().starts_with("tx-"))
+        .count()
+}
+
+/// Waits until the interface is gone. The kernel removes it when its last descriptor
+/// closes; a child process another test forks inherits our descriptors for the moment
+/// before its `exec` closes them (`O_CLOEXEC`), so allow a little time.
+fn wait_gone(name: &str) {
+    let start = Instant::now();
+    while sys_net(name).exists() {
+        assert!(start.elapsed() < Duration::from_secs(10), "{name} is still there");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn is_cloexec(fd: BorrowedFd<'_>) -> bool {
+    FdFlag::from_bits_retain(fcntl(fd, FcntlArg::F_GETFD).unwrap()).contains(FdFlag::FD_CLOEXEC)
+}
+
+fn errno(error: &io::Error) -> nix::errno::Errno {
+    nix::errno::Errno::from_raw(error.raw_os_error().expect("an OS error"))
+}
+
+#[test]
+fn single_queue_tap_lives_as_long_as_its_descriptor() {
+    let before = interfaces("qmpsq");
+    let tap = Tap::open("qmpsq%d", 1).expect("open a tap (needs CAP_NET_ADMIN)");
+    let name = tap.name().to_owned();
+    assert!(name.starts_with("qmpsq") && !name.contains('%'), "{name}");
+    assert!(!before.contains(&name));
+    assert_eq!(tap.queue_count(), 1);
+    assert_eq!(tap.queues().len(), 1);
+    assert!(is_cloexec(tap.queues()[0].as_fd()));
+
+    assert!(sys_net(&name).exists(), "no /sys/class/net/{name}");
+    assert_eq!(tun_flags(&name), TAP_FLAGS, "{name}: tap, no packet info, vnet header");
+    // ARPHRD_ETHER: a tap, not a tun.
+    assert_eq!(std::fs::read_to_string(sys_net(&name).join("type")).unwrap().trim(), "1");
+
+    drop(tap);
+    wait_gone(&name);
+}
+
+#[test]
+fn multi_queue_tap_is_one_interface_with_a_descriptor_per_queue() {
+    let before = interfaces("qmpmq");
+    let tap = Tap::open("qmpmq%d", 4).expect("open a multi-queue tap");
+    let name = tap.name().to_owned();
+    let created: BTreeSet<String> = interfaces("qmpmq").difference(&before).cloned().collect();
+    assert_eq!(created, BTreeSet::from([name.clone()]), "exactly one new interface");
+
+    assert_eq!(tap.queue_count(), 4);
+    let numbers: BTreeSet<i32> = tap.queues().iter().map(AsRawFd::as_raw_fd).collect();
+    assert_eq!(numbers.len(), 4, "distinct descriptors: {numbers:?}");
+    assert!(tap.queues().iter().all(|fd| is_cloexec(fd.as_fd())));
+    assert_eq!(tun_flags(&name), TAP_FLAGS | MULTI_QUEUE);
+    assert_eq!(tx_queues(&name), 4, "every queue attached to the same interface");
+
+    // The interface lives while any queue is open.
+    let mut fds = tap.into_fds();
+    assert_eq!(fds.len(), 4);
+    fds.truncate(1);
+    let start = Instant::now();
+    while tx_queues(&name) != 1 {
+        assert!(start.elapsed() < Duration::from_secs(10), "{} queues", tx_queues(&name));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    drop(fds);
+    wait_gone(&name);
+}
+
+#[test]
+fn a_fixed_name_is_kept_and_a_busy_interface_is_a_typed_error() {
+    // Unique per process, so parallel runs of this suite do not collide; at most 15 bytes.
+    let wanted = format!("qmpfx{}", std::process::id() % 10_000_000);
+    let tap = Tap::open(&wanted, 1).expect("open a tap by name");
+    assert_eq!(tap.name(), wanted);
+
+    // A single-queue tap takes one descriptor: a second open is EBUSY.
+    let busy = Tap::open(&wanted, 1).unwrap_err();
+    match &busy {
+        Error::TapOpen { name, queue: 0, source } => {
+            assert_eq!(name, &wanted);
+            assert_eq!(errno(source), nix::errno::Errno::EBUSY, "{busy}");
+        }
+        other => panic!("expected TapOpen, got {other:?}"),
+    }
+    // Asking for queues on it is a mismatch of IFF_MULTI_QUEUE: EINVAL.
+    let mismatch = Tap::open(&wanted, 2).unwrap_err();
+    assert!(
+        matches!(&mismatch, Error::TapOpen { queue: 0, source, .. }
+            if errno(source) == nix::errno::Errno::EINVAL),
+        "{mismatch:?}"
+    );
+    // The failed opens did not disturb the interface, nor did they leave anything behind.
+    assert_eq!(tun_flags(&wanted), TAP_FLAGS);
+    assert_eq!(interfaces(&wanted), BTreeSet::from([wanted.clone()]));
+    for error in [busy, mismatch] {
+        let text = error.to_string();
+        assert!(text.contains(&wanted) && !text.contains('\n'), "{text}");
+        assert!(std::error::Error::source(&error).is_some());
+    }
+
+    drop(tap);
+    wait_gone(&wanted);
+}
+
+#[test]
+fn bad_arguments_are_typed_errors() {
+    for name in ["", "a-name-of-16-byt", "with space", "a/b", "a:b", "nul\0", "..", "x%s", "%d%d"] {
+        match Tap::open(name, 1) {
+            Err(error @ Error::TapName { .. }) => {
+                let text = error.to_string();
+                assert!(text.starts_with("invalid tap interface name"), "{text}");
+                assert!(!text.contains('\n'), "{text}");
+                assert_eq!(io::Error::from(error).kind(), io::ErrorKind::InvalidInput);
+            }
+            other => panic!("{name:?}: expected TapName, got {other:?}"),
+        }
+    }
+    assert_eq!(MAX_TAP_QUEUES, 256);
+    for queues in [0, MAX_TAP_QUEUES + 1, usize::MAX] {
+        match Tap::open("qmpbad%d", queues) {
+            Err(error @ Error::TapQueues { requested, max }) => {
+                assert_eq!((requested, max), (queues, MAX_TAP_QUEUES));
+                assert!(!error.to_string().contains('\n'));
+                assert_eq!(io::Error::from(error).kind(), io::ErrorKind::InvalidInput);
+            }
+            other => panic!("{queues} queues: expected TapQueues, got {other:?}"),
+        }
+    }
+    assert!(interfaces("qmpbad").is_empty(), "a rejected call created an interface");
+}
+
+/// Not a hard-coded answer: the probe must say what an independent open of the device
+/// says, and give a reason when it fails.
+#[test]
+fn vhost_probe_agrees_with_a_plain_open() {
+    let plain = std::fs::OpenOptions::new().read(true).write(true).open("/dev/vhost-net");
+    let probed = vhost_net_usable();
+    let opened = open_vhost_net();
+    eprintln!("/dev/vhost-net: plain open {plain:?}; probe {probed:?}");
+    match (plain, probed, opened) {
+        (Ok(_), Ok(()), Ok(fd)) => assert!(is_cloexec(fd.as_fd())),
+        (Err(plain), Err(error @ Error::VhostNetUnavailable { .. }), Err(again)) => {
+            assert!(matches!(again, Error::VhostNetUnavailable { .. }), "{again:?}");
+            let Error::VhostNetUnavailable { reason, source } = &error else { unreachable!() };
+            assert_eq!(source.raw_os_error(), plain.raw_os_error(), "{error}");
+            match errno(&plain) {
+                nix::errno::Errno::ENOENT => assert!(reason.contains("does not exist"), "{reason}"),
+                nix::errno::Errno::ENODEV | nix::errno::Errno::ENXIO => {
+                    assert!(reason.contains("no driver"), "{reason}");
+                }
+                _ => {}
+            }
+            let text = error.to_string();
+            assert!(text.contains("QEMU aborts") && !text.contains('\n'), "{text}");
+            assert_eq!(io::Error::from(error).kind(), plain.kind());
+        }
+        (plain, probed, opened) => {
+            panic!("plain open {plain:?}, but vhost_net_usable {probed:?}, open {opened:?}")
+        }
+    }
+}
+
+/// `getfd` a tap queue descriptor (or several) for each name in `names`.
+fn pass_queues(monitor: &mut Monitor, tap: &Tap, names: &[&str]) {
+    assert_eq!(tap.queue_count(), names.len());
+    for (fd, name) in tap.queues().iter().zip(names) {
+        let getfd = json!({"execute": "getfd", "arguments": {"fdname": name}});
+        assert_eq!(monitor.execute(&getfd, &[fd.as_fd()]), json!({"return": {}}), "{name}");
+    }
+}
+
+#[test]
+fn qemu_takes_passed_tap_descriptors_as_netdevs() {
+    let qemu = qmp_test_support::qemu_or_skip!(qmp_test_support::QemuBuilder::new().paused(true));
+    let mut monitor = Monitor::connect(&qemu);
+
+    // One queue: "fd".
+    let tap = Tap::open("qmpq%d", 1).expect("open a tap");
+    let single = tap.name().to_owned();
+    pass_queues(&mut monitor, &tap, &["tap0"]);
+    let add = json!({"execute": "netdev_add",
+                     "arguments": {"type": "tap", "id": "n0", "fd": "tap0"}});
+    assert_eq!(monitor.execute(&add, &[]), json!({"return": {}}), "{}", qemu.stderr());
+
+    // Two queues: "fds", colon-separated.
+    let tap_mq = Tap::open("qmpq%d", 2).expect("open a multi-queue tap");
+    let multi = tap_mq.name().to_owned();
+    assert_ne!(single, multi);
+    pass_queues(&mut monitor, &tap_mq, &["t0", "t1"]);
+    let add = json!({"execute": "netdev_add",
+                     "arguments": {"type": "tap", "id": "n1", "fds": "t0:t1"}});
+    assert_eq!(monitor.execute(&add, &[]), json!({"return": {}}), "{}", qemu.stderr());
+
+    let info = json!({"execute": "human-monitor-command",
+                      "arguments": {"command-line": "info network"}});
+    let info = monitor.execute(&info, &[]);
+    let text = info["return"].as_str().unwrap_or_else(|| panic!("{info}"));
+    assert!(text.contains("n0: ") && text.contains("n1: "), "{text}");
+
+    // QEMU holds its own copies now: closing ours leaves both interfaces up...
+    drop(tap);
+    drop(tap_mq);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(sys_net(&single).exists() && sys_net(&multi).exists());
+    assert_eq!(tx_queues(&multi), 2);
+
+    // ...until netdev_del makes QEMU close them.
+    for id in ["n0", "n1"] {
+        let del = json!({"execute": "netdev_del", "arguments": {"id": id}});
+        assert_eq!(monitor.execute(&del, &[]), json!({"return": {}}), "{id}");
+    }
+    wait_gone(&single);
+    wait_gone(&multi);
+    assert!(qemu.stderr().is_empty(), "QEMU stderr: {}", qemu.stderr());
+}

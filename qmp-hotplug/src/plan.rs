@@ -1,0 +1,285 @@
+//! A plan: the ordered QMP steps of one operation, each with the step that undoes it.
+
+use std::fmt;
+
+use serde_json::{Map, Value, json};
+
+/// Which of the caller's descriptors a step passes to QEMU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FdRef {
+    /// Tap queue `n`.
+    Tap(usize),
+    /// vhost-net descriptor for queue `n`.
+    Vhost(usize),
+    /// The disk image.
+    Image,
+}
+
+/// One QMP command of a plan.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// `getfd`: pass a descriptor under a name.
+    GetFd {
+        /// The name.
+        name: String,
+        /// Which descriptor.
+        fd: FdRef,
+    },
+    /// `closefd`: drop a named descriptor QEMU still holds.
+    CloseFd {
+        /// The name.
+        name: String,
+    },
+    /// `netdev_add`.
+    NetdevAdd {
+        /// The netdev id.
+        id: String,
+        /// All arguments (`type`, `id`, `fd`/`fds`, `vhost`, ...).
+        arguments: Map<String, Value>,
+    },
+    /// `netdev_del`.
+    NetdevDel {
+        /// The netdev id.
+        id: String,
+    },
+    /// `add-fd` into fdset `fdset_id`.
+    AddFd {
+        /// The fdset.
+        fdset_id: u64,
+        /// The `opaque` text (the device id, so a retry can find the set).
+        opaque: String,
+        /// Which descriptor.
+        fd: FdRef,
+    },
+    /// `remove-fd` of a whole fdset: QEMU closes its copies once no block node uses them.
+    RemoveFdset {
+        /// The fdset.
+        fdset_id: u64,
+    },
+    /// `blockdev-add`.
+    BlockdevAdd {
+        /// The top node's name.
+        node_name: String,
+        /// All arguments.
+        arguments: Map<String, Value>,
+    },
+    /// `blockdev-del`.
+    BlockdevDel {
+        /// The node's name.
+        node_name: String,
+    },
+    /// `device_add`.
+    DeviceAdd {
+        /// The device id.
+        id: String,
+        /// All arguments (`driver`, `id`, `bus`, `addr`, ...).
+        arguments: Map<String, Value>,
+    },
+    /// `device_del`, then wait for the guest to let go (`DEVICE_DELETED`).
+    DeviceDel {
+        /// The device id.
+        id: String,
+    },
+}
+
+impl Step {
+    /// The QMP command name.
+    pub fn command(&self) -> &'static str {
+        match self {
+            Self::GetFd { .. } => "getfd",
+            Self::CloseFd { .. } => "closefd",
+            Self::NetdevAdd { .. } => "netdev_add",
+            Self::NetdevDel { .. } => "netdev_del",
+            Self::AddFd { .. } => "add-fd",
+            Self::RemoveFdset { .. } => "remove-fd",
+            Self::BlockdevAdd { .. } => "blockdev-add",
+            Self::BlockdevDel { .. } => "blockdev-del",
+            Self::DeviceAdd { .. } => "device_add",
+            Self::DeviceDel { .. } => "device_del",
+        }
+    }
+
+    /// The QMP arguments, exactly as sent.
+    pub fn arguments(&self) -> Value {
+        match self {
+            Self::GetFd { name, .. } | Self::CloseFd { name } => json!({"fdname": name}),
+            Self::NetdevAdd { arguments, .. }
+            | Self::BlockdevAdd { arguments, .. }
+            | Self::DeviceAdd { arguments, .. } => Value::Object(arguments.clone()),
+            Self::NetdevDel { id } | Self::DeviceDel { id } => json!({"id": id}),
+            Self::AddFd { fdset_id, opaque, .. } => {
+                json!({"fdset-id": fdset_id, "opaque": opaque})
+            }
+            Self::RemoveFdset { fdset_id } => json!({"fdset-id": fdset_id}),
+            Self::BlockdevDel { node_name } => json!({"node-name": node_name}),
+        }
+    }
+
+    /// The descriptor that travels with the command, if any.
+    pub fn fd(&self) -> Option<FdRef> {
+        match self {
+            Self::GetFd { fd, .. } | Self::AddFd { fd, .. } => Some(*fd),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    /// `command target`, e.g. `netdev_add nic-a-pci-5`: how errors name a step.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let target = match self {
+            Self::GetFd { name, .. } | Self::CloseFd { name } => name.clone(),
+            Self::NetdevAdd { id, .. }
+            | Self::NetdevDel { id }
+            | Self::DeviceAdd { id, .. }
+            | Self::DeviceDel { id } => id.clone(),
+            Self::AddFd { fdset_id, .. } | Self::RemoveFdset { fdset_id } => {
+                format!("fdset {fdset_id}")
+            }
+            Self::BlockdevAdd { node_name, .. } | Self::BlockdevDel { node_name } => {
+                node_name.clone()
+            }
+        };
+        write!(f, "{} {target}", self.command())
+    }
+}
+
+/// A step of a plan, with what undoes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedStep {
+    /// The command.
+    pub step: Step,
+    /// What undoes it, if anything needs undoing.
+    pub undo: Option<Step>,
+    /// QEMU already has this step's result (an earlier try got this far): the executor
+    /// skips it, but a rollback still undoes it, since it is ours.
+    pub already_done: bool,
+    /// Earlier steps (by index) whose undo this step makes unnecessary or impossible: a
+    /// `netdev_add` consumes its `getfd` names, and releasing an fdset replaces removing it.
+    pub supersedes: Vec<usize>,
+}
+
+impl PlannedStep {
+    /// A step to run, undone by `undo`.
+    pub fn new(step: Step, undo: Option<Step>) -> Self {
+        Self { step, undo, already_done: false, supersedes: Vec::new() }
+    }
+
+    /// Marks the step as already done in QEMU.
+    #[must_use]
+    pub fn already_done(mut self, done: bool) -> Self {
+        self.already_done = done;
+        self
+    }
+
+    /// Declares that this step takes over the undo of the `earlier` steps.
+    #[must_use]
+    pub fn superseding(mut self, earlier: impl IntoIterator<Item = usize>) -> Self {
+        self.supersedes.extend(earlier);
+        self
+    }
+}
+
+/// The ordered steps of one hotplug operation.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Plan {
+    steps: Vec<PlannedStep>,
+}
+
+impl Plan {
+    /// A plan of `steps`, in order.
+    pub fn new(steps: Vec<PlannedStep>) -> Self {
+        Self { steps }
+    }
+
+    /// The steps, in order.
+    pub fn steps(&self) -> &[PlannedStep] {
+        &self.steps
+    }
+
+    /// The steps still to run: those QEMU does not already have.
+    pub fn pending(&self) -> impl Iterator<Item = (usize, &PlannedStep)> {
+        self.steps.iter().enumerate().filter(|(_, planned)| !planned.already_done)
+    }
+
+    /// What to run, in order, to take back the first `completed` steps (after step
+    /// `completed` failed): each completed step's undo, newest first, leaving out undos
+    /// that a later completed step superseded.
+    pub fn undo_after(&self, completed: usize) -> Vec<Step> {
+        let mut undos: Vec<(usize, &Step)> = Vec::new();
+        for (index, planned) in self.steps.iter().enumerate().take(completed) {
+            undos.retain(|(earlier, _)| !planned.supersedes.contains(earlier));
+            if let Some(undo) = &planned.undo {
+                undos.push((index, undo));
+            }
+        }
+        undos.into_iter().rev().map(|(_, undo)| undo.clone()).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn numbered(n: usize) -> Step {
+        Step::CloseFd { name: format!("s{n}") }
+    }
+
+    fn undo_of(n: usize) -> Step {
+        Step::NetdevDel { id: format!("u{n}") }
+    }
+
+    proptest! {
+        /// Without supersession the undo list is exactly the completed steps' undos, newest first.
+        #[test]
+        fn undo_reverses_exactly_the_completed_steps(
+            has_undo in proptest::collection::vec(any::<bool>(), 0..12),
+            completed_seed: usize,
+        ) {
+            let steps: Vec<PlannedStep> = has_undo.iter().enumerate()
+                .map(|(n, undo)| PlannedStep::new(numbered(n), undo.then(|| undo_of(n))))
+                .collect();
+            let completed = completed_seed % (steps.len() + 1);
+            let plan = Plan::new(steps);
+            let expected: Vec<Step> = (0..completed).rev()
+                .filter(|n| has_undo[*n]).map(undo_of).collect();
+            prop_assert_eq!(plan.undo_after(completed), expected);
+        }
+
+        /// A superseded undo is dropped only once the superseding step has completed.
+        #[test]
+        fn supersession_applies_only_after_the_superseding_step(
+            len in 2usize..10, superseding_seed: usize, superseded_seed: usize, completed_seed: usize,
+        ) {
+            let superseding = 1 + superseding_seed % (len - 1);
+            let superseded = superseded_seed % superseding;
+            let steps: Vec<PlannedStep> = (0..len).map(|n| {
+                let step = PlannedStep::new(numbered(n), Some(undo_of(n)));
+                if n == superseding { step.superseding([superseded]) } else { step }
+            }).collect();
+            let completed = completed_seed % (len + 1);
+            let undone = Plan::new(steps).undo_after(completed);
+            prop_assert_eq!(undone.contains(&undo_of(superseded)),
+                            superseded < completed && completed <= superseding);
+            prop_assert_eq!(undone.len(), completed - usize::from(completed > superseding));
+        }
+    }
+
+    #[test]
+    fn steps_render_as_qmp() {
+        let step = Step::AddFd { fdset_id: 3, opaque: "disk-a-pci-4".into(), fd: FdRef::Image };
+        assert_eq!(step.command(), "add-fd");
+        assert_eq!(step.arguments(), json!({"fdset-id": 3, "opaque": "disk-a-pci-4"}));
+        assert_eq!(step.fd(), Some(FdRef::Image));
+        assert_eq!(step.to_string(), "add-fd fdset 3");
+        assert_eq!(
+            Step::DeviceDel { id: "nic-a-pci-5".into() }.to_string(),
+            "device_del nic-a-pci-5"
+        );
+        assert_eq!(Step::RemoveFdset { fdset_id: 3 }.fd(), None);
+    }
+}

@@ -1,0 +1,132 @@
+//! Rollback and retry against a fake QEMU: a failure at every step of every operation
+//! leaves nothing behind, and a retry after a lost reply completes the operation.
+
+mod common;
+
+use std::os::fd::OwnedFd;
+use std::time::Duration;
+
+use common::{FakeQemu, Fault};
+use qmp_client::Client;
+use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NicSpec, Vhost};
+
+fn pipe_fds(n: usize) -> Vec<OwnedFd> {
+    (0..n).map(|_| std::io::pipe().unwrap().0.into()).collect()
+}
+
+async fn hotplug(fake: &FakeQemu) -> Hotplug {
+    let client = Client::builder()
+        .default_command_timeout(Some(Duration::from_millis(300)))
+        .connect(fake.server.path())
+        .await
+        .unwrap();
+    Hotplug::new(client)
+}
+
+fn nic(queues: usize) -> NicSpec {
+    NicSpec { queues, ..NicSpec::new("n1") }
+}
+
+fn disk(dir: &tempfile::TempDir) -> DiskSpec {
+    let path = dir.path().join("disk.img");
+    std::fs::write(&path, vec![0u8; 4096]).unwrap();
+    DiskSpec::new("d1", DiskSource::Path(path))
+}
+
+/// Runs `add` against a fake that refuses its N-th change, for every N the operation has,
+/// and checks the error names that step and QEMU is left clean.
+async fn refuse_each_step<F, Fut>(changes: usize, add: F)
+where
+    F: Fn(Hotplug) -> Fut,
+    Fut: std::future::Future<Output = Result<qmp_hotplug::DeviceId, Error>>,
+{
+    for n in 0..changes {
+        let fake = FakeQemu::start(Some((n, Fault::Refuse)));
+        let error = add(hotplug(&fake).await).await.unwrap_err();
+        let state = fake.state();
+        let failed = state.log[n].clone();
+        assert!(
+            error.failed_step().is_some_and(|step| step.starts_with(&failed)),
+            "step {n}: {error} should name {failed}"
+        );
+        assert_eq!(error.qmp_error().map(|(_, desc)| desc), Some("injected failure"));
+        assert!(state.is_clean(), "refusing step {n} ({failed}) left {state:?}");
+        assert!(!error.to_string().contains("rollback incomplete"), "{error}");
+    }
+}
+
+#[tokio::test]
+async fn a_refused_step_of_a_nic_add_leaves_nothing() {
+    for queues in [1, 3] {
+        // getfd per queue, netdev_add, device_add
+        refuse_each_step(queues + 2, |hotplug| async move {
+            hotplug.add_nic(&nic(queues), &pipe_fds(queues), &[] as &[OwnedFd]).await
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn a_refused_step_of_a_disk_add_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = disk(&dir);
+    // add-fd, blockdev-add, remove-fd, device_add
+    refuse_each_step(4, |hotplug| {
+        let spec = spec.clone();
+        async move { hotplug.add_disk(&spec, None).await }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn add_then_del_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let nic_id = hotplug.add_nic(&nic(2), &pipe_fds(2), &[] as &[OwnedFd]).await.unwrap();
+    let disk_id = hotplug.add_disk(&disk(&dir), None).await.unwrap();
+    assert_eq!((nic_id.slot(), disk_id.slot()), (2, 3));
+    {
+        let state = fake.state();
+        assert!(state.fd_names.is_empty(), "netdev_add consumed the tap names");
+        assert_eq!(state.fdsets.get(&0).map(|set| set.0.len()), Some(0), "released to the node");
+    }
+    hotplug.del_nic(&nic_id.to_string(), Duration::from_secs(5)).await.unwrap();
+    hotplug.del_disk(&disk_id.to_string(), Duration::from_secs(5)).await.unwrap();
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
+    // Deleting again is a no-op, not an error.
+    hotplug.del_nic(&nic_id.to_string(), Duration::from_secs(5)).await.unwrap();
+}
+
+/// QEMU did the step but the reply never came: the call fails with an unknown outcome,
+/// and either the rollback cleaned up, or a retry completes the add — never a duplicate.
+#[tokio::test]
+async fn a_lost_reply_is_rolled_back_and_a_retry_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    for n in 0..4 {
+        let fake = FakeQemu::start(Some((n, Fault::DoButStaySilent)));
+        let hotplug = hotplug(&fake).await;
+        let spec = disk(&dir);
+        let error = hotplug.add_disk(&spec, None).await.unwrap_err();
+        assert!(error.to_string().contains("outcome is unknown"), "{error}");
+        assert!(fake.state().is_clean(), "lost reply at {n}: {:?}", fake.state());
+        let id = hotplug.add_disk(&spec, None).await.unwrap();
+        assert_eq!(fake.state().devices.len(), 1);
+        hotplug.del_disk(&id.to_string(), Duration::from_secs(5)).await.unwrap();
+        assert!(fake.state().is_clean());
+    }
+}
+
+#[tokio::test]
+async fn wrong_descriptor_counts_and_fake_vhost_fds_are_refused_before_sending() {
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let error = hotplug.add_nic(&nic(2), &pipe_fds(1), &[] as &[OwnedFd]).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
+    let spec = NicSpec { vhost: Vhost::Fds, ..nic(1) };
+    let error = hotplug.add_nic(&spec, &pipe_fds(1), &pipe_fds(1)).await.unwrap_err();
+    assert!(error.to_string().contains("not /dev/vhost-net"), "{error}");
+    let missing = DiskSpec::new("m", DiskSource::Path("/nonexistent/disk.img".into()));
+    assert!(matches!(hotplug.add_disk(&missing, None).await, Err(Error::Open { .. })));
+    assert_eq!(fake.state().changes, 0, "nothing reached QEMU");
+}
