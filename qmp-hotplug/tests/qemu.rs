@@ -273,9 +273,9 @@ async fn a_failure_at_each_step_leaves_qemu_clean() {
     let client = hotplug.client().clone();
     let dir = tempfile::tempdir().unwrap();
 
-    // netdev_add: a pipe is not a tap device.
-    let (pipe, _writer) = std::io::pipe().unwrap();
-    let error = hotplug.add_nic(&NicSpec::new("pipe"), &[pipe], NO_VHOST).await.unwrap_err();
+    // netdev_add: a socket is not a tap device.
+    let (socket, _peer) = std::os::unix::net::UnixStream::pair().unwrap();
+    let error = hotplug.add_nic(&NicSpec::new("pipe"), &[socket], NO_VHOST).await.unwrap_err();
     assert_eq!(error.failed_step(), Some("netdev_add nic-pipe-pci-2"), "{error}");
     assert!(error.qmp_error().is_some(), "{error}");
     assert_clean(&client).await;

@@ -10,8 +10,9 @@ use common::{FakeQemu, Fault};
 use qmp_client::Client;
 use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NicSpec, Vhost};
 
+/// Descriptors that are not taps: the fake QEMU does not look.
 fn pipe_fds(n: usize) -> Vec<OwnedFd> {
-    (0..n).map(|_| std::io::pipe().unwrap().0.into()).collect()
+    (0..n).map(|_| std::os::unix::net::UnixStream::pair().unwrap().0.into()).collect()
 }
 
 async fn hotplug(fake: &FakeQemu) -> Hotplug {

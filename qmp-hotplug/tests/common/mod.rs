@@ -53,7 +53,7 @@ impl FakeQemu {
         let state = Arc::new(Mutex::new(State { fault, ..State::default() }));
         let shared = Arc::clone(&state);
         let server = MockServer::builder()
-            .handler(move |conn, request| handle(&shared, conn, request))
+            .handler(move |conn, request| handle(&shared, conn, &request))
             .commands(
                 qmp_client::testkit::DEFAULT_COMMANDS
                     .iter()
@@ -69,7 +69,7 @@ impl FakeQemu {
     }
 }
 
-fn handle(state: &Mutex<State>, conn: &MockConnection, request: MockRequest) {
+fn handle(state: &Mutex<State>, conn: &MockConnection, request: &MockRequest) {
     let command = &request.command;
     let args = command.arguments.clone().map(Value::Object).unwrap_or(json!({}));
     let mut state = state.lock().unwrap();
