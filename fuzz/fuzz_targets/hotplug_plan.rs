@@ -1,0 +1,67 @@
+//! Arbitrary `query-pci` replies through the slot map and the planner: no panic, a slot
+//! handed out is free (or the same device's own), and every plan's undo list only removes.
+#![no_main]
+
+use std::collections::BTreeSet;
+
+use libfuzzer_sys::fuzz_target;
+use qmp_hotplug::{
+    DiskSource, DiskSpec, NicSpec, PCI_SLOTS, Planner, Slot, SlotMap, Snapshot, Step, Vhost,
+};
+
+fuzz_target!(|data: &[u8]| {
+    let [queues, vhost, slot, reserved, json @ ..] = data else { return };
+    let Ok(reply) = serde_json::from_slice::<serde_json::Value>(json) else { return };
+    let Ok(pci) = SlotMap::from_query_pci(&reply) else { return };
+
+    let free: Vec<u8> = pci.free_slots().collect();
+    assert!(free.iter().all(|slot| *slot < PCI_SLOTS && *slot != 0));
+    assert_eq!(pci.free_slot().ok(), free.first().copied());
+    let _ = pci.to_string();
+    let mut peripherals = BTreeSet::new();
+    for (number, state) in pci.iter() {
+        for function in state.functions() {
+            assert_eq!(function.slot, number);
+            if let Some(id) = &function.qdev_id {
+                assert!(pci.slot_of(id).is_some());
+                peripherals.insert(id.clone());
+            }
+        }
+    }
+
+    let snapshot = Snapshot { pci, peripherals, block_nodes: BTreeSet::new(), fdsets: Vec::new() };
+    let planner = Planner { reserved_slots: vec![reserved % 40], ..Planner::default() };
+    let wanted = (slot % 2 == 0).then_some(slot / 2 % 40);
+    let nic = NicSpec {
+        queues: usize::from(queues % 5),
+        vhost: [Vhost::Off, Vhost::Open, Vhost::Fds][usize::from(vhost % 3)],
+        slot: wanted,
+        ..NicSpec::new("fz")
+    };
+    let disk = DiskSpec { slot: wanted, ..DiskSpec::new("fz", DiskSource::Path("/i".into())) };
+    let plans = [planner.nic_add(&nic, &snapshot), planner.disk_add(&disk, &snapshot)];
+    for (id, plan) in plans.into_iter().flatten() {
+        let id_text = id.to_string();
+        match snapshot.pci.get(id.slot()) {
+            Some(Slot::Free) => {}
+            Some(Slot::Occupied(_)) => assert!(snapshot.pci.has_device(&id_text, id.slot())),
+            other => panic!("{id_text} planned into {other:?}"),
+        }
+        assert_eq!(id_text.parse::<qmp_hotplug::DeviceId>().unwrap(), id);
+        for completed in 0..=plan.steps().len() {
+            for undo in plan.undo_after(completed) {
+                assert!(
+                    matches!(
+                        undo,
+                        Step::CloseFd { .. }
+                            | Step::NetdevDel { .. }
+                            | Step::RemoveFdset { .. }
+                            | Step::BlockdevDel { .. }
+                            | Step::DeviceDel { .. }
+                    ),
+                    "{undo} undoes something"
+                );
+            }
+        }
+    }
+});
