@@ -36,6 +36,17 @@ pub enum Error {
         /// moved past them.
         bytes: usize,
     },
+    /// A descriptor number said to be inherited cannot be adopted.
+    #[error("cannot use inherited file descriptor {fd}: {reason} ({source})")]
+    Inherited {
+        /// The number.
+        fd: i32,
+        /// Why not.
+        reason: &'static str,
+        /// The system's error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The peer closed its end: the read returned no data.
     #[error("the peer closed the connection")]
     Eof,
@@ -106,7 +117,8 @@ impl From<Error> for io::Error {
             | Error::EmptyBuffer
             | Error::TooManyFds { .. }
             | Error::TapName { .. }
-            | Error::TapQueues { .. } => io::ErrorKind::InvalidInput,
+            | Error::TapQueues { .. }
+            | Error::Inherited { .. } => io::ErrorKind::InvalidInput,
             Error::ControlTruncated { .. } => io::ErrorKind::InvalidData,
             Error::TapOpen { ref source, .. } | Error::VhostNetUnavailable { ref source, .. } => {
                 source.kind()

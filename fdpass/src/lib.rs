@@ -19,6 +19,8 @@
 //!   (for `getfd`, then `netdev_add` with `"fd"` or `"fds"`), and
 //!   [`vhost_net_usable`](tap::vhost_net_usable) says whether `"vhost": true` is safe to
 //!   ask for (QEMU 7.2 aborts when it is not).
+//! - [`adopt_inherited_fd`]: own a descriptor inherited from the parent by number (a
+//!   tap a VM manager opened, handed to a command-line tool).
 //! - [`Error`]: the one error type.
 //!
 //! All socket calls retry `EINTR`. Sends use `MSG_NOSIGNAL`: a closed peer gives an `EPIPE`
@@ -62,6 +64,7 @@ compile_error!("fdpass supports Linux and Android only (it reads the Linux cmsgh
 
 mod control;
 mod error;
+mod inherited;
 pub mod tap;
 #[cfg(feature = "tokio")]
 pub mod tokio;
@@ -73,6 +76,7 @@ use nix::errno::Errno;
 use nix::sys::socket::{ControlMessage, MsgFlags, recvmsg, send, sendmsg};
 
 pub use crate::error::Error;
+pub use crate::inherited::adopt_inherited_fd;
 
 /// The most descriptors one message can carry: the kernel's `SCM_MAX_FD`.
 ///
