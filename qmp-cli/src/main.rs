@@ -1,4 +1,30 @@
-//! `qmp`: a command-line QMP client (work in progress).
+//! `qmp`: a command-line client for the QEMU Monitor Protocol.
+//!
+//! `qmp exec`, `qmp hmp`, `qmp events` and `qmp shell` over [`qmp_client`]; see `qmp --help`.
+//! The exit statuses are in [`exit`]: 0 success, 1 the server refused the command, 2 usage,
+//! 3 connection (cannot connect, not QMP, disconnect, timeout).
 #![forbid(unsafe_code)]
 
-fn main() {}
+mod cli;
+mod commands;
+mod exit;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::exit::Failure;
+
+fn main() -> ExitCode {
+    // Usage errors exit here with clap's status 2; --help and --version with 0.
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Failure::connection(format!("cannot start the runtime: {e}")).report(),
+    };
+    match runtime.block_on(commands::run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(failure) => failure.report(),
+    }
+}

@@ -1,0 +1,248 @@
+//! The command line: global options and one variant per subcommand.
+//!
+//! A new subcommand is a variant of [`Command`] with its own `Args` struct, and a module in
+//! `commands/` whose `run` [`crate::commands::run`] dispatches to.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Default timeout for connecting (greeting and negotiation included) and for each command.
+pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const ABOUT: &str = "Talk to a QEMU monitor over QMP (the QEMU Monitor Protocol)";
+
+const LONG_ABOUT: &str = "\
+Talk to a QEMU monitor over QMP (the QEMU Monitor Protocol).
+
+Connects to the QMP unix socket given by --socket (or $QMP_SOCKET), negotiates \
+capabilities, and runs one subcommand. Commands the server does not list in \
+query-commands are refused before anything is sent.";
+
+const AFTER_HELP: &str = "\
+Exit status:
+  0  success; `events` also ends with 0 on Ctrl-C, or when --timeout passes without --count
+  1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
+     not in the server's query-commands, HMP rejected the command line (`unknown command:`),
+     or the output could not be written
+  2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket
+  3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
+     the server hung up, or a timeout (the command's outcome is then unknown); `events`
+     also when --count events did not come within --timeout
+
+Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
+
+Examples:
+  qmp --socket /run/vm.sock exec query-status
+  qmp --socket /run/vm.sock --timeout 2 exec qom-list '{\"path\": \"/machine\"}'
+  qmp hmp info pci
+  qmp events --filter STOP --filter RESUME --count 1
+  echo 'qom-list path=/machine' | qmp shell";
+
+/// `qmp`: a command-line QMP client.
+#[derive(Debug, Parser)]
+#[command(
+    name = "qmp",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub(crate) struct Cli {
+    #[command(flatten)]
+    pub(crate) global: GlobalArgs,
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+/// Options every subcommand takes; accepted before or after the subcommand's name.
+#[derive(Debug, Args)]
+pub(crate) struct GlobalArgs {
+    /// The QMP unix socket (QEMU's `-qmp unix:PATH,server=on,wait=off`)
+    #[arg(long, short = 's', env = "QMP_SOCKET", value_name = "PATH", global = true)]
+    pub(crate) socket: Option<PathBuf>,
+
+    /// Seconds allowed to connect (greeting and negotiation included) and for each command,
+    /// 10 by default; for `events` also how long to listen in all
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_timeout, global = true)]
+    pub(crate) timeout: Option<Duration>,
+
+    /// Print JSON results on one line even when stdout is a terminal (they are always
+    /// compact when stdout is not a terminal)
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+}
+
+impl GlobalArgs {
+    /// The timeout for connecting and for each command.
+    pub(crate) fn command_timeout(&self) -> Duration {
+        self.timeout.unwrap_or(DEFAULT_TIMEOUT)
+    }
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run one QMP command and print its `return` value as JSON
+    #[command(long_about = "\
+Run one QMP command and print its `return` value as JSON on stdout: indented when stdout is \
+a terminal, on one line with --json or when stdout is not a terminal.
+
+ARGS_JSON, when given, must be a JSON object; `-` reads it from stdin.")]
+    Exec(ExecArgs),
+
+    /// Run a human monitor (HMP) command line and print its text
+    #[command(long_about = "\
+Run a human monitor (HMP) command line through `human-monitor-command` and print its text as \
+QEMU returned it. The words are joined with spaces: `qmp hmp info pci` is `qmp hmp 'info pci'`.
+
+HMP reports most errors as ordinary text, which is printed as-is with status 0; only a reply \
+starting with `unknown command:` (QEMU's answer to a command HMP does not have) goes to \
+stderr with status 1.")]
+    Hmp(HmpArgs),
+
+    /// Print events as they arrive, one JSON object per line
+    #[command(long_about = "\
+Print QMP events as they arrive, one JSON object per line, each flushed at once: \
+{\"event\": NAME, \"data\": {...}, \"timestamp\": {\"seconds\": S, \"microseconds\": U}} \
+(`data` is left out when QEMU sends none, as for STOP).
+
+Ends after --count events (status 0); when --timeout SECS passes in total (status 0 without \
+--count, 3 when fewer than --count events came); on Ctrl-C (status 0); or when the connection \
+is lost (status 3). When the output cannot keep up, dropped events are reported on stderr as \
+`qmp: lagged: N events dropped`, and memory stays bounded.
+
+QEMU serves one client at a time on each QMP socket: to watch events while another tool sends \
+commands, give QEMU a second `-qmp` socket for one of them.")]
+    Events(EventsArgs),
+
+    /// Interactive QMP shell (reads commands from stdin when it is not a terminal)
+    #[command(long_about = "\
+An interactive QMP shell. Each line is one command:
+
+  NAME                     no arguments
+  NAME {\"key\": value}      arguments as a JSON object
+  NAME key=value ...       each value is taken as JSON if it parses (numbers, true, false,
+                           null, \"quoted strings\", objects, arrays), else as a string;
+                           'single quotes' always give a string
+
+Blank lines and lines starting with # are ignored; `quit`, `exit` or end of input ends the \
+shell; `help` lists the server's commands. Results are printed as JSON; errors are printed and \
+the shell goes on.
+
+On a terminal: line editing, history (in $XDG_STATE_HOME/qmp/history, else \
+~/.local/state/qmp/history), tab completion of command names, and events printed as they \
+arrive (`[event] NAME {data}`); Ctrl-C abandons the command being waited for.
+
+When stdin is not a terminal, lines are read from it and each result is printed on one line of \
+stdout; events go to stderr. The status is then 0 when every command succeeded, else that of \
+the first failed line (1 server error, 2 malformed line, 3 timeout); a lost connection ends \
+the shell at once with 3.")]
+    Shell(ShellArgs),
+}
+
+/// `qmp exec`.
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// The QMP command, e.g. `query-status`
+    #[arg(value_name = "NAME")]
+    pub(crate) name: String,
+
+    /// The command's arguments: a JSON object, or `-` to read it from stdin
+    #[arg(value_name = "ARGS_JSON")]
+    pub(crate) arguments: Option<String>,
+}
+
+/// `qmp hmp`.
+#[derive(Debug, Args)]
+pub(crate) struct HmpArgs {
+    /// The HMP command line, e.g. `info pci`
+    #[arg(value_name = "COMMAND", required = true, num_args = 1.., allow_hyphen_values = true)]
+    pub(crate) words: Vec<String>,
+}
+
+/// `qmp events`.
+#[derive(Debug, Args)]
+pub(crate) struct EventsArgs {
+    /// Only events with this name (repeatable, or comma-separated)
+    #[arg(long, short = 'f', value_name = "NAME", value_delimiter = ',')]
+    pub(crate) filter: Vec<String>,
+
+    /// Stop after this many events
+    #[arg(long, short = 'n', value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub(crate) count: Option<u64>,
+}
+
+/// `qmp shell`.
+#[derive(Debug, Args)]
+pub(crate) struct ShellArgs {}
+
+/// Parses `--timeout`: a positive, finite number of seconds.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    let seconds: f64 =
+        text.trim().parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
+    if seconds.is_nan() || seconds <= 0.0 {
+        return Err(format!("the timeout must be more than 0 seconds, not {text}"));
+    }
+    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn timeouts_are_positive_seconds() {
+        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_timeout("2"), Ok(Duration::from_secs(2)));
+        assert!(parse_timeout("0").is_err());
+        assert!(parse_timeout("-1").is_err());
+        assert!(parse_timeout("nan").is_err());
+        assert!(parse_timeout("inf").is_err());
+        assert!(parse_timeout("soon").is_err());
+    }
+
+    #[test]
+    fn global_options_go_before_or_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "qmp",
+            "--socket",
+            "/run/vm.sock",
+            "--timeout",
+            "2",
+            "exec",
+            "query-status",
+        ])
+        .unwrap();
+        assert_eq!(cli.global.socket.as_deref(), Some(std::path::Path::new("/run/vm.sock")));
+        assert_eq!(cli.global.command_timeout(), Duration::from_secs(2));
+        let cli =
+            Cli::try_parse_from(["qmp", "exec", "query-status", "--json", "-s", "/x"]).unwrap();
+        assert!(cli.global.json);
+        let Command::Exec(exec) = cli.command else { panic!("not exec") };
+        assert_eq!((exec.name.as_str(), exec.arguments), ("query-status", None));
+    }
+
+    #[test]
+    fn hmp_joins_its_words_and_events_split_filters() {
+        let cli = Cli::try_parse_from(["qmp", "hmp", "info", "pci"]).unwrap();
+        let Command::Hmp(hmp) = cli.command else { panic!("not hmp") };
+        assert_eq!(hmp.words, ["info", "pci"]);
+        let cli =
+            Cli::try_parse_from(["qmp", "events", "-f", "STOP,RESUME", "--filter", "SHUTDOWN"])
+                .unwrap();
+        let Command::Events(events) = cli.command else { panic!("not events") };
+        assert_eq!(events.filter, ["STOP", "RESUME", "SHUTDOWN"]);
+        assert!(Cli::try_parse_from(["qmp", "events", "--count", "0"]).is_err());
+    }
+}

@@ -1,0 +1,86 @@
+//! `qmp exec NAME [ARGS_JSON]`.
+
+use std::io::Read;
+
+use serde_json::{Map, Value};
+
+use crate::cli::{ExecArgs, GlobalArgs};
+use crate::exit::Failure;
+use crate::output::{self, Style};
+
+/// Longest `ARGS_JSON` read from stdin (as QMP's own message limit).
+const MAX_STDIN_ARGUMENTS: u64 = 10 * 1024 * 1024;
+
+/// Runs one command and prints its `return` value.
+///
+/// # Errors
+/// 2 for bad `ARGS_JSON` (checked before connecting), else as [`Failure::from_client`].
+pub(crate) async fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<(), Failure> {
+    let arguments = match args.arguments.as_deref() {
+        None => None,
+        Some("-") => Some(parse_arguments(&read_stdin()?)?),
+        Some(text) => Some(parse_arguments(text)?),
+    };
+    let style = Style::for_stdout(global.json);
+    let client = super::connect(global).await?;
+    let value = client.execute(&args.name, arguments).await?;
+    output::print_line(&style.render(&value))
+}
+
+/// Parses `ARGS_JSON`: it must be a JSON object.
+///
+/// # Errors
+/// A usage failure saying what is wrong.
+pub(crate) fn parse_arguments(text: &str) -> Result<Map<String, Value>, Failure> {
+    match serde_json::from_str(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(other) => Err(Failure::usage(format!(
+            "ARGS_JSON must be a JSON object like '{{\"path\": \"/machine\"}}', not {}",
+            kind(&other)
+        ))),
+        Err(e) => Err(Failure::usage(format!("ARGS_JSON is not valid JSON: {e}"))),
+    }
+}
+
+/// What kind of JSON value this is, for messages.
+pub(crate) fn kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn read_stdin() -> Result<String, Failure> {
+    let mut text = String::new();
+    std::io::stdin()
+        .lock()
+        .take(MAX_STDIN_ARGUMENTS + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| Failure::usage(format!("cannot read ARGS_JSON from stdin: {e}")))?;
+    if text.len() as u64 > MAX_STDIN_ARGUMENTS {
+        return Err(Failure::usage(format!(
+            "ARGS_JSON on stdin is longer than {MAX_STDIN_ARGUMENTS} bytes"
+        )));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exit::Status;
+
+    #[test]
+    fn arguments_must_be_an_object() {
+        assert_eq!(parse_arguments(r#"{"path": "/machine"}"#).unwrap()["path"], "/machine");
+        for bad in ["[1]", "3", "\"x\"", "null", "{", "", "{\"a\":1} x"] {
+            let failure = parse_arguments(bad).unwrap_err();
+            assert_eq!(failure.status, Status::Usage, "{bad}");
+            assert!(failure.message.unwrap().starts_with("qmp: ARGS_JSON"), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,188 @@
+//! Exit statuses and the one-line error reports that go with them.
+//!
+//! | status | meaning |
+//! | --- | --- |
+//! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, or stdout could not be written |
+//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
+//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout |
+
+use std::fmt::Write as _;
+use std::io;
+use std::process::ExitCode;
+
+use qmp_client::Error;
+
+/// Longest error message printed, in characters; the rest is cut with an ellipsis.
+const MAX_MESSAGE_CHARS: usize = 1000;
+
+/// How `qmp` ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Status {
+    /// Everything worked.
+    Success = 0,
+    /// The server (or HMP) refused the command.
+    CommandFailed = 1,
+    /// The command line (or a command's arguments) was wrong.
+    Usage = 2,
+    /// The monitor could not be reached or talked to.
+    Connection = 3,
+}
+
+impl From<Status> for ExitCode {
+    fn from(status: Status) -> Self {
+        ExitCode::from(status as u8)
+    }
+}
+
+/// A failure: its exit status, and the line to print on stderr (none for a quiet end).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub(crate) status: Status,
+    pub(crate) message: Option<String>,
+}
+
+impl Failure {
+    /// A failure reported as `qmp: <message>`.
+    pub(crate) fn new(status: Status, message: impl AsRef<str>) -> Self {
+        Self { status, message: Some(format!("qmp: {}", one_line(message.as_ref()))) }
+    }
+
+    /// A usage error (status 2).
+    pub(crate) fn usage(message: impl AsRef<str>) -> Self {
+        Self::new(Status::Usage, message)
+    }
+
+    /// A connection-level failure (status 3).
+    pub(crate) fn connection(message: impl AsRef<str>) -> Self {
+        Self::new(Status::Connection, message)
+    }
+
+    /// Ends with `status` and prints nothing.
+    pub(crate) fn quiet(status: Status) -> Self {
+        Self { status, message: None }
+    }
+
+    /// Maps a client error to its status and line.
+    ///
+    /// * [`Error::Qmp`] -> 1, as `error: <Class>: <desc>`.
+    /// * [`Error::CommandNotSupported`] -> 1: the client's own check against
+    ///   `query-commands` (QEMU would have said `CommandNotFound`); nothing was sent.
+    /// * [`Error::InvalidRequest`] -> 2.
+    /// * everything else (transport, protocol, timeouts) -> 3.
+    pub(crate) fn from_client(error: &Error) -> Self {
+        match error {
+            Error::Qmp { class, desc, .. } => Self {
+                status: Status::CommandFailed,
+                message: Some(format!("error: {class}: {}", one_line(desc))),
+            },
+            Error::CommandNotSupported { command } => Self::new(
+                Status::CommandFailed,
+                format!(
+                    "command '{command}' is not supported by this server (CommandNotFound: it \
+                     is not in query-commands; nothing was sent)"
+                ),
+            ),
+            Error::InvalidRequest(why) => Self::usage(why),
+            Error::Timeout { .. } | Error::GreetingTimeout(_) | Error::EventTimeout(_) => {
+                Self::connection(format!("timed out: {error}"))
+            }
+            other => Self::connection(other.to_string()),
+        }
+    }
+
+    /// A failure to write the output: a closed pipe ends quietly with 0 (the reader has
+    /// all it wanted), anything else is status 1.
+    pub(crate) fn output(error: &io::Error) -> Self {
+        if error.kind() == io::ErrorKind::BrokenPipe {
+            Self::quiet(Status::Success)
+        } else {
+            Self::new(Status::CommandFailed, format!("cannot write the output: {error}"))
+        }
+    }
+
+    /// Prints the message (if any) on stderr and gives the exit code.
+    pub(crate) fn report(&self) -> ExitCode {
+        if let Some(message) = &self.message {
+            // Nothing sensible is left to do if stderr itself is gone.
+            let _ =
+                io::Write::write_all(&mut io::stderr().lock(), format!("{message}\n").as_bytes());
+        }
+        self.status.into()
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::from_client(&error)
+    }
+}
+
+/// `text` as one printable line: control characters (newlines included) are escaped, and
+/// it is cut at [`MAX_MESSAGE_CHARS`].
+pub(crate) fn one_line(text: &str) -> String {
+    let text = text.trim_end_matches(['\r', '\n']);
+    let mut line = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS + 4));
+    for (count, c) in text.chars().enumerate() {
+        if count == MAX_MESSAGE_CHARS {
+            line.push('…');
+            break;
+        }
+        match c {
+            '\n' => line.push_str("\\n"),
+            '\r' => line.push_str("\\r"),
+            '\t' => line.push(' '),
+            c if c.is_control() => {
+                let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => line.push(c),
+        }
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use qmp_client::ErrorClass;
+
+    #[test]
+    fn statuses_follow_the_documented_table() {
+        let qmp = Error::Qmp {
+            command: "x".into(),
+            class: ErrorClass::GenericError,
+            desc: "bad\nthing".into(),
+        };
+        let failure = Failure::from_client(&qmp);
+        assert_eq!(failure.status, Status::CommandFailed);
+        assert_eq!(failure.message.as_deref(), Some("error: GenericError: bad\\nthing"));
+        let unsupported = Error::CommandNotSupported { command: "nope".into() };
+        assert_eq!(Failure::from_client(&unsupported).status, Status::CommandFailed);
+        assert_eq!(Failure::from_client(&Error::InvalidRequest("x".into())).status, Status::Usage);
+        let timeout = Error::Timeout {
+            command: "query-status".into(),
+            timeout: std::time::Duration::from_millis(500),
+        };
+        let failure = Failure::from_client(&timeout);
+        assert_eq!(failure.status, Status::Connection);
+        assert!(failure.message.unwrap().starts_with("qmp: timed out: "));
+        let gone = Error::Disconnected(qmp_client::DisconnectReason::Eof);
+        assert_eq!(Failure::from_client(&gone).status, Status::Connection);
+        assert_eq!(Failure::from_client(&Error::Protocol("x".into())).status, Status::Connection);
+    }
+
+    #[test]
+    fn messages_are_one_bounded_line() {
+        assert_eq!(one_line("a\r\nb\u{1b}c\r\n"), "a\\r\\nb\\u{1b}c");
+        let long = "x".repeat(5000);
+        assert_eq!(one_line(&long).chars().count(), MAX_MESSAGE_CHARS + 1);
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_quietly() {
+        let failure = Failure::output(&io::Error::from(io::ErrorKind::BrokenPipe));
+        assert_eq!(failure, Failure::quiet(Status::Success));
+        let failure = Failure::output(&io::Error::other("disk full"));
+        assert_eq!(failure.status, Status::CommandFailed);
+    }
+}

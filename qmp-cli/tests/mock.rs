@@ -1,0 +1,284 @@
+//! The `qmp` binary against `qmp_client::testkit::MockServer`, for what a real QEMU cannot
+//! be made to do: garbage, hang-ups mid-reply, silence, floods.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{
+    COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp, qmp_at, run,
+    run_async, stderr, stdout,
+};
+use qmp_client::testkit::{MockGreeting, MockServer};
+use serde_json::{Value, json};
+
+/// Waits until the CLI has finished negotiating on `server` (it asked for the commands).
+async fn negotiated(server: &MockServer) {
+    let start = Instant::now();
+    while !server.received_names().iter().any(|n| n == "query-commands") {
+        assert!(start.elapsed() < Duration::from_secs(20), "the CLI never negotiated");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_server_closing_mid_reply_exits_3() {
+    let server = MockServer::builder()
+        .handler(|conn, _request| {
+            conn.send_raw(&b"{\"return\": {\"status\": \"runn"[..]);
+            conn.disconnect();
+        })
+        .start();
+    let output = run_async(qmp_at(server.path(), ["exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("connection lost") && line.contains("middle"), "{line}");
+    assert!(stdout(&output).is_empty());
+}
+
+#[tokio::test]
+async fn a_garbage_greeting_exits_3() {
+    let server = MockServer::builder()
+        .greeting(MockGreeting::Raw(Bytes::from_static(b"SSH-2.0-OpenSSH_9.2\r\n")))
+        .start();
+    let output = run_async(qmp_at(server.path(), ["exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("not a usable QMP monitor"), "{line}");
+
+    // A JSON object that is not a greeting, and an endless line of garbage, end the same way.
+    let server = MockServer::builder()
+        .greeting(MockGreeting::Raw(Bytes::from_static(b"{\"return\": {}}\r\n")))
+        .start();
+    let output = run_async(qmp_at(server.path(), ["exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    one_error_line(&output, "qmp: ");
+}
+
+#[tokio::test]
+async fn a_silent_socket_times_out_the_handshake() {
+    let server = MockServer::builder().greeting(MockGreeting::Silent).start();
+    let start = Instant::now();
+    let output =
+        run_async(qmp_at(server.path(), ["--timeout", "0.5", "exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: timed out");
+    assert!(line.contains("500ms"), "{line}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn a_command_without_reply_times_out_with_exit_3() {
+    let server = MockServer::builder().handler(|_conn, _request| {}).start();
+    let start = Instant::now();
+    let output =
+        run_async(qmp_at(server.path(), ["--timeout", "0.5", "exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: timed out: ");
+    assert!(line.contains("query-status") && line.contains("outcome is unknown"), "{line}");
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+}
+
+#[tokio::test]
+async fn a_flood_of_events_prints_exactly_count_lines() {
+    let server = MockServer::builder().start();
+    let mut command = qmp_at(server.path(), ["events", "--count", "5"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = tokio::task::spawn_blocking(move || run(command));
+    let conn = server.accepted().await;
+    negotiated(&server).await;
+    let start = Instant::now();
+    // Flood until the CLI has had enough (it subscribes right after negotiating).
+    while !child.is_finished() && conn.is_open() {
+        assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
+        for n in 0..200 {
+            conn.event("FLOOD", Some(json!({"n": n})));
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let output = child.await.unwrap();
+    assert_status(&output, OK);
+    let text = stdout(&output);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 5, "{text}");
+    for line in lines {
+        let event: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(event["event"], "FLOOD");
+        assert!(event["data"]["n"].is_u64(), "{event}");
+        assert!(event["timestamp"]["seconds"].as_i64().unwrap() > 0, "{event}");
+    }
+}
+
+#[tokio::test]
+async fn events_with_a_timeout_end_with_0_or_3() {
+    let server = MockServer::builder().start();
+    // No --count: listening for --timeout is the whole job.
+    let output = run_async(qmp_at(server.path(), ["--timeout", "0.5", "events"])).await;
+    assert_status(&output, OK);
+    assert!(stdout(&output).is_empty() && stderr(&output).is_empty());
+
+    // --count not reached in time.
+    let output =
+        run_async(qmp_at(server.path(), ["--timeout", "0.5", "events", "--count", "2"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: timed out");
+    assert!(line.contains("0 of 2 events"), "{line}");
+}
+
+#[tokio::test]
+async fn events_end_with_3_when_the_server_hangs_up() {
+    let server = MockServer::builder().start();
+    let child = tokio::task::spawn_blocking({
+        let command = qmp_at(server.path(), ["events"]);
+        move || run(command)
+    });
+    let conn = server.accepted().await;
+    negotiated(&server).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn.event("SHUTDOWN", Some(json!({"guest": false, "reason": "host-qmp-quit"})));
+    conn.disconnect();
+    let output = child.await.unwrap();
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("closed the connection"), "{line}");
+    let text = stdout(&output);
+    assert!(text.lines().all(|l| l.contains("SHUTDOWN")), "{text}");
+}
+
+#[tokio::test]
+async fn events_end_with_0_on_ctrl_c() {
+    let server = MockServer::builder().start();
+    let mut command = qmp_at(server.path(), ["events"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn().unwrap();
+    let conn = server.accepted().await;
+    negotiated(&server).await;
+    conn.event("RESUME", None);
+    // Give the CLI time to subscribe and install its Ctrl-C handler.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let pid = child.id().to_string();
+    let kill = std::process::Command::new("kill").args(["-INT", &pid]).status().unwrap();
+    assert!(kill.success());
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert_status(&output, OK);
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn events_end_quietly_when_stdout_is_closed() {
+    let server = MockServer::builder().start();
+    let mut command = qmp_at(server.path(), ["events"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = command.spawn().unwrap();
+    // Like `qmp events | head -n 0`: the reader is gone before the first event.
+    drop(child.stdout.take());
+    let conn = server.accepted().await;
+    negotiated(&server).await;
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
+        conn.event("RESUME", None);
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let output =
+        tokio::task::spawn_blocking(move || child.wait_with_output()).await.unwrap().unwrap();
+    assert_status(&output, OK);
+    assert!(stderr(&output).is_empty(), "{}", stderr(&output));
+}
+
+#[tokio::test]
+async fn no_such_socket_exits_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = run_async(qmp_at(&dir.path().join("nope.sock"), ["exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: cannot connect to ");
+    assert!(line.contains("nope.sock") && line.contains("no such socket"), "{line}");
+
+    // A regular file is not a monitor either.
+    let file = dir.path().join("regular");
+    std::fs::write(&file, b"{\"QMP\": {}}\n").unwrap();
+    let output = run_async(qmp_at(&file, ["exec", "query-status"])).await;
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: cannot connect to ");
+    assert!(line.contains("not a socket"), "{line}");
+}
+
+#[tokio::test]
+async fn server_errors_and_unsupported_commands_exit_1() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            conn.error(&request.command, "DeviceNotFound", "Device 'x' not found");
+        })
+        .start();
+    let output = run_async(qmp_at(server.path(), ["exec", "device_del", r#"{"id": "x"}"#])).await;
+    assert_status(&output, COMMAND_FAILED);
+    assert_eq!(one_error_line(&output, "error: "), "error: DeviceNotFound: Device 'x' not found");
+
+    // Not in query-commands: refused before anything is sent.
+    let output = run_async(qmp_at(server.path(), ["exec", "query-cpus-fast"])).await;
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: command 'query-cpus-fast' is not supported");
+    assert!(line.contains("CommandNotFound"), "{line}");
+    assert!(!server.received_names().iter().any(|n| n == "query-cpus-fast"));
+}
+
+#[tokio::test]
+async fn exec_honours_qmp_socket_from_the_environment() {
+    let server = MockServer::builder()
+        .handler(|conn, request| conn.reply(&request.command, json!({"status": "running"})))
+        .start();
+    let mut command = qmp(["exec", "query-status"]);
+    command.env("QMP_SOCKET", server.path());
+    let output = run_async(command).await;
+    assert_status(&output, OK);
+    assert_eq!(stdout(&output), "{\"status\":\"running\"}\n");
+}
+
+#[tokio::test]
+async fn the_shell_ends_with_3_when_the_connection_is_lost() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            if request.command.name == "stop" {
+                conn.disconnect();
+            } else {
+                conn.reply(&request.command, json!({"status": "running"}));
+            }
+        })
+        .start();
+    let output = tokio::task::spawn_blocking({
+        let command = qmp_at(server.path(), ["shell"]);
+        move || common::run_with_input(command, "query-status\nstop\nquery-status\n")
+    })
+    .await
+    .unwrap();
+    assert_status(&output, CONNECTION);
+    assert_eq!(stdout(&output).lines().count(), 1, "{}", stdout(&output));
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("connection lost"), "{line}");
+}
+
+#[test]
+fn usage_errors_exit_2_and_help_documents_the_statuses() {
+    let output = run(qmp(["exec", "query-status"]));
+    assert_status(&output, USAGE);
+    one_error_line(&output, "qmp: no QMP socket given");
+
+    for args in [&[][..], &["frobnicate"], &["exec"], &["--timeout", "soon", "exec", "x"]] {
+        let output = run(qmp(args));
+        assert_status(&output, USAGE);
+    }
+
+    let output = run(qmp(["--help"]));
+    assert_status(&output, OK);
+    let help = stdout(&output);
+    for needle in ["exec", "hmp", "events", "shell", "Exit status", "--socket", "--timeout"] {
+        assert!(help.contains(needle), "--help lacks {needle}: {help}");
+    }
+    for sub in ["exec", "hmp", "events", "shell"] {
+        let output = run(qmp([sub, "--help"]));
+        assert_status(&output, OK);
+    }
+}
