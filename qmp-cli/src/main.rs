@@ -1,9 +1,12 @@
 //! `qmp`: a command-line client for the QEMU Monitor Protocol.
 //!
-//! `qmp exec`, `qmp hmp`, `qmp events` and `qmp shell` over [`qmp_client`]; see `qmp --help`.
+//! `qmp exec`, `hmp`, `events`, `shell`, `pci`, `hotplug` and `demo` over [`qmp_client`] and
+//! [`qmp_hotplug`]; see `qmp --help`.
 //! The exit statuses are in [`exit`]: 0 success, 1 the server refused the command, 2 usage,
 //! 3 connection (cannot connect, not QMP, disconnect, timeout).
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: adopting descriptors inherited by number (`--tap-fd`) is the one
+// reviewed `#[allow(unsafe_code)]`, in `commands::hotplug`.
+#![deny(unsafe_code)]
 
 mod cli;
 mod commands;

@@ -1,8 +1,11 @@
 //! The subcommands, and what they share: connecting with the global options.
 
+mod demo;
 mod events;
 mod exec;
 mod hmp;
+mod hotplug;
+mod pci;
 mod shell;
 
 use std::io;
@@ -24,6 +27,9 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Hmp(args) => hmp::run(global, args).await,
         Command::Events(args) => events::run(global, args).await,
         Command::Shell(args) => shell::run(global, args).await,
+        Command::Pci => pci::run(global).await,
+        Command::Hotplug(command) => hotplug::run(global, command).await,
+        Command::Demo(args) => demo::run(args).await,
     }
 }
 

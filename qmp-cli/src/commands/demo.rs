@@ -1,0 +1,258 @@
+//! `qmp demo`: the README's main job. Starts a QEMU of its own (with the project's test
+//! guest when it can be built, so hot-unplug completes), hot-adds a disk through an fdset
+//! and a NIC on a tap, shows the PCI table, hot-removes both, and shuts QEMU down.
+
+use std::future::Future;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use fdpass::tap::Tap;
+use qmp_client::Client;
+use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
+use qmp_test_support::{GuestImage, Qemu, QemuBuilder};
+
+use crate::cli::DemoArgs;
+use crate::exit::{Failure, Status};
+
+/// How long the guest gets to let go of a device.
+const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long the guest gets to show a device it was given.
+const GUEST_SEES_TIMEOUT: Duration = Duration::from_secs(20);
+const NO_VHOST: &[std::os::fd::OwnedFd] = &[];
+
+/// Runs the demo, printing each step with its time.
+///
+/// # Errors
+/// Status 3 when QEMU cannot be started or talked to, 1 when a hotplug step fails or
+/// something is left behind.
+pub(crate) async fn run(args: &DemoArgs) -> Result<(), Failure> {
+    let total = Instant::now();
+    let demo = Demo::start(args).await?;
+    let (disk, nic, tap_name) = demo.add_devices().await?;
+    print_table(&demo.hotplug).await?;
+    if demo.has_guest {
+        demo.remove_devices(&[(disk.to_string(), "disk"), (nic.to_string(), "NIC")]).await?;
+        print_table(&demo.hotplug).await?;
+    } else {
+        note("skipped hot-remove: without a guest OS nothing acknowledges device_del");
+    }
+    let clean = demo.shut_down(&tap_name).await?;
+    println!("done in {:.1} s", total.elapsed().as_secs_f64());
+    if clean {
+        Ok(())
+    } else {
+        Err(Failure::new(Status::CommandFailed, "the demo left something behind"))
+    }
+}
+
+/// A QEMU of the demo's own, connected.
+struct Demo {
+    qemu: Qemu,
+    has_guest: bool,
+    client: Client,
+    hotplug: Hotplug,
+}
+
+impl Demo {
+    /// Finds the guest, starts QEMU, waits for the guest and connects.
+    async fn start(args: &DemoArgs) -> Result<Self, Failure> {
+        let guest = if args.no_guest { None } else { find_guest() };
+        let mut builder = QemuBuilder::new();
+        if let Some(image) = &guest {
+            builder = builder.guest(image);
+        }
+        let (qemu, took) = timed_sync(|| builder.start());
+        let qemu = qemu.map_err(|e| Failure::connection(format!("cannot start QEMU: {e}")))?;
+        let pid = qemu.pid().unwrap_or(0);
+        step(took, &format!("started QEMU (pid {pid}), QMP at {}", qemu.qmp_path().display()));
+        if guest.is_some() {
+            let (ready, took) = timed_sync(|| qemu.wait_guest_ready(Duration::from_secs(60)));
+            ready.map_err(|e| Failure::connection(format!("the guest did not boot: {e}")))?;
+            step(took, "guest booted and ready (it answers ACPI hotplug)");
+        }
+
+        let (client, took) = timed(Client::connect(qemu.qmp_path())).await;
+        let client = client?;
+        let greeting = client.greeting();
+        let capabilities: Vec<String> =
+            greeting.capabilities.iter().map(ToString::to_string).collect();
+        step(
+            took,
+            &format!(
+                "connected: QEMU {} ({}), capabilities {capabilities:?}, {} commands, oob {}",
+                greeting.version.qemu,
+                greeting.version.package.trim(),
+                client.commands().len(),
+                if client.oob_enabled() { "on" } else { "off" }
+            ),
+        );
+        let hotplug = Hotplug::new(client.clone());
+        Ok(Self { qemu, has_guest: guest.is_some(), client, hotplug })
+    }
+
+    /// Hot-adds a raw disk through an fdset and a NIC on a new tap.
+    async fn add_devices(&self) -> Result<(DeviceId, DeviceId, String), Failure> {
+        let image = self.qemu.dir().join("demo-disk.raw");
+        std::fs::File::create(&image).and_then(|file| file.set_len(64 << 20)).map_err(|e| {
+            Failure::new(Status::CommandFailed, format!("cannot create {}: {e}", image.display()))
+        })?;
+        let serial_start = self.qemu.serial_len();
+        let spec = DiskSpec::new("demo", DiskSource::Path(image));
+        let (disk, took) = timed(self.hotplug.add_disk(&spec, None)).await;
+        let disk = disk.map_err(|e| super::hotplug::failure(&e))?;
+        step(
+            took,
+            &format!(
+                "hot-added disk {disk} in slot {}: add-fd (fdset), blockdev-add, remove-fd, device_add",
+                disk.slot()
+            ),
+        );
+        self.guest_saw(serial_start, "+vd");
+
+        let tap = Tap::open("qmpdemo%d", 1).map_err(|e| {
+            Failure::new(
+                Status::CommandFailed,
+                format!("cannot open a tap device (needs root): {e}"),
+            )
+        })?;
+        let tap_name = tap.name().to_owned();
+        let (nic, took) =
+            timed(self.hotplug.add_nic(&NicSpec::new("demo"), tap.queues(), NO_VHOST)).await;
+        let nic = nic.map_err(|e| super::hotplug::failure(&e))?;
+        drop(tap); // QEMU holds its own copy now.
+        step(
+            took,
+            &format!(
+                "hot-added NIC {nic} in slot {} on tap {tap_name}: getfd, netdev_add, device_add",
+                nic.slot()
+            ),
+        );
+        self.guest_saw(serial_start, "+eth");
+        Ok((disk, nic, tap_name))
+    }
+
+    /// Hot-removes each `(id, what)`, waiting for the guest.
+    async fn remove_devices(&self, devices: &[(String, &str)]) -> Result<(), Failure> {
+        let before = self.qemu.serial_len();
+        for (id, what) in devices {
+            let removal = async {
+                if *what == "disk" {
+                    self.hotplug.del_disk(id, UNPLUG_TIMEOUT).await
+                } else {
+                    self.hotplug.del_nic(id, UNPLUG_TIMEOUT).await
+                }
+            };
+            let label = format!("waiting for the guest to release {id}");
+            let (removed, took) = timed(super::hotplug::with_progress(&label, removal)).await;
+            removed.map_err(|e| super::hotplug::failure(&e))?;
+            step(
+                took,
+                &format!(
+                    "hot-removed {what} {id}: device_del, DEVICE_DELETED from the guest, then its backend"
+                ),
+            );
+        }
+        self.guest_saw(before, "-vd");
+        self.guest_saw(before, "-eth");
+        Ok(())
+    }
+
+    /// Sends `quit` and checks that QEMU, its directory and the tap are gone.
+    async fn shut_down(self, tap_name: &str) -> Result<bool, Failure> {
+        let (quit, took) = timed(self.client.execute("quit", ())).await;
+        quit?;
+        self.client.close().await;
+        let dir = self.qemu.dir().to_owned();
+        let exited = wait_exit(self.qemu).await;
+        let tap_gone = !Path::new("/sys/class/net").join(tap_name).exists();
+        step(
+            took,
+            &format!(
+                "QEMU {}; tap {tap_name} {}; {} {}",
+                if exited { "quit" } else { "did not quit and was killed" },
+                if tap_gone { "is gone" } else { "is STILL THERE" },
+                dir.display(),
+                if dir.exists() { "is STILL THERE" } else { "removed" }
+            ),
+        );
+        Ok(exited && tap_gone && !dir.exists())
+    }
+
+    /// Prints the guest's own serial line about a device, if a guest runs.
+    fn guest_saw(&self, offset: usize, change: &str) {
+        if !self.has_guest {
+            return;
+        }
+        let start = Instant::now();
+        match self.qemu.wait_for_serial_after(
+            offset,
+            &format!("GUEST: {change}"),
+            GUEST_SEES_TIMEOUT,
+        ) {
+            Ok(line) => step(start.elapsed(), &format!("the guest says: {}", line.line.trim())),
+            Err(_) => {
+                note(&format!("the guest did not report {change} within {GUEST_SEES_TIMEOUT:?}"));
+            }
+        }
+    }
+}
+
+/// The test guest, built if need be; `None` (with a note) when it cannot be had.
+fn find_guest() -> Option<GuestImage> {
+    let (image, took) = timed_sync(GuestImage::locate);
+    match image {
+        Ok(image) => {
+            let dir = image.kernel.parent().unwrap_or(Path::new("")).display().to_string();
+            step(took, &format!("test guest at {dir}"));
+            Some(image)
+        }
+        Err(reason) => {
+            note(&format!(
+                "no test guest ({reason}); running without one, so hot-remove cannot complete"
+            ));
+            None
+        }
+    }
+}
+
+async fn print_table(hotplug: &Hotplug) -> Result<(), Failure> {
+    let slots = hotplug.pci_slots().await.map_err(|e| super::hotplug::failure(&e))?;
+    println!();
+    for line in slots.to_string().lines().filter(|line| !line.contains(" free")) {
+        println!("    {line}");
+    }
+    println!("    ({} of 32 slots free)\n", slots.free_slots().count());
+    Ok(())
+}
+
+/// Gives QEMU 5 s to exit after `quit`, then kills it; `true` if it exited by itself.
+async fn wait_exit(mut qemu: Qemu) -> bool {
+    for _ in 0..250 {
+        if !qemu.is_running() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let _ = qemu.kill();
+    false
+}
+
+fn step(took: Duration, what: &str) {
+    println!("[{:>7.1} ms] {what}", took.as_secs_f64() * 1e3);
+}
+
+fn note(what: &str) {
+    println!("[   note   ] {what}");
+}
+
+fn timed_sync<T>(work: impl FnOnce() -> T) -> (T, Duration) {
+    let start = Instant::now();
+    let result = work();
+    (result, start.elapsed())
+}
+
+async fn timed<T>(work: impl Future<Output = T>) -> (T, Duration) {
+    let start = Instant::now();
+    let result = work.await;
+    (result, start.elapsed())
+}

@@ -1,0 +1,194 @@
+//! `qmp pci`, `qmp hotplug ...` and `qmp demo` against a real QEMU 7.2; removals run with
+//! the project's test guest, which answers ACPI unplug. With `QMP_REQUIRE_QEMU=1` a missing
+//! QEMU or guest fails these tests instead of skipping them.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::time::Duration;
+
+use common::{
+    COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp, qmp_at, run, stdout,
+};
+use qmp_test_support::{QemuBuilder, guest_or_skip, qemu_or_skip};
+use serde_json::Value;
+
+const GUEST_SEES: Duration = Duration::from_secs(20);
+
+fn json_out(output: &std::process::Output) -> Value {
+    serde_json::from_str(&stdout(output))
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+#[test]
+fn pci_prints_the_slot_table_and_json() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let output = run(qmp_at(qemu.qmp_path(), ["pci"]));
+    assert_status(&output, OK);
+    let table = stdout(&output);
+    assert!(table.contains("01.0  used      -") && table.contains("ISA bridge"), "{table}");
+    assert!(table.contains("02    free") && table.contains("31    free"), "{table}");
+
+    let output = run(qmp_at(qemu.qmp_path(), ["pci", "--json"]));
+    assert_status(&output, OK);
+    let slots = json_out(&output);
+    assert_eq!(slots.as_array().unwrap().len(), 32);
+    assert_eq!(slots[1]["state"], "used");
+    assert_eq!(slots[1]["functions"].as_array().unwrap().len(), 3, "PIIX has three functions");
+    assert_eq!(slots[5]["state"], "free");
+}
+
+#[test]
+fn check_reports_support_and_refuses_vhost_it_cannot_use() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let output = run(qmp_at(qemu.qmp_path(), ["hotplug", "check", "--json"]));
+    assert_status(&output, OK);
+    let report = json_out(&output);
+    assert_eq!(report["nic"]["supported"], true, "{report}");
+    assert_eq!(report["disk_fdset"]["supported"], true, "{report}");
+
+    let output = run(qmp_at(qemu.qmp_path(), ["hotplug", "check", "--vhost", "--json"]));
+    let vhost_usable = fdpass::tap::vhost_net_usable().is_ok();
+    assert_status(&output, if vhost_usable { OK } else { COMMAND_FAILED });
+    let report = json_out(&output);
+    assert_eq!(report["nic"]["supported"], vhost_usable, "{report}");
+    if !vhost_usable {
+        assert!(report["nic"]["reason"].as_str().unwrap().contains("vhost"), "{report}");
+    }
+}
+
+#[test]
+fn nic_and_disk_come_and_go_through_the_cli() {
+    let qemu = guest_or_skip!();
+    let socket = qemu.qmp_path();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+
+    let output = run(qmp_at(
+        socket,
+        ["hotplug", "nic", "add", "--name", "cli1", "--mac", "52:54:00:aa:bb:01"],
+    ));
+    assert_status(&output, OK);
+    let nic = json_out(&output);
+    assert_eq!(nic["id"], "nic-cli1-pci-2", "{nic}");
+    let tap = nic["tap"].as_str().unwrap().to_owned();
+    qemu.wait_for_serial("GUEST: +eth0 pci=0000:00:02.0", GUEST_SEES).unwrap();
+    assert!(std::path::Path::new("/sys/class/net").join(&tap).exists(), "QEMU keeps {tap} open");
+
+    let output = run(qmp_at(
+        socket,
+        ["hotplug", "disk", "add", "--name", "cli1", "--image", image.to_str().unwrap()],
+    ));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["id"], "disk-cli1-pci-3");
+    qemu.wait_for_serial("GUEST: +vda pci=0000:00:03.0", GUEST_SEES).unwrap();
+
+    let output = run(qmp_at(socket, ["pci"]));
+    assert!(
+        stdout(&output).contains("nic-cli1-pci-2") && stdout(&output).contains("disk-cli1-pci-3")
+    );
+
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-cli1-pci-2", "--wait", "20"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial("GUEST: -eth0", GUEST_SEES).unwrap();
+    assert!(
+        !std::path::Path::new("/sys/class/net").join(&tap).exists(),
+        "{tap} went with the netdev"
+    );
+    let output = run(qmp_at(socket, ["hotplug", "disk", "del", "disk-cli1-pci-3"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial("GUEST: -vda", GUEST_SEES).unwrap();
+    let output = run(qmp_at(socket, ["pci", "--json"]));
+    let used: Vec<Value> = json_out(&output)
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["state"] == "used")
+        .cloned()
+        .collect();
+    assert_eq!(used.len(), 2, "only the machine's own slots: {used:?}");
+}
+
+#[test]
+fn an_inherited_tap_descriptor_is_used_and_a_bad_one_is_a_usage_error() {
+    let qemu = qemu_or_skip!();
+    let tap = fdpass::tap::Tap::open("qmpclifd%d", 1).unwrap();
+    let fd = &tap.queues()[0];
+    // Let the child inherit it (the test's other children may too, briefly; harmless).
+    nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();
+    let number = fd.as_raw_fd().to_string();
+    let output = run(qmp_at(
+        qemu.qmp_path(),
+        ["hotplug", "nic", "add", "--name", "fd", "--tap-fd", &number],
+    ));
+    assert_status(&output, OK);
+    let nic = json_out(&output);
+    assert_eq!((nic["id"].as_str(), nic["tap"].as_str()), (Some("nic-fd-pci-2"), None), "{nic}");
+
+    let output =
+        run(qmp_at(qemu.qmp_path(), ["hotplug", "nic", "add", "--name", "fd2", "--tap-fd", "999"]));
+    assert_status(&output, USAGE);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("999") && line.contains("not open"), "{line}");
+}
+
+#[test]
+fn failures_map_to_the_documented_statuses() {
+    let qemu = qemu_or_skip!();
+    let socket = qemu.qmp_path();
+    // A name outside the id rules: usage.
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "bad-name"]));
+    assert_status(&output, USAGE);
+    // QEMU refuses a step: 1, naming the step and QEMU's reason; the rollback leaves nothing.
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "m", "--mac", "zz"]));
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(
+        line.contains("device_add nic-m-pci-2 failed") && line.contains("GenericError"),
+        "{line}"
+    );
+    let output = run(qmp_at(socket, ["pci", "--json"]));
+    assert_eq!(json_out(&output)[2]["state"], "free");
+    // A missing image: 1, before QEMU hears of it.
+    let output = run(qmp_at(
+        socket,
+        ["hotplug", "disk", "add", "--name", "d", "--image", "/nonexistent.img"],
+    ));
+    assert_status(&output, COMMAND_FAILED);
+    assert!(one_error_line(&output, "qmp: ").contains("cannot open disk image"));
+    // No guest OS acknowledges the unplug: a timeout, 3.
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "stuck"]));
+    assert_status(&output, OK);
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-stuck-pci-2", "--wait", "0.5"]));
+    assert_status(&output, CONNECTION);
+    assert!(one_error_line(&output, "qmp: ").contains("did not acknowledge"));
+}
+
+#[test]
+fn demo_runs_end_to_end_and_leaves_nothing() {
+    let missing =
+        qmp_test_support::find_qemu().err().or(qmp_test_support::GuestImage::locate().err());
+    if let Some(reason) = missing {
+        assert!(!qmp_test_support::qemu_required(), "QMP_REQUIRE_QEMU=1 but: {reason}");
+        eprintln!("skipped: {reason}");
+        return;
+    }
+    let output = run(qmp(["demo"]));
+    assert_status(&output, OK);
+    let text = stdout(&output);
+    for expected in [
+        "connected: QEMU 7.",
+        "hot-added disk disk-demo-pci-2",
+        "hot-added NIC nic-demo-pci-3",
+        "the guest says: GUEST: +vda",
+        "hot-removed NIC nic-demo-pci-3",
+        "the guest says: GUEST: -eth0",
+        "QEMU quit; tap qmpdemo",
+        "is gone",
+        "removed",
+        "done in",
+    ] {
+        assert!(text.contains(expected), "no {expected:?} in:\n{text}");
+    }
+}
