@@ -27,9 +27,10 @@ impl Screen {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.bytes.recv_timeout(left) {
                 Ok(chunk) => self.seen.push_str(&String::from_utf8_lossy(&chunk)),
-                Err(_) => {
-                    panic!("the shell never showed {needle:?}; the screen so far:\n{}", self.seen)
-                }
+                Err(error) => panic!(
+                    "the shell never showed {needle:?} ({error}); the screen so far:\n{}",
+                    self.seen
+                ),
             }
         }
     }
