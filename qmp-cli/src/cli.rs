@@ -25,11 +25,14 @@ Exit status:
   0  success; `events` also ends with 0 on Ctrl-C, or when --timeout passes without --count
   1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
      not in the server's query-commands, HMP rejected the command line (`unknown command:`),
-     or the output could not be written
-  2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket
+     or the output could not be written; `hotplug`: QEMU refused a step (the steps before it
+     were undone), the guest refused an unplug, a tap or image could not be opened
+  2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket,
+     a hotplug name or descriptor that cannot be used
   3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
      the server hung up, or a timeout (the command's outcome is then unknown); `events`
-     also when --count events did not come within --timeout
+     also when --count events did not come within --timeout; `hotplug ... del` also when
+     the guest did not acknowledge the unplug within --wait
 
 Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
 
@@ -38,6 +41,10 @@ Examples:
   qmp --socket /run/vm.sock --timeout 2 exec qom-list '{\"path\": \"/machine\"}'
   qmp hmp info pci
   qmp events --filter STOP --filter RESUME --count 1
+  qmp pci
+  qmp hotplug nic add --name web1 --queues 2
+  qmp hotplug disk add --name data1 --image /var/lib/vm/data1.qcow2 --format qcow2
+  qmp hotplug nic del nic-web1-pci-2 --wait 10
   echo 'qom-list path=/machine' | qmp shell";
 
 /// `qmp`: a command-line QMP client.

@@ -3,9 +3,9 @@
 //! | status | meaning |
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
-//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, or stdout could not be written |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, or a hotplug step was refused (after rollback) |
 //! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
-//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout |
+//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
 
 use std::fmt::Write as _;
 use std::io;
