@@ -530,8 +530,10 @@ impl Inner {
         let _ = self.outgoing.send(Outgoing { bytes, fds });
     }
 
-    /// Runs `input` on the session, then delivers everything it produced.
-    fn drive(&self, input: impl FnOnce(&mut Session<Waiter>)) {
+    /// Runs `input` on the session, then delivers everything it produced; `true` when a
+    /// subscriber's queue is filling up.
+    fn drive(&self, input: impl FnOnce(&mut Session<Waiter>)) -> bool {
+        let mut backed_up = false;
         let mut state = self.state();
         input(&mut state.session);
         while let Some(command) = state.session.poll_transmit() {
@@ -542,7 +544,7 @@ impl Inner {
             let _ = completion.waiter.send(completion.result);
         }
         while let Some(item) = state.session.poll_event() {
-            self.hub.publish(&item);
+            backed_up |= self.hub.publish(&item);
         }
         match state.session.phase() {
             Phase::Ready => {
@@ -562,7 +564,7 @@ impl Inner {
                 if !self.shutdown.is_cancelled() {
                     let reason = error.disconnect_reason();
                     if self.shared_hub {
-                        self.hub.publish(&EventItem::Gap(reason));
+                        let _ = self.hub.publish(&EventItem::Gap(reason));
                     } else {
                         self.hub.close(&reason);
                     }
@@ -571,10 +573,11 @@ impl Inner {
             }
             _ => {}
         }
+        backed_up
     }
 
     fn close(&self, reason: DisconnectReason) {
-        self.drive(|session| session.handle_closed(reason));
+        let _ = self.drive(|session| session.handle_closed(reason));
     }
 }
 
@@ -595,19 +598,30 @@ async fn read_loop(
             biased;
             () = inner.shutdown.cancelled() => break,
             frame = frames.next() => match frame {
-                Some(Ok(item)) => inner.drive(|session| {
-                    let now = now();
-                    session.handle_message(item);
-                    // Under a steady flood this branch always wins; expire deadlines here
-                    // too so a timed-out command is not kept waiting behind the flood.
-                    if deadline.is_some_and(|at| at <= now) {
-                        session.handle_timeout(now);
+                Some(Ok(item)) => {
+                    let backed_up = inner.drive(|session| {
+                        let now = now();
+                        session.handle_message(item);
+                        // Under a steady flood this branch always wins; expire deadlines
+                        // here too so a timed-out command is not kept waiting behind it.
+                        if deadline.is_some_and(|at| at <= now) {
+                            session.handle_timeout(now);
+                        }
+                    });
+                    if backed_up {
+                        // Buffered frames never make this task wait, so on a one-thread
+                        // runtime a burst would fill every queue before a consumer runs.
+                        // Let them run once; a consumer that is truly slow still loses
+                        // the oldest events, and never slows the connection more than this.
+                        tokio::task::yield_now().await;
                     }
-                }),
+                }
                 Some(Err(error)) => inner.close(DisconnectReason::from_codec(&error)),
                 None => inner.close(DisconnectReason::Eof),
             },
-            () = sleep => inner.drive(|session| session.handle_timeout(now())),
+            () = sleep => {
+                let _ = inner.drive(|session| session.handle_timeout(now()));
+            }
             () = inner.timer.notified() => {}
         }
     }

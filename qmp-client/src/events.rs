@@ -84,10 +84,11 @@ impl Shared {
         crate::lock(&self.queue)
     }
 
-    fn push(&self, item: EventItem) {
+    /// Queues `item`; `true` when the queue is now at least half full.
+    fn push(&self, item: EventItem) -> bool {
         let mut queue = self.lock();
         if queue.closed.is_some() {
-            return;
+            return false;
         }
         if matches!(item, EventItem::Event(_)) {
             if queue.events >= self.capacity {
@@ -103,8 +104,10 @@ impl Shared {
             queue.events += 1;
         }
         queue.items.push_back(item);
+        let backed_up = queue.events * 2 >= self.capacity;
         drop(queue);
         self.notify.notify_one();
+        backed_up
     }
 
     fn close(&self, reason: DisconnectReason) {
@@ -158,13 +161,17 @@ impl EventHub {
         state.subscribers.iter().filter_map(Weak::upgrade).collect()
     }
 
-    pub(crate) fn publish(&self, item: &EventItem) {
+    /// Hands `item` to every subscriber it passes; `true` when some subscriber's queue is
+    /// at least half full, so the reader can let consumers run before it reads on.
+    pub(crate) fn publish(&self, item: &EventItem) -> bool {
+        let mut backed_up = false;
         for subscriber in self.live() {
             match item {
                 EventItem::Event(event) if !subscriber.filter.matches(event) => {}
-                _ => subscriber.push(item.clone()),
+                _ => backed_up |= subscriber.push(item.clone()),
             }
         }
+        backed_up
     }
 
     /// The connection ended for good: subscribers get what is queued, then the end.

@@ -135,6 +135,44 @@ async fn an_event_flood_and_a_slow_subscriber_stay_bounded() {
     assert!(filtered_out.try_recv().is_none(), "a filter is applied before queueing");
 }
 
+/// On a one-thread runtime the reader lets a consumer run once its queue is half full, so
+/// a prompt consumer with the default queue sees a whole burst, in order, with no loss.
+#[tokio::test]
+async fn a_prompt_consumer_keeps_up_with_a_burst_on_one_thread() {
+    const BURST: u64 = 20_000;
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            if request.command.name == "cont" {
+                let mut burst = String::new();
+                for n in 0..BURST {
+                    let _ = write!(
+                        burst,
+                        "{{\"event\": \"TICK\", \"data\": {{\"n\": {n}}}, \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n"
+                    );
+                }
+                conn.send_raw(burst);
+            }
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut ticks = client.subscribe(EventFilter::names(["TICK"]));
+    let consumer = tokio::spawn(async move {
+        let mut next = 0;
+        while next < BURST {
+            match ticks.recv().await {
+                Some(EventItem::Event(event)) => {
+                    assert_eq!(event.data.unwrap()["n"], next, "in order");
+                    next += 1;
+                }
+                other => panic!("after {next} events: {other:?}"),
+            }
+        }
+    });
+    client.execute("cont", ()).await.unwrap();
+    consumer.await.unwrap();
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_greeting_is_a_typed_error() {
     let silent = MockServer::builder().greeting(MockGreeting::Silent).start();
