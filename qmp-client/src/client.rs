@@ -102,7 +102,7 @@ impl ClientBuilder {
     pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, Error> {
         let stream = UnixStream::connect(path.as_ref()).await.map_err(Error::io)?;
         let (read, write) = stream.into_split();
-        self.start(Box::new(read), Writer::Unix(write)).await
+        self.start(Box::new(read), Writer::Unix(Arc::new(write))).await
     }
 
     /// Runs QMP over any byte stream (a socket pair, an in-memory duplex, a TCP stream).
@@ -127,12 +127,17 @@ impl ClientBuilder {
         let (ready_tx, ready_rx) = oneshot::channel();
         let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
         let fd_capable = matches!(writer, Writer::Unix(_));
+        let direct = match &writer {
+            Writer::Unix(half) => Some(Arc::clone(half)),
+            Writer::Stream(_) => None,
+        };
         let shared_hub = self.hub.is_some();
         let inner = Arc::new(Inner {
             state: Mutex::new(State {
                 session: Session::new(self.session, now()),
                 ready: Some(ready_tx),
             }),
+            gate: Mutex::new(WriteGate { busy: false, direct }),
             outgoing: outgoing_tx,
             timer: Notify::new(),
             shutdown: CancellationToken::new(),
@@ -444,7 +449,10 @@ impl Client {
             let id = command.id.as_ref().and_then(Value::as_u64).unwrap_or_default();
             // Queued under the lock: a concurrent close either happened before (and
             // start_command failed) or will fail this command after.
-            self.inner.enqueue(&command, fds);
+            // Alone in flight, the command is written here, saving a hop through the
+            // writer task; with others in flight the writer batches them into one write.
+            let alone = state.session.in_flight() == 1;
+            self.inner.enqueue(&command, fds, alone);
             if state.session.poll_timeout().is_some() {
                 // This deadline may be the earliest: let the reader re-arm its timer.
                 self.inner.timer.notify_one();
@@ -499,9 +507,22 @@ struct Outgoing {
     fds: Vec<OwnedFd>,
 }
 
+/// Who may write to the socket now. A caller writes its command itself (no task hop)
+/// when the writer task is idle; otherwise, or when the socket is full, the bytes go to
+/// the writer task, in order. The writer is `busy` from the first queued item until its
+/// queue is empty again, checked under this lock, so writes never interleave.
+#[derive(Debug, Default)]
+struct WriteGate {
+    busy: bool,
+    /// The unix socket's write side, for callers' direct writes; `None` for other
+    /// streams and once the connection is over.
+    direct: Option<Arc<OwnedWriteHalf>>,
+}
+
 #[derive(Debug)]
 struct Inner {
     state: Mutex<State>,
+    gate: Mutex<WriteGate>,
     outgoing: mpsc::UnboundedSender<Outgoing>,
     /// Wakes the reader when a new deadline may be the earliest.
     timer: Notify,
@@ -524,8 +545,23 @@ impl Inner {
         lock(&self.state)
     }
 
-    fn enqueue(&self, command: &Command, fds: Vec<OwnedFd>) {
-        let bytes = requests::encode(command);
+    /// Sends `command` (with `fds`): written here when `direct` is allowed, the writer task
+    /// is idle and the socket takes it all, else handed to the writer task.
+    fn enqueue(&self, command: &Command, fds: Vec<OwnedFd>, direct: bool) {
+        let mut bytes = requests::encode(command);
+        let mut gate = lock(&self.gate);
+        if direct && !gate.busy && fds.is_empty() {
+            if let Some(direct) = &gate.direct {
+                match direct.try_write(&bytes) {
+                    Ok(written) if written == bytes.len() => return,
+                    // The rest follows through the writer, before anything queued later.
+                    Ok(written) => drop(bytes.split_to(written)),
+                    // The writer meets the same error and closes the connection.
+                    Err(_) => {}
+                }
+            }
+        }
+        gate.busy = true;
         // The writer only stops once the session is closed, which fails this command.
         let _ = self.outgoing.send(Outgoing { bytes, fds });
     }
@@ -537,7 +573,7 @@ impl Inner {
         let mut state = self.state();
         input(&mut state.session);
         while let Some(command) = state.session.poll_transmit() {
-            self.enqueue(&command, Vec::new());
+            self.enqueue(&command, Vec::new(), false);
         }
         while let Some(completion) = state.session.poll_completion() {
             // The caller may have gone; its result has nowhere to go then.
@@ -630,7 +666,7 @@ async fn read_loop(
 
 /// The socket's write side: a unix socket can also carry file descriptors.
 enum Writer {
-    Unix(OwnedWriteHalf),
+    Unix(Arc<OwnedWriteHalf>),
     Stream(Box<dyn AsyncWrite + Send + Unpin>),
 }
 
@@ -644,9 +680,21 @@ impl std::fmt::Debug for Writer {
 }
 
 impl Writer {
-    async fn write_all(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+    async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
         match self {
-            Self::Unix(half) => half.write_all(bytes).await,
+            Self::Unix(half) => {
+                // `try_write` takes `&self`: callers write through the same half directly.
+                while !bytes.is_empty() {
+                    match half.try_write(bytes) {
+                        Ok(written) => bytes = &bytes[written..],
+                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
+                            (**half).as_ref().writable().await?;
+                        }
+                        Err(error) => return Err(error),
+                    }
+                }
+                Ok(())
+            }
             Self::Stream(stream) => {
                 stream.write_all(bytes).await?;
                 stream.flush().await
@@ -659,16 +707,17 @@ impl Writer {
             return Err(std::io::Error::other("file descriptors need a unix socket"));
         };
         let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        fdpass::tokio::send_all_with_fds(half.as_ref(), bytes, &borrowed)
+        fdpass::tokio::send_all_with_fds((**half).as_ref(), bytes, &borrowed)
             .await
             .map_err(std::io::Error::from)
     }
 
-    async fn shutdown(&mut self) {
-        let _ = match self {
-            Self::Unix(half) => half.shutdown().await,
-            Self::Stream(stream) => stream.shutdown().await,
-        };
+    /// Ends the write side. The unix half shuts down when its last `Arc` goes: the gate's
+    /// was taken before this, this one goes with `self`.
+    async fn shutdown(self) {
+        if let Self::Stream(mut stream) = self {
+            let _ = stream.shutdown().await;
+        }
     }
 }
 
@@ -706,9 +755,15 @@ async fn write_loop(
                 break;
             }
             next = queue.try_recv().ok();
-        }
-        if result.is_ok() {
-            result = flush(&mut writer, &mut batch).await;
+            if next.is_none() && result.is_ok() {
+                result = flush(&mut writer, &mut batch).await;
+                if result.is_ok() {
+                    // Callers queue only under the gate: empty here means idle.
+                    let mut gate = lock(&inner.gate);
+                    next = queue.try_recv().ok();
+                    gate.busy = next.is_some();
+                }
+            }
         }
         if let Err(error) = result {
             tracing::debug!(%error, "QMP write failed");
@@ -716,6 +771,7 @@ async fn write_loop(
             break;
         }
     }
+    lock(&inner.gate).direct = None;
     writer.shutdown().await;
     tracing::debug!("QMP writer stopped");
 }

@@ -173,6 +173,31 @@ async fn a_prompt_consumer_keeps_up_with_a_burst_on_one_thread() {
     consumer.await.unwrap();
 }
 
+/// A command too big for the socket buffer is partly written by its caller and finished by
+/// the writer task; commands sent meanwhile queue behind it and nothing interleaves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_larger_than_the_socket_buffer_arrives_whole() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            let blob = request.command.arguments.as_ref().and_then(|a| a.get("blob"));
+            let len = blob.and_then(Value::as_str).map_or(0, str::len);
+            conn.reply(&request.command, json!(len));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let blob = "x".repeat(3 << 20);
+    let big = client.execute("query-status", json!({"blob": blob}));
+    let small = async {
+        tokio::task::yield_now().await;
+        client.execute("query-status", json!({"blob": "y"})).await
+    };
+    let (big, small) = tokio::join!(big, small);
+    assert_eq!(big.unwrap(), json!(3 << 20));
+    assert_eq!(small.unwrap(), json!(1));
+    assert_eq!(client.execute("query-status", json!({"blob": "zz"})).await.unwrap(), json!(2));
+    assert_eq!(client.stats().bad_frames, 0);
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_greeting_is_a_typed_error() {
     let silent = MockServer::builder().greeting(MockGreeting::Silent).start();
