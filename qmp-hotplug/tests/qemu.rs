@@ -413,3 +413,31 @@ async fn vhost_is_refused_unless_usable_and_qemu_keeps_running() {
     let status = hotplug.client().execute("query-status", ()).await.unwrap();
     assert_eq!(status["status"], "running", "QEMU is alive");
 }
+
+/// A NIC add that died after `netdev_add` left a netdev without its device; a retry
+/// replaces that netdev (its descriptors may be stale) and completes, leaving one tap netdev.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_completes_a_half_done_nic_add() {
+    let qemu = qemu_or_skip!();
+    let hotplug = connect(&qemu).await;
+    let tap = Tap::open("qhretry%d", 1).unwrap();
+    let spec = NicSpec::new("retry");
+    let (id, plan) = hotplug.planner().nic_add(&spec, &hotplug.snapshot().await.unwrap()).unwrap();
+    let half = Plan::new(plan.steps()[..2].to_vec());
+    let fds = PlanFds { taps: vec![tap.queues()[0].as_fd()], ..PlanFds::default() };
+    hotplug.run(&half, &fds, UNPLUG).await.unwrap();
+
+    let again = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(again, id);
+    let netdev = hotplug
+        .client()
+        .execute(
+            "qom-get",
+            json!({"path": format!("/machine/peripheral/{id}"), "property": "netdev"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(netdev, json!(id.netdev_id()));
+    let network = hotplug.client().human_monitor_command("info network").await.unwrap();
+    assert_eq!(network.matches("type=tap").count(), 1, "one tap netdev: {network}");
+}

@@ -86,6 +86,7 @@ pub struct QemuBuilder {
     paused: bool,
     qmp_path: Option<PathBuf>,
     guest: Option<GuestImage>,
+    accel: &'static str,
     extra_args: Vec<OsString>,
 }
 
@@ -98,13 +99,28 @@ impl Default for QemuBuilder {
 impl QemuBuilder {
     /// A builder with the default machine.
     pub fn new() -> Self {
-        Self { binary: None, paused: false, qmp_path: None, guest: None, extra_args: Vec::new() }
+        Self {
+            binary: None,
+            paused: false,
+            qmp_path: None,
+            guest: None,
+            accel: "tcg",
+            extra_args: Vec::new(),
+        }
     }
 
     /// Use this binary instead of looking one up.
     #[must_use]
     pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
         self.binary = Some(path.into());
+        self
+    }
+
+    /// Use KVM instead of TCG. Only when asked: on these machines `/dev/kvm` exists but a
+    /// nested KVM guest hangs in the firmware, so the default stays TCG.
+    #[must_use]
+    pub fn kvm(mut self, kvm: bool) -> Self {
+        self.accel = if kvm { "kvm" } else { "tcg" };
         self
     }
 
@@ -173,7 +189,7 @@ impl QemuBuilder {
                 "-machine",
                 "pc",
                 "-accel",
-                "tcg",
+                self.accel,
                 "-nodefaults",
                 "-nographic",
                 "-display",
