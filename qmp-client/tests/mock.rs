@@ -94,20 +94,25 @@ async fn unknown_ids_and_garbage_between_replies_are_counted_not_fatal() {
     assert!(!client.is_closed());
 }
 
+/// `count` `TICK` events numbered from 0, as one chunk of wire bytes.
+fn tick_burst(count: u64) -> String {
+    let mut burst = String::new();
+    for n in 0..count {
+        let _ = write!(
+            burst,
+            "{{\"event\": \"TICK\", \"data\": {{\"n\": {n}}}, \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n"
+        );
+    }
+    burst
+}
+
 #[tokio::test]
 async fn an_event_flood_and_a_slow_subscriber_stay_bounded() {
     const FLOOD: usize = 50_000;
     let server = MockServer::builder()
         .handler(|conn, request| {
             if request.command.name == "cont" {
-                let mut burst = String::new();
-                for n in 0..FLOOD {
-                    let _ = write!(
-                        burst,
-                        "{{\"event\": \"TICK\", \"data\": {{\"n\": {n}}}, \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n"
-                    );
-                }
-                conn.send_raw(burst);
+                conn.send_raw(tick_burst(FLOOD as u64));
             }
             conn.reply(&request.command, json!({}));
         })
@@ -143,14 +148,7 @@ async fn a_prompt_consumer_keeps_up_with_a_burst_on_one_thread() {
     let server = MockServer::builder()
         .handler(|conn, request| {
             if request.command.name == "cont" {
-                let mut burst = String::new();
-                for n in 0..BURST {
-                    let _ = write!(
-                        burst,
-                        "{{\"event\": \"TICK\", \"data\": {{\"n\": {n}}}, \"timestamp\": {{\"seconds\": 1, \"microseconds\": 0}}}}\r\n"
-                    );
-                }
-                conn.send_raw(burst);
+                conn.send_raw(tick_burst(BURST));
             }
             conn.reply(&request.command, json!({}));
         })

@@ -51,6 +51,12 @@ async fn leftovers(client: &Client) -> Value {
     json!({"pci": ids, "peripherals": peripherals, "nodes": nodes, "fdsets": fdsets})
 }
 
+/// A property of one of our devices (`qom-get /machine/peripheral/ID PROPERTY`).
+async fn qom_get(client: &Client, id: &str, property: &str) -> Value {
+    let path = format!("/machine/peripheral/{id}");
+    client.execute("qom-get", json!({"path": path, "property": property})).await.unwrap()
+}
+
 async fn assert_clean(client: &Client) {
     let left = leftovers(client).await;
     let empty = json!({"pci": [], "peripherals": [], "nodes": [], "fdsets": []});
@@ -87,14 +93,7 @@ async fn nics_single_and_multiqueue_come_and_go_in_the_guest() {
     let seen = guest_line(&qemu, start, "+eth0");
     assert!(seen.contains(&pci_addr(first.slot())), "{seen}");
     assert!(hotplug.has_device(&first).await.unwrap());
-    let mac = hotplug
-        .client()
-        .execute(
-            "qom-get",
-            json!({"path": format!("/machine/peripheral/{first}"), "property": "mac"}),
-        )
-        .await
-        .unwrap();
+    let mac = qom_get(hotplug.client(), &first.to_string(), "mac").await;
     assert_eq!(mac, "52:54:00:00:00:01");
 
     let multi = Tap::open("qhtest%d", 2).unwrap();
@@ -103,14 +102,7 @@ async fn nics_single_and_multiqueue_come_and_go_in_the_guest() {
     assert_eq!(second.slot(), first.slot() + 1);
     let seen = guest_line(&qemu, start, "+eth1");
     assert!(seen.contains(&pci_addr(second.slot())), "{seen}");
-    let mq = hotplug
-        .client()
-        .execute(
-            "qom-get",
-            json!({"path": format!("/machine/peripheral/{second}"), "property": "mq"}),
-        )
-        .await
-        .unwrap();
+    let mq = qom_get(hotplug.client(), &second.to_string(), "mq").await;
     assert_eq!(mq, true);
 
     let (single_name, multi_name) = (single.name().to_owned(), multi.name().to_owned());
@@ -383,14 +375,7 @@ async fn an_unacknowledged_unplug_times_out_and_keeps_the_netdev() {
     let error = hotplug.del_nic(&id.to_string(), Duration::from_millis(500)).await.unwrap_err();
     assert_eq!(error.failed_step(), Some(format!("device_del {id}").as_str()), "{error}");
     assert!(error.to_string().contains("did not acknowledge"), "{error}");
-    let netdev = hotplug
-        .client()
-        .execute(
-            "qom-get",
-            json!({"path": format!("/machine/peripheral/{id}"), "property": "netdev"}),
-        )
-        .await
-        .unwrap();
+    let netdev = qom_get(hotplug.client(), &id.to_string(), "netdev").await;
     assert_eq!(netdev, json!(id.netdev_id()), "the NIC still has its backend");
 }
 
@@ -429,14 +414,7 @@ async fn a_retry_completes_a_half_done_nic_add() {
 
     let again = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
     assert_eq!(again, id);
-    let netdev = hotplug
-        .client()
-        .execute(
-            "qom-get",
-            json!({"path": format!("/machine/peripheral/{id}"), "property": "netdev"}),
-        )
-        .await
-        .unwrap();
+    let netdev = qom_get(hotplug.client(), &id.to_string(), "netdev").await;
     assert_eq!(netdev, json!(id.netdev_id()));
     let network = hotplug.client().human_monitor_command("info network").await.unwrap();
     assert_eq!(network.matches("type=tap").count(), 1, "one tap netdev: {network}");
