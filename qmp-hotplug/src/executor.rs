@@ -289,31 +289,25 @@ impl Hotplug {
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<DeviceId, Error> {
         self.check_disk_support(spec)?;
-        let opened: Option<File> = match &spec.source {
-            DiskSource::Path(path) => Some(
+        let opened: Option<File> = match (&spec.source, fd) {
+            (DiskSource::Path(path), None) => Some(
                 OpenOptions::new()
                     .read(true)
                     .write(!spec.read_only)
                     .open(path)
                     .map_err(|source| Error::Open { path: path.clone(), source })?,
             ),
-            DiskSource::Fd | DiskSource::Nbd(_) => None,
-        };
-        let image = match (&spec.source, fd) {
-            (DiskSource::Path(_), None) => opened.as_ref().map(AsFd::as_fd),
-            (DiskSource::Fd, Some(fd)) => Some(fd),
-            (DiskSource::Nbd(_), None) => None,
-            (source, fd) => {
-                return Err(Error::InvalidSpec(format!(
-                    "a {} source takes {} descriptor",
-                    match source {
-                        DiskSource::Fd => "descriptor",
-                        _ => "path or NBD",
-                    },
-                    if fd.is_some() { "no" } else { "a" }
-                )));
+            (DiskSource::Fd, Some(_)) | (DiskSource::Nbd(_), None) => None,
+            (DiskSource::Fd, None) => {
+                return Err(Error::InvalidSpec("a descriptor source needs its descriptor".into()));
+            }
+            (_, Some(_)) => {
+                return Err(Error::InvalidSpec(
+                    "only a descriptor source takes a descriptor".into(),
+                ));
             }
         };
+        let image = opened.as_ref().map(AsFd::as_fd).or(fd);
         let snapshot = self.snapshot().await?;
         let (id, plan) = self.planner.disk_add(spec, &snapshot)?;
         let fds = PlanFds { image, ..PlanFds::default() };

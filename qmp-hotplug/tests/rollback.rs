@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
 use common::{FakeQemu, Fault};
@@ -130,4 +130,26 @@ async fn wrong_descriptor_counts_and_fake_vhost_fds_are_refused_before_sending()
     let missing = DiskSpec::new("m", DiskSource::Path("/nonexistent/disk.img".into()));
     assert!(matches!(hotplug.add_disk(&missing, None).await, Err(Error::Open { .. })));
     assert_eq!(fake.state().changes, 0, "nothing reached QEMU");
+}
+
+#[tokio::test]
+async fn a_caller_descriptor_goes_into_the_fdset_and_mismatches_are_refused() {
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let image = tempfile::tempfile().unwrap();
+    let spec = DiskSpec::new("fd", DiskSource::Fd);
+    let id = hotplug.add_disk(&spec, Some(image.as_fd())).await.unwrap();
+    assert_eq!(fake.state().log, ["add-fd", "blockdev-add", "remove-fd", "device_add"]);
+    hotplug.del_disk(&id.to_string(), Duration::from_secs(5)).await.unwrap();
+    assert!(fake.state().is_clean());
+
+    let changes = fake.state().changes;
+    let error = hotplug.add_disk(&spec, None).await.unwrap_err();
+    assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
+    let error = hotplug
+        .add_disk(&disk(&tempfile::tempdir().unwrap()), Some(image.as_fd()))
+        .await
+        .unwrap_err();
+    assert!(matches!(error, Error::InvalidSpec(_)), "{error}");
+    assert_eq!(fake.state().changes, changes, "nothing reached QEMU");
 }
