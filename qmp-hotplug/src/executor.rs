@@ -423,7 +423,7 @@ impl Hotplug {
                 .map_err(Error::from),
             Step::DeviceDel { id } => self.unplug(id, unplug_timeout).await,
             Step::NetdevAdd { id, .. } => match self.execute(step).await {
-                Err(error) if desc_contains(&error, "Duplicate ID") => {
+                Err(error) if desc_contains(error.qmp_error(), "Duplicate ID") => {
                     // An earlier try's netdev without its NIC (the plan knows the NIC is
                     // absent): replace it, since its descriptors may be stale.
                     debug!(id, "replacing a netdev an earlier try left");
@@ -455,7 +455,7 @@ impl Hotplug {
         match self.client.execute("device_del", json!({"id": id})).await {
             Ok(_) => {}
             // A retry while the guest still has the first request: keep waiting for it.
-            Err(error) if desc_contains_client(&error, "in the process of unplug") => {}
+            Err(error) if desc_contains(error.qmp_error(), "in the process of unplug") => {}
             Err(error) => return Err(error.into()),
         }
         match events.wait(timeout).await {
@@ -498,12 +498,9 @@ fn outcome_unknown(error: &Error) -> bool {
     matches!(error, Error::Client(client) if client.outcome_unknown())
 }
 
-fn desc_contains(error: &Error, needle: &str) -> bool {
-    error.qmp_error().is_some_and(|(_, desc)| desc.contains(needle))
-}
-
-fn desc_contains_client(error: &qmp_client::Error, needle: &str) -> bool {
-    error.qmp_error().is_some_and(|(_, desc)| desc.contains(needle))
+/// Whether QEMU's error description (from either error type's `qmp_error()`) says `needle`.
+fn desc_contains(qmp_error: Option<(&qmp_client::ErrorClass, &str)>, needle: &str) -> bool {
+    qmp_error.is_some_and(|(_, desc)| desc.contains(needle))
 }
 
 /// Refuses a vhost descriptor that is not `/dev/vhost-net`: QEMU 7.2 aborts on one.
