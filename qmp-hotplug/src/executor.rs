@@ -435,7 +435,7 @@ impl Hotplug {
             _ => self.execute(step).await,
         };
         match result {
-            Err(error) if is_removal(step) && is_absent(&error) => Ok(()),
+            Err(error) if step.is_removal() && is_absent(&error) => Ok(()),
             other => other,
         }
     }
@@ -471,17 +471,6 @@ impl Hotplug {
 
 fn event_device(event: &Event) -> Option<&str> {
     event.data.as_ref()?.get("device").and_then(Value::as_str)
-}
-
-fn is_removal(step: &Step) -> bool {
-    matches!(
-        step,
-        Step::CloseFd { .. }
-            | Step::NetdevDel { .. }
-            | Step::RemoveFdset { .. }
-            | Step::BlockdevDel { .. }
-            | Step::DeviceDel { .. }
-    )
 }
 
 /// QEMU's ways of saying the object to remove does not exist.

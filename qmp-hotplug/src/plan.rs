@@ -117,6 +117,19 @@ impl Step {
         }
     }
 
+    /// `true` for the steps that take something away (every undo is one): they count
+    /// as done when QEMU says the object is already gone.
+    pub fn is_removal(&self) -> bool {
+        matches!(
+            self,
+            Self::CloseFd { .. }
+                | Self::NetdevDel { .. }
+                | Self::RemoveFdset { .. }
+                | Self::BlockdevDel { .. }
+                | Self::DeviceDel { .. }
+        )
+    }
+
     /// The descriptor that travels with the command, if any.
     pub fn fd(&self) -> Option<FdRef> {
         match self {
