@@ -22,11 +22,16 @@ use crate::exit::Failure;
 fn main() -> ExitCode {
     // Usage errors exit here with clap's status 2; --help and --version with 0.
     let cli = cli::Cli::parse();
+    // Before anything opens a descriptor of its own, the runtime included.
+    let inherited = match commands::hotplug::adopt_inherited(&cli.command) {
+        Ok(inherited) => inherited,
+        Err(failure) => return failure.report(),
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return Failure::connection(format!("cannot start the runtime: {e}")).report(),
     };
-    match runtime.block_on(commands::run(cli)) {
+    match runtime.block_on(commands::run(cli, inherited)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => failure.report(),
     }

@@ -9,7 +9,9 @@ use fdpass::tap::Tap;
 use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
 use serde_json::json;
 
-use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
+use crate::cli::{
+    Command, DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand,
+};
 use crate::exit::{Failure, Status};
 use crate::output::{self, Style};
 
@@ -17,19 +19,17 @@ use crate::output::{self, Style};
 ///
 /// # Errors
 /// As [`failure`].
-pub(crate) async fn run(global: &GlobalArgs, command: &HotplugCommand) -> Result<(), Failure> {
-    // Inherited descriptors are claimed before anything else in the process opens one.
-    let inherited = match command {
-        HotplugCommand::Nic(NicCommand::Add(args)) => Some(adopt(args)?),
-        _ => None,
-    };
+pub(crate) async fn run(
+    global: &GlobalArgs,
+    command: &HotplugCommand,
+    inherited: Inherited,
+) -> Result<(), Failure> {
     let hotplug = Hotplug::new(super::connect(global).await?);
     let style = Style::for_stdout(global.json);
     match command {
         HotplugCommand::Check(args) => check(&hotplug, args.vhost, style),
         HotplugCommand::Nic(NicCommand::Add(args)) => {
-            let (taps, vhost) = inherited.unwrap_or_default();
-            add_nic(&hotplug, args, taps, vhost, style).await
+            add_nic(&hotplug, args, inherited.taps, inherited.vhost, style).await
         }
         HotplugCommand::Nic(NicCommand::Del(args)) => {
             let id = args.id.clone();
@@ -54,11 +54,26 @@ pub(crate) async fn run(global: &GlobalArgs, command: &HotplugCommand) -> Result
     }
 }
 
-/// Tap and vhost descriptors from `--tap-fd` / `--vhost-fd`.
-type Inherited = (Vec<OwnedFd>, Vec<OwnedFd>);
+/// Tap and vhost descriptors from `--tap-fd` / `--vhost-fd` (empty for other commands).
+#[derive(Debug, Default)]
+pub(crate) struct Inherited {
+    taps: Vec<OwnedFd>,
+    vhost: Vec<OwnedFd>,
+}
 
+/// Takes ownership of the descriptors `--tap-fd` and `--vhost-fd` name.
+///
+/// Must run before the process opens any descriptor of its own (the tokio runtime's epoll
+/// and eventfd among them): a number given on the command line must then be one inherited
+/// from the parent, or not open at all.
+///
+/// # Errors
+/// A usage failure for a number given twice, or one that is not an open descriptor.
 #[allow(unsafe_code)]
-fn adopt(args: &NicAddArgs) -> Result<Inherited, Failure> {
+pub(crate) fn adopt_inherited(command: &Command) -> Result<Inherited, Failure> {
+    let Command::Hotplug(HotplugCommand::Nic(NicCommand::Add(args))) = command else {
+        return Ok(Inherited::default());
+    };
     let mut claimed = std::collections::BTreeSet::new();
     let mut take = |numbers: &[i32]| -> Result<Vec<OwnedFd>, Failure> {
         numbers
@@ -67,15 +82,14 @@ fn adopt(args: &NicAddArgs) -> Result<Inherited, Failure> {
                 if !claimed.insert(fd) {
                     return Err(Failure::usage(format!("descriptor {fd} is given twice")));
                 }
-                // SAFETY: this runs first thing in `hotplug`, before the process has opened a
-                // descriptor of its own, and each number is taken once (checked just above):
-                // the numbers name descriptors inherited from the parent, which nothing else
-                // in this process owns.
+                // SAFETY: `main` calls this before it builds the runtime or opens anything,
+                // so every open descriptor above stderr was inherited from the parent and
+                // nothing in this process owns it; each number is taken once (checked above).
                 unsafe { fdpass::adopt_inherited_fd(fd) }.map_err(|e| Failure::usage(e.to_string()))
             })
             .collect()
     };
-    Ok((take(&args.tap_fd)?, take(&args.vhost_fd)?))
+    Ok(Inherited { taps: take(&args.tap_fd)?, vhost: take(&args.vhost_fd)? })
 }
 
 fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {

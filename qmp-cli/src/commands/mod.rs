@@ -4,7 +4,7 @@ mod demo;
 mod events;
 mod exec;
 mod hmp;
-mod hotplug;
+pub(crate) mod hotplug;
 mod pci;
 mod shell;
 
@@ -20,7 +20,7 @@ use crate::exit::Failure;
 ///
 /// # Errors
 /// The [`Failure`] to report: its status and its line.
-pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
+pub(crate) async fn run(cli: Cli, inherited: hotplug::Inherited) -> Result<(), Failure> {
     let global = &cli.global;
     match &cli.command {
         Command::Exec(args) => exec::run(global, args).await,
@@ -28,7 +28,7 @@ pub(crate) async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Events(args) => events::run(global, args).await,
         Command::Shell(args) => shell::run(global, args).await,
         Command::Pci => pci::run(global).await,
-        Command::Hotplug(command) => hotplug::run(global, command).await,
+        Command::Hotplug(command) => hotplug::run(global, command, inherited).await,
         Command::Demo(args) => demo::run(args).await,
     }
 }
