@@ -13,7 +13,7 @@ use serde_json::json;
 fn getfd_closefd_add_fd_and_remove_fd() {
     // Running, not paused: QEMU 7.2 closes a removed fdset member only while the VM runs
     // (`monitor_fdset_cleanup` checks `runstate_is_running()`), so with `-S` the set stays.
-    let qemu = qmp_test_support::qemu_or_skip!();
+    let qemu = qemu_launcher::qemu_or_skip!();
     let mut monitor = Monitor::connect(&qemu);
     let (_read_end, write_end) = nix::unistd::pipe().unwrap();
 

@@ -226,7 +226,7 @@ fn pass_queues(monitor: &mut Monitor, tap: &Tap, names: &[&str]) {
 
 #[test]
 fn qemu_takes_passed_tap_descriptors_as_netdevs() {
-    let qemu = qmp_test_support::qemu_or_skip!(qmp_test_support::QemuBuilder::new().paused(true));
+    let qemu = qemu_launcher::qemu_or_skip!(qemu_launcher::QemuBuilder::new().paused(true));
     let mut monitor = Monitor::connect(&qemu);
 
     // One queue: "fd".

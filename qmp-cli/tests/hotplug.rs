@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{
     COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp, qmp_at, run, stdout,
 };
-use qmp_test_support::{QemuBuilder, guest_or_skip, qemu_or_skip};
+use qemu_launcher::{QemuBuilder, guest_or_skip, qemu_or_skip};
 use serde_json::Value;
 
 const GUEST_SEES: Duration = Duration::from_secs(20);
@@ -174,9 +174,9 @@ fn failures_map_to_the_documented_statuses() {
 #[test]
 fn demo_runs_end_to_end_and_leaves_nothing() {
     let missing =
-        qmp_test_support::find_qemu().err().or(qmp_test_support::GuestImage::locate().err());
+        qemu_launcher::find_qemu().err().or(qemu_launcher::GuestImage::locate().err());
     if let Some(reason) = missing {
-        assert!(!qmp_test_support::qemu_required(), "QMP_REQUIRE_QEMU=1 but: {reason}");
+        assert!(!qemu_launcher::qemu_required(), "QMP_REQUIRE_QEMU=1 but: {reason}");
         eprintln!("skipped: {reason}");
         return;
     }

@@ -1,4 +1,4 @@
-//! The `qmp` binary against `qmp_client::testkit::MockServer`, for what a real QEMU cannot
+//! The `qmp` binary against `qmp_client::mock::MockServer`, for what a real QEMU cannot
 //! be made to do: garbage, hang-ups mid-reply, silence, floods.
 
 mod common;
@@ -11,7 +11,7 @@ use common::{
     COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp, qmp_at, run,
     run_async, stderr, stdout,
 };
-use qmp_client::testkit::{MockGreeting, MockServer};
+use qmp_client::mock::{MockGreeting, MockServer};
 use serde_json::{Value, json};
 
 /// Waits until the CLI has finished negotiating on `server` (it asked for the commands).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::qmp_at;
 use nix::pty::openpty;
-use qmp_test_support::{QemuBuilder, qemu_or_skip};
+use qemu_launcher::{QemuBuilder, qemu_or_skip};
 
 /// Collects what the shell writes to the terminal, from a reader thread.
 struct Screen {

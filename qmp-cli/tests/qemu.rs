@@ -10,7 +10,7 @@ use common::{
     COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp_at, run,
     run_with_input, stderr, stdout,
 };
-use qmp_test_support::{QemuBuilder, qemu_or_skip};
+use qemu_launcher::{QemuBuilder, qemu_or_skip};
 use serde_json::Value;
 
 #[test]

@@ -1,7 +1,7 @@
 //! Pipelined throughput: `N` = 512 `query-status` commands per iteration with 1, 8 and 64
 //! in flight (`buffer_unordered(k)` over one `Client`), in commands/s.
 //!
-//! * `pipelined_mock`: against `testkit::MockServer` answering `{}` at once; the server
+//! * `pipelined_mock`: against `mock::MockServer` answering `{}` at once; the server
 //!   runs on its own one-worker runtime (its own thread), so it does not share the client's.
 //! * `pipelined_qemu`: against one real, paused QEMU (TCG, `-S`), with `oob` negotiated
 //!   (the default; QEMU then reads ahead and queues up to 8 in-band commands) and with
@@ -31,7 +31,7 @@ use criterion::{
     criterion_main,
 };
 use futures::StreamExt;
-use qmp_client::testkit::MockServer;
+use qmp_client::mock::MockServer;
 use qmp_client::{Client, ClientBuilder};
 use serde_json::json;
 use tokio::runtime::Runtime;

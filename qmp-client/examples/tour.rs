@@ -15,7 +15,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let (_qemu, socket): (_, std::path::PathBuf) = if let Some(path) = std::env::args_os().nth(1) {
         (None, path.into())
     } else {
-        let qemu = qmp_test_support::Qemu::start()?;
+        let qemu = qemu_launcher::Qemu::start()?;
         let path = qemu.qmp_path().to_owned();
         (Some(qemu), path)
     };

@@ -10,7 +10,7 @@
 //! * [`blocking::Client`]: the same operations without an async runtime.
 //! * [`session::Session`]: the protocol core with no I/O and no clock, which both clients
 //!   drive; usable from any event loop.
-//! * `testkit` (cargo feature `testkit`): a scriptable mock QMP server for tests.
+//! * `mock` (cargo feature `mock`): a scriptable mock QMP server for tests.
 //!
 //! One error type, [`Error`], keeps the server's error replies ([`Error::Qmp`]) apart from
 //! transport failures ([`Error::Disconnected`], [`Error::Timeout`], ...) and caller
@@ -18,7 +18,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), qmp_client::Error> {
-//! # let server = qmp_client::testkit::MockServer::builder().start();
+//! # let server = qmp_client::mock::MockServer::builder().start();
 //! # let socket = server.path();
 //! use std::time::Duration;
 //! use qmp_client::{Client, EventFilter};
@@ -43,8 +43,8 @@ mod events;
 mod reconnect;
 mod requests;
 pub mod session;
-#[cfg(feature = "testkit")]
-pub mod testkit;
+#[cfg(feature = "mock")]
+pub mod mock;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{DisconnectReason, Error};

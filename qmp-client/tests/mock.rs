@@ -1,11 +1,11 @@
-//! Faults a real QEMU cannot be made to produce, against the testkit's mock server.
+//! Faults a real QEMU cannot be made to produce, against the scriptable mock server (`qmp_client::mock`).
 
 use std::fmt::Write as _;
 use std::io::Read;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use qmp_client::testkit::{MockGreeting, MockServer};
+use qmp_client::mock::{MockGreeting, MockServer};
 use qmp_client::{
     CallOptions, Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient,
 };

@@ -1,7 +1,7 @@
 //! No descriptor is leaked by the client's fd commands, on success or failure. One test in
 //! its own binary, so no other test opens descriptors meanwhile.
 
-use qmp_client::testkit::MockServer;
+use qmp_client::mock::MockServer;
 use qmp_client::{Client, Error};
 use serde_json::json;
 

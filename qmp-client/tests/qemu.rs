@@ -9,7 +9,7 @@ use qmp_client::{
     CallOptions, Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
     ReconnectingClient,
 };
-use qmp_test_support::{Qemu, QemuBuilder, qemu_or_skip};
+use qemu_launcher::{Qemu, QemuBuilder, qemu_or_skip};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(10);

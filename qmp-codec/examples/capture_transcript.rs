@@ -5,7 +5,7 @@
 //! cargo run -p qmp-codec --example capture_transcript > qmp-codec/tests/data/qemu-transcript.qmp
 //! ```
 //!
-//! It starts `qemu-system-x86_64` (see `qmp-test-support`), sends a fixed script of
+//! It starts `qemu-system-x86_64` (see `qemu-launcher`), sends a fixed script of
 //! commands covering every message kind (greeting, large and small returns, error replies,
 //! events, HMP text) and writes every byte read from the socket to stdout.
 
@@ -57,7 +57,7 @@ fn script() -> Vec<(&'static str, Value)> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let qemu = qmp_test_support::Qemu::start()?;
+    let qemu = qemu_launcher::Qemu::start()?;
     let stream = UnixStream::connect(qemu.qmp_path())?;
     let mut writer = stream.try_clone()?;
     let mut reader = BufReader::new(Recorder { inner: stream, recorded: Vec::new() });

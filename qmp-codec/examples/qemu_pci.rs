@@ -32,7 +32,7 @@ async fn call(
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
-    let qemu = qmp_test_support::Qemu::start()?;
+    let qemu = qemu_launcher::Qemu::start()?;
     let mut qmp = Framed::new(UnixStream::connect(qemu.qmp_path()).await?, QmpCodec::new());
 
     let Some(Ok(Ok(ServerMessage::Greeting(greeting)))) = qmp.next().await else {

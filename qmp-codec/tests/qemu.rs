@@ -3,7 +3,7 @@
 
 use futures::{SinkExt, StreamExt};
 use qmp_codec::{Capability, Command, ErrorClass, QemuVersion, QmpCodec, ServerMessage};
-use qmp_test_support::qemu_or_skip;
+use qemu_launcher::qemu_or_skip;
 use serde_json::json;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;

@@ -17,7 +17,7 @@ use fdpass::tap::Tap;
 use nix::sys::resource::{UsageWho, getrusage};
 use qmp_client::Client;
 use qmp_hotplug::{Hotplug, NicSpec};
-use qmp_test_support::Qemu;
+use qemu_launcher::Qemu;
 
 fn cpu_time() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");

@@ -13,7 +13,7 @@ use qmp_client::Client;
 use qmp_hotplug::{
     DiskFormat, DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Plan, PlanFds, Vhost,
 };
-use qmp_test_support::{Qemu, guest_or_skip, qemu_or_skip};
+use qemu_launcher::{Qemu, guest_or_skip, qemu_or_skip};
 use serde_json::{Value, json};
 
 const UNPLUG: Duration = Duration::from_secs(20);
@@ -164,7 +164,7 @@ async fn raw_qcow2_and_nbd_disks_come_and_go_in_the_guest() {
     let dir = tempfile::tempdir().unwrap();
     let drive_image = dir.path().join("legacy.raw");
     std::fs::write(&drive_image, vec![0u8; 1 << 20]).unwrap();
-    let qemu = guest_or_skip!(qmp_test_support::QemuBuilder::new().args([
+    let qemu = guest_or_skip!(qemu_launcher::QemuBuilder::new().args([
         "-drive".to_owned(),
         format!("if=none,id=legacy0,format=raw,file={}", drive_image.display()),
     ]));

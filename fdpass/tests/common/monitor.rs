@@ -15,7 +15,7 @@ pub(crate) struct Monitor {
 }
 
 impl Monitor {
-    pub(crate) fn connect(qemu: &qmp_test_support::Qemu) -> Self {
+    pub(crate) fn connect(qemu: &qemu_launcher::Qemu) -> Self {
         let stream = UnixStream::connect(qemu.qmp_path()).expect("connect to QMP");
         let reader = BufReader::new(stream.try_clone().unwrap());
         let mut monitor = Self { stream, reader };

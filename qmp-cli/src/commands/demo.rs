@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use fdpass::tap::Tap;
 use qmp_client::Client;
 use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
-use qmp_test_support::{GuestImage, Qemu, QemuBuilder};
+use qemu_launcher::{GuestImage, Qemu, QemuBuilder};
 
 use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};

@@ -5,7 +5,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 
-use qmp_test_support::{Qemu, REQUIRE_QEMU_ENV, find_qemu, qemu_required};
+use qemu_launcher::{Qemu, REQUIRE_QEMU_ENV, find_qemu, qemu_required};
 
 /// A paused (`-S`) QEMU, so the guest costs no CPU; `None`, with a printed reason, when QEMU
 /// is not installed and `QMP_REQUIRE_QEMU` is not `1`.

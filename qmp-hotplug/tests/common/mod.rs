@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
-use qmp_client::testkit::{MockConnection, MockRequest, MockServer};
+use qmp_client::mock::{MockConnection, MockRequest, MockServer};
 use serde_json::{Value, json};
 
 /// What the fake does with the N-th command that changes state.
@@ -55,7 +55,7 @@ impl FakeQemu {
         let server = MockServer::builder()
             .handler(move |conn, request| handle(&shared, conn, &request))
             .commands(
-                qmp_client::testkit::DEFAULT_COMMANDS
+                qmp_client::mock::DEFAULT_COMMANDS
                     .iter()
                     .copied()
                     .chain(["qom-list", "query-named-block-nodes"]),

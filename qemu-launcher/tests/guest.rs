@@ -9,7 +9,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use qmp_test_support::{GUEST_READY, Qemu, QemuBuilder, StartError, guest_or_skip};
+use qemu_launcher::{GUEST_READY, Qemu, QemuBuilder, StartError, guest_or_skip};
 use serde_json::{Value, json};
 
 const STEP: Duration = Duration::from_secs(20);

@@ -1,5 +1,5 @@
 //! A scriptable mock QMP server, for the faults a real QEMU cannot be made to produce
-//! (cargo feature `testkit`).
+//! (cargo feature `mock`).
 //!
 //! The server listens on a unix socket in its own temporary directory and serves every
 //! connection like QEMU does: a greeting, then `qmp_capabilities` and `query-commands`
@@ -9,7 +9,7 @@
 //!
 //! ```
 //! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), qmp_client::Error> {
-//! use qmp_client::testkit::MockServer;
+//! use qmp_client::mock::MockServer;
 //! use serde_json::json;
 //!
 //! let server = MockServer::builder()

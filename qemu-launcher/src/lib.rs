@@ -18,7 +18,7 @@
 //! use std::io::{BufRead, BufReader};
 //! use std::os::unix::net::UnixStream;
 //!
-//! let Some(qemu) = qmp_test_support::Qemu::start_or_skip() else { return };
+//! let Some(qemu) = qemu_launcher::Qemu::start_or_skip() else { return };
 //! let stream = UnixStream::connect(qemu.qmp_path()).unwrap();
 //! let mut greeting = String::new();
 //! BufReader::new(stream).read_line(&mut greeting).unwrap();
