@@ -173,8 +173,7 @@ fn failures_map_to_the_documented_statuses() {
 
 #[test]
 fn demo_runs_end_to_end_and_leaves_nothing() {
-    let missing =
-        qemu_launcher::find_qemu().err().or(qemu_launcher::GuestImage::locate().err());
+    let missing = qemu_launcher::find_qemu().err().or(qemu_launcher::GuestImage::locate().err());
     if let Some(reason) = missing {
         assert!(!qemu_launcher::qemu_required(), "QMP_REQUIRE_QEMU=1 but: {reason}");
         eprintln!("skipped: {reason}");

@@ -29,7 +29,9 @@ use tokio_util::codec::Decoder;
 use crate::client::ClientBuilder;
 use crate::error::{DisconnectReason, Error};
 use crate::events::EventFilter;
-use crate::requests::{self, AddFdInfo, CallOptions, FdsetInfo};
+use qmp_codec::{AddFdInfo, FdsetInfo};
+
+use crate::requests::{self, CallOptions};
 use crate::session::{EventItem, Phase, Request, Session, Stats};
 
 const READ_CHUNK: usize = 64 * 1024;

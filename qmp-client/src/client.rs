@@ -24,7 +24,9 @@ use tracing::Instrument;
 use crate::error::{DisconnectReason, Error};
 use crate::events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, EventHub, Subscription};
 use crate::lock;
-use crate::requests::{self, AddFdInfo, CallOptions, FdsetInfo};
+use qmp_codec::{AddFdInfo, FdsetInfo};
+
+use crate::requests::{self, CallOptions};
 use crate::session::{EventItem, Phase, Request, Session, SessionConfig, Stats};
 
 type Waiter = oneshot::Sender<Result<Value, Error>>;

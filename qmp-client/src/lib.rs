@@ -40,18 +40,19 @@ pub mod blocking;
 mod client;
 mod error;
 mod events;
+#[cfg(feature = "mock")]
+pub mod mock;
 mod reconnect;
 mod requests;
 pub mod session;
-#[cfg(feature = "mock")]
-pub mod mock;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{DisconnectReason, Error};
 pub use events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, Subscription};
 pub use qmp_codec::{self, Capability, ErrorClass, Event, Greeting, QemuVersion, Timestamp};
+pub use qmp_codec::{AddFdInfo, FdsetFdInfo, FdsetInfo};
 pub use reconnect::ReconnectingClient;
-pub use requests::{AddFdInfo, CallOptions, FdsetFdInfo, FdsetInfo};
+pub use requests::CallOptions;
 pub use session::{EventItem, Stats};
 
 /// Locks `mutex`, going on after a panic elsewhere: every critical section in this crate

@@ -5,11 +5,11 @@ use std::io::Read;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
+use qemu_launcher::{Qemu, QemuBuilder, qemu_or_skip};
 use qmp_client::{
     CallOptions, Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
     ReconnectingClient,
 };
-use qemu_launcher::{Qemu, QemuBuilder, qemu_or_skip};
 use serde_json::{Value, json};
 
 const PATIENCE: Duration = Duration::from_secs(10);

@@ -37,6 +37,7 @@
 mod codec;
 mod error;
 mod message;
+mod types;
 
 pub use codec::{
     DEFAULT_MAX_FRAME_LEN, JsonLinesCodec, OVERSIZE_EXCERPT_LEN, QmpCodec, ServerCodec,
@@ -46,3 +47,4 @@ pub use message::{
     Capability, Command, ErrorClass, ErrorReply, Event, Greeting, QemuVersion, QmpError, Return,
     ServerMessage, Timestamp, VersionInfo,
 };
+pub use types::{AddFdInfo, FdsetFdInfo, FdsetInfo};

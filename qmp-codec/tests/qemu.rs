@@ -2,8 +2,8 @@
 //! Fails (not skips) when QEMU is missing and `QMP_REQUIRE_QEMU=1`.
 
 use futures::{SinkExt, StreamExt};
-use qmp_codec::{Capability, Command, ErrorClass, QemuVersion, QmpCodec, ServerMessage};
 use qemu_launcher::qemu_or_skip;
+use qmp_codec::{Capability, Command, ErrorClass, QemuVersion, QmpCodec, ServerMessage};
 use serde_json::json;
 use tokio::net::UnixStream;
 use tokio_util::codec::Framed;

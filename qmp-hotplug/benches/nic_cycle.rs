@@ -15,9 +15,9 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use fdpass::tap::Tap;
 use nix::sys::resource::{UsageWho, getrusage};
+use qemu_launcher::Qemu;
 use qmp_client::Client;
 use qmp_hotplug::{Hotplug, NicSpec};
-use qemu_launcher::Qemu;
 
 fn cpu_time() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");

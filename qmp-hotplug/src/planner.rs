@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use qmp_client::FdsetInfo;
+use qmp_codec::FdsetInfo;
 use serde_json::{Map, Value, json};
 
 use crate::Error;

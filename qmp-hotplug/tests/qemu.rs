@@ -9,11 +9,11 @@ use std::process::{Child, Command};
 use std::time::Duration;
 
 use fdpass::tap::Tap;
+use qemu_launcher::{Qemu, guest_or_skip, qemu_or_skip};
 use qmp_client::Client;
 use qmp_hotplug::{
     DiskFormat, DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Plan, PlanFds, Vhost,
 };
-use qemu_launcher::{Qemu, guest_or_skip, qemu_or_skip};
 use serde_json::{Value, json};
 
 const UNPLUG: Duration = Duration::from_secs(20);

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use fdpass::tap::Tap;
+use qemu_launcher::{GuestImage, Qemu, QemuBuilder};
 use qmp_client::Client;
 use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
-use qemu_launcher::{GuestImage, Qemu, QemuBuilder};
 
 use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};
