@@ -15,18 +15,19 @@
 //! a removal repeats the address seen when the device was added. Devices present at boot
 //! are reported before [`GUEST_READY`].
 
-use std::fmt::Write as _;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use crate::{Qemu, QemuBuilder, REQUIRE_QEMU_ENV, StartError, qemu_required};
+use crate::error::SerialWaitEnd;
+use crate::{Qemu, QemuBuilder, StartError};
 
 /// Environment variable naming a directory that holds `vmlinuz` and `initramfs.gz`; when set,
 /// [`GuestImage::locate`] uses it instead of running `scripts/build-guest`.
 pub const GUEST_DIR_ENV: &str = "QMP_GUEST_DIR";
-/// The marker the guest prints on its serial console once it watches for hotplug.
+/// The marker the test guest prints on its serial console once it watches for hotplug.
 pub const GUEST_READY: &str = "GUEST-READY";
 /// How long [`Qemu::start_guest`] waits for [`GUEST_READY`]: about 3 s is usual under TCG,
 /// the rest is room for a loaded CI machine.
@@ -34,53 +35,101 @@ pub const GUEST_READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 const KERNEL_FILE: &str = "vmlinuz";
 const INITRD_FILE: &str = "initramfs.gz";
-const KERNEL_CMDLINE: &str = "console=ttyS0 quiet panic=1";
+/// The kernel command line of [`GuestImage::new`]: a console on the serial port.
+const DEFAULT_APPEND: &str = "console=ttyS0";
+/// The test guest's: quiet, and a panic ends QEMU (with `-no-reboot`) instead of hanging.
+const TEST_GUEST_APPEND: &str = "console=ttyS0 quiet panic=1";
 const SERIAL_POLL: Duration = Duration::from_millis(20);
 /// How much of the serial log an error message repeats.
-const LOG_TAIL_BYTES: usize = 3000;
+pub(crate) const LOG_TAIL_BYTES: usize = 3000;
 
-/// The kernel and initramfs of the test guest.
+/// A Linux kernel to boot directly (`-kernel`, `-initrd`, `-append`, `-no-reboot`), such as
+/// the test guest of [`GuestImage::locate`].
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct GuestImage {
-    /// The kernel (`vmlinuz`), passed as `-kernel`.
+    /// The kernel, passed as `-kernel`.
     pub kernel: PathBuf,
-    /// The initramfs (`initramfs.gz`), passed as `-initrd`.
-    pub initrd: PathBuf,
+    /// The initramfs, passed as `-initrd`.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line, passed as `-append`.
+    pub append: String,
 }
 
 impl GuestImage {
-    /// Uses `vmlinuz` and `initramfs.gz` in `dir`.
-    ///
-    /// # Errors
-    /// When either file is missing.
-    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, String> {
-        let dir = dir.as_ref();
-        let image = Self { kernel: dir.join(KERNEL_FILE), initrd: dir.join(INITRD_FILE) };
-        for file in [&image.kernel, &image.initrd] {
-            if !file.is_file() {
-                return Err(format!("guest file {} is missing", file.display()));
-            }
-        }
-        Ok(image)
+    /// Boots `kernel` without an initramfs, its console on the serial port
+    /// (`console=ttyS0`).
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self { kernel: kernel.into(), initrd: None, append: DEFAULT_APPEND.to_owned() }
     }
 
-    /// Finds the test guest: the directory in `$QMP_GUEST_DIR` if set, otherwise the one
-    /// printed (last line of stdout) by `scripts/build-guest`, which builds it on first use
-    /// and then answers from its cache in under a second.
-    ///
-    /// The script runs at most once per process; later calls return the same answer,
-    /// including the same error.
+    /// Adds an initramfs.
+    #[must_use]
+    pub fn with_initrd(mut self, initrd: impl Into<PathBuf>) -> Self {
+        self.initrd = Some(initrd.into());
+        self
+    }
+
+    /// Replaces the kernel command line.
+    #[must_use]
+    pub fn with_append(mut self, append: impl Into<String>) -> Self {
+        self.append = append.into();
+        self
+    }
+
+    /// The test guest in `dir`: `vmlinuz` and `initramfs.gz`, with
+    /// `console=ttyS0 quiet panic=1`.
     ///
     /// # Errors
-    /// A human-readable reason: a bad `$QMP_GUEST_DIR`, or the script's failure with its
+    /// [`StartError::Guest`] when either file is missing.
+    pub fn from_dir(dir: impl AsRef<Path>) -> Result<Self, StartError> {
+        test_guest_in(dir.as_ref()).map_err(StartError::Guest)
+    }
+
+    /// Finds the test guest (a Debian kernel and a busybox initramfs that report hotplug on
+    /// the serial console): the directory in `$QMP_GUEST_DIR` if set, otherwise the one
+    /// printed (last line of stdout) by `scripts/build-guest`, which builds it into
+    /// `~/.cache/qmp-rs/guest` on first use and then answers from that cache in under a
+    /// second.
+    ///
+    /// The script runs at most once per process; later calls return the same answer,
+    /// including the same failure.
+    ///
+    /// # Errors
+    /// [`StartError::Guest`]: a bad `$QMP_GUEST_DIR`, or the script's failure with its
     /// stderr (for instance that `busybox-static` is not installed).
-    pub fn locate() -> Result<Self, String> {
+    pub fn locate() -> Result<Self, StartError> {
         static BUILT: OnceLock<Result<GuestImage, String>> = OnceLock::new();
         if let Some(dir) = std::env::var_os(GUEST_DIR_ENV) {
-            return Self::from_dir(&dir).map_err(|e| format!("${GUEST_DIR_ENV}: {e}"));
+            return test_guest_in(Path::new(&dir))
+                .map_err(|e| StartError::Guest(format!("${GUEST_DIR_ENV}: {e}")));
         }
-        BUILT.get_or_init(run_build_script).clone()
+        BUILT.get_or_init(run_build_script).clone().map_err(StartError::Guest)
     }
+
+    /// The QEMU arguments that boot this image.
+    pub(crate) fn arguments(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["-no-reboot".into(), "-kernel".into()];
+        args.push(self.kernel.clone().into());
+        if let Some(initrd) = &self.initrd {
+            args.push("-initrd".into());
+            args.push(initrd.clone().into());
+        }
+        args.push("-append".into());
+        args.push(self.append.clone().into());
+        args
+    }
+}
+
+/// The test guest's files in `dir`, or which one is missing.
+fn test_guest_in(dir: &Path) -> Result<GuestImage, String> {
+    let (kernel, initrd) = (dir.join(KERNEL_FILE), dir.join(INITRD_FILE));
+    for file in [&kernel, &initrd] {
+        if !file.is_file() {
+            return Err(format!("guest file {} is missing", file.display()));
+        }
+    }
+    Ok(GuestImage::new(kernel).with_initrd(initrd).with_append(TEST_GUEST_APPEND))
 }
 
 /// `scripts/build-guest` of this repository.
@@ -107,14 +156,15 @@ fn run_build_script() -> Result<GuestImage, String> {
     if dir.is_empty() {
         return Err(format!("{} printed no directory; stderr: {}", script.display(), stderr));
     }
-    GuestImage::from_dir(dir).map_err(|e| format!("{} printed {dir}, but {e}", script.display()))
+    test_guest_in(Path::new(dir))
+        .map_err(|e| format!("{} printed {dir}, but {e}", script.display()))
 }
 
 impl QemuBuilder {
-    /// Boots `image` instead of an empty machine: `-kernel`, `-initrd`,
-    /// `-append "console=ttyS0 quiet panic=1"`, `-m 256`, `-no-reboot`, and the serial
-    /// console in `serial.log` of QEMU's temporary directory (read it with
-    /// [`Qemu::serial_log`] and [`Qemu::wait_for_serial`]) instead of `-serial none -m 64`.
+    /// Boots `image` instead of an empty machine: `-kernel`, `-initrd`, `-append`,
+    /// `-no-reboot`, 256 MiB unless [`QemuBuilder::memory_mib`] says otherwise, and the
+    /// serial console in `serial.log` of the private directory (read it with
+    /// [`Qemu::serial_log`] and [`Qemu::wait_for_serial`]).
     ///
     /// The CPUs run unless [`QemuBuilder::paused`] is also set. [`QemuBuilder::start`] does
     /// not wait for the guest; [`Qemu::wait_guest_ready`] does.
@@ -122,22 +172,6 @@ impl QemuBuilder {
     pub fn guest(mut self, image: &GuestImage) -> Self {
         self.guest = Some(image.clone());
         self
-    }
-
-    /// The QEMU arguments that boot the guest, given the serial log path.
-    pub(crate) fn guest_args(image: &GuestImage, serial: &Path) -> Vec<std::ffi::OsString> {
-        let mut serial_arg = std::ffi::OsString::from("file:");
-        serial_arg.push(serial);
-        let mut args: Vec<std::ffi::OsString> = Vec::new();
-        args.extend(["-m", "256", "-no-reboot", "-serial"].map(Into::into));
-        args.push(serial_arg);
-        args.push("-kernel".into());
-        args.push(image.kernel.clone().into());
-        args.push("-initrd".into());
-        args.push(image.initrd.clone().into());
-        args.push("-append".into());
-        args.push(KERNEL_CMDLINE.into());
-        args
     }
 }
 
@@ -171,12 +205,9 @@ impl Qemu {
     /// As [`Qemu::start_guest`].
     pub fn start_guest_with(builder: QemuBuilder) -> Result<Self, StartError> {
         // A missing QEMU is reported as such before any time goes into the guest image.
-        let builder = match builder.binary {
-            Some(_) => builder,
-            None => builder.binary(crate::find_qemu().map_err(StartError::NotInstalled)?),
-        };
-        let image = GuestImage::locate().map_err(StartError::Guest)?;
-        let paused = builder.paused;
+        let builder = builder.with_resolved_binary()?;
+        let image = GuestImage::locate()?;
+        let paused = builder.is_paused();
         let qemu = builder.guest(&image).start()?;
         if !paused {
             qemu.wait_guest_ready(GUEST_READY_TIMEOUT)?;
@@ -184,40 +215,14 @@ impl Qemu {
         Ok(qemu)
     }
 
-    /// Starts the test guest for a test: `None` (with a printed reason) when QEMU is not
-    /// installed or the guest image cannot be had, and `QMP_REQUIRE_QEMU` is not `1`.
-    ///
-    /// # Panics
-    /// When QEMU or the guest image is missing and `QMP_REQUIRE_QEMU=1`, and whenever QEMU
-    /// or the guest fails to start: a broken guest is a test failure, never a skip.
-    pub fn start_guest_or_skip() -> Option<Self> {
-        Self::start_guest_or_skip_with(QemuBuilder::new())
-    }
-
-    /// [`Qemu::start_guest_or_skip`] with a custom builder.
-    ///
-    /// # Panics
-    /// As [`Qemu::start_guest_or_skip`].
-    pub fn start_guest_or_skip_with(builder: QemuBuilder) -> Option<Self> {
-        match Self::start_guest_with(builder) {
-            Ok(qemu) => Some(qemu),
-            Err(StartError::NotInstalled(why) | StartError::Guest(why)) if !qemu_required() => {
-                eprintln!("SKIPPED: {why}; set {REQUIRE_QEMU_ENV}=1 to make this a failure");
-                None
-            }
-            Err(e) => {
-                panic!("cannot start the test guest ({REQUIRE_QEMU_ENV}={}): {e}", qemu_required())
-            }
-        }
-    }
-
-    /// The serial console log, when the machine boots a guest.
+    /// The serial console log, when the machine boots a guest or keeps a
+    /// [serial log](QemuBuilder::serial_log).
     pub fn serial_path(&self) -> Option<&Path> {
         self.serial_path.as_deref()
     }
 
     /// Everything the guest has printed on its serial console so far (invalid UTF-8
-    /// replaced); empty when the machine boots no guest.
+    /// replaced); empty when the machine keeps no serial log.
     pub fn serial_log(&self) -> String {
         String::from_utf8_lossy(&self.serial_bytes()).into_owned()
     }
@@ -228,7 +233,7 @@ impl Qemu {
     /// [`StartError::GuestNotReady`], with the serial log and QEMU's stderr.
     pub fn wait_guest_ready(&self, timeout: Duration) -> Result<SerialLine, StartError> {
         let start = Instant::now();
-        self.poll_serial(0, GUEST_READY, timeout).map_err(|()| StartError::GuestNotReady {
+        self.poll_serial(0, GUEST_READY, timeout).map_err(|_| StartError::GuestNotReady {
             waited: start.elapsed(),
             log: self.serial_log(),
             stderr: self.stderr(),
@@ -239,9 +244,9 @@ impl Qemu {
     /// its line ending. The log is polled every 20 ms.
     ///
     /// # Errors
-    /// On timeout, or when QEMU exits first: a message with the end of the serial log and
-    /// QEMU's stderr.
-    pub fn wait_for_serial(&self, needle: &str, timeout: Duration) -> Result<String, String> {
+    /// [`StartError::NoSerialLine`] on timeout, when QEMU exits first, or when this machine
+    /// keeps no serial log; it carries the end of the log and QEMU's stderr.
+    pub fn wait_for_serial(&self, needle: &str, timeout: Duration) -> Result<String, StartError> {
         self.wait_for_serial_after(0, needle, timeout).map(|found| found.line)
     }
 
@@ -256,25 +261,17 @@ impl Qemu {
         offset: usize,
         needle: &str,
         timeout: Duration,
-    ) -> Result<SerialLine, String> {
-        self.poll_serial(offset, needle, timeout).map_err(|()| {
+    ) -> Result<SerialLine, StartError> {
+        self.poll_serial(offset, needle, timeout).map_err(|end| {
             let log = self.serial_bytes();
             let tail = log.get(offset.max(log.len().saturating_sub(LOG_TAIL_BYTES))..);
-            let tail = String::from_utf8_lossy(tail.unwrap_or_default());
-            let mut message = if self.serial_path.is_none() {
-                format!("no serial line containing {needle:?}: this QEMU boots no guest")
-            } else if self.has_exited() {
-                format!("QEMU exited before the guest printed a line containing {needle:?}")
-            } else {
-                format!("no serial line containing {needle:?} within {timeout:?}")
-            };
-            let _ = write!(
-                message,
-                "\n--- serial log from byte {offset} (last {LOG_TAIL_BYTES} bytes at most) ---\n\
-                 {tail}\n--- QEMU stderr ---\n{}",
-                self.stderr()
-            );
-            message
+            StartError::NoSerialLine {
+                needle: needle.to_owned(),
+                end,
+                offset,
+                log_tail: String::from_utf8_lossy(tail.unwrap_or_default()).into_owned(),
+                stderr: self.stderr(),
+            }
         })
     }
 
@@ -297,11 +294,12 @@ impl Qemu {
         offset: usize,
         needle: &str,
         timeout: Duration,
-    ) -> Result<SerialLine, ()> {
+    ) -> Result<SerialLine, SerialWaitEnd> {
         if self.serial_path.is_none() {
-            return Err(());
+            return Err(SerialWaitEnd::NoSerial);
         }
-        let deadline = Instant::now() + timeout;
+        // A timeout too large for the clock waits without end.
+        let deadline = Instant::now().checked_add(timeout);
         let mut pos = offset; // start of the first line not yet looked at
         loop {
             // Checked before reading, so a line printed just before QEMU exited still counts.
@@ -318,40 +316,13 @@ impl Qemu {
                     return Ok(SerialLine { line: line.to_owned(), end });
                 }
             }
-            if exited || Instant::now() >= deadline {
-                return Err(());
+            if exited {
+                return Err(SerialWaitEnd::Exited);
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Err(SerialWaitEnd::Timeout(timeout));
             }
             std::thread::sleep(SERIAL_POLL);
         }
     }
-
-    /// Whether the QEMU process is gone or a zombie, without needing `&mut self`.
-    fn has_exited(&self) -> bool {
-        let Some(pid) = self.pid() else { return true };
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            // The state follows the command name, which is in parentheses.
-            Ok(stat) => stat
-                .rsplit_once(')')
-                .is_none_or(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
-            Err(_) => true,
-        }
-    }
-}
-
-/// Starts the test guest or returns from the calling test (see
-/// [`Qemu::start_guest_or_skip`]).
-///
-/// `guest_or_skip!()` boots the default guest machine; `guest_or_skip!(builder)` adds the
-/// guest to a custom builder.
-#[macro_export]
-macro_rules! guest_or_skip {
-    () => {
-        $crate::guest_or_skip!($crate::QemuBuilder::new())
-    };
-    ($builder:expr) => {
-        match $crate::Qemu::start_guest_or_skip_with($builder) {
-            Some(qemu) => qemu,
-            None => return,
-        }
-    };
 }

@@ -108,7 +108,7 @@ impl Qmp {
 
 /// Unwraps a serial wait, printing the whole explanation on failure.
 #[track_caller]
-fn expect_serial<T>(found: Result<T, String>) -> T {
+fn expect_serial<T>(found: Result<T, StartError>) -> T {
     found.unwrap_or_else(|why| panic!("{why}"))
 }
 
@@ -197,7 +197,8 @@ fn guest_sees_nic_and_disk_hotplug() {
     // A line that never comes: the error carries the log and QEMU's stderr.
     let why = qemu
         .wait_for_serial_after(ready.end, "NO-SUCH-LINE", Duration::from_millis(100))
-        .unwrap_err();
+        .unwrap_err()
+        .to_string();
     assert!(
         why.contains("NO-SUCH-LINE") && why.contains("GUEST: -vda") && why.contains("QEMU stderr"),
         "{why}"
@@ -220,7 +221,7 @@ fn coldplugged_devices_are_reported_before_ready_and_a_dead_guest_is_an_error() 
     // Once QEMU is gone a wait fails at once instead of running into its timeout.
     qemu.kill().unwrap();
     let t = Instant::now();
-    let why = qemu.wait_for_serial("never printed", STEP).unwrap_err();
+    let why = qemu.wait_for_serial("never printed", STEP).unwrap_err().to_string();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(why.contains("QEMU exited"), "{why}");
     // What was printed before stays readable.

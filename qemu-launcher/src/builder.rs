@@ -1,0 +1,390 @@
+//! [`QemuBuilder`]: which binary, which machine, and how to start it.
+
+use std::ffi::{OsStr, OsString};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::guest::GuestImage;
+use crate::{Qemu, StartError};
+
+/// Environment variable naming the QEMU binary [`find_qemu`] returns (and a builder without
+/// [`QemuBuilder::binary`] runs); defaults to `qemu-system-x86_64` on `PATH`.
+pub const QEMU_BINARY_ENV: &str = "QMP_QEMU";
+
+const DEFAULT_BINARY: &str = "qemu-system-x86_64";
+/// How long [`QemuBuilder::start`] waits for the QMP socket unless told otherwise: QEMU 7.2
+/// greets in 20-40 ms here, the rest is room for a loaded machine.
+const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(20);
+/// Guest RAM without and with a guest kernel, in MiB.
+const BARE_MEMORY_MIB: u32 = 64;
+const GUEST_MEMORY_MIB: u32 = 256;
+
+/// Finds the default QEMU binary: `$QMP_QEMU` if set, otherwise `qemu-system-x86_64` on
+/// `PATH`.
+///
+/// # Errors
+/// [`StartError::NotInstalled`], saying where it looked.
+pub fn find_qemu() -> Result<PathBuf, StartError> {
+    if let Some(explicit) = std::env::var_os(QEMU_BINARY_ENV) {
+        let path = PathBuf::from(explicit);
+        return if path.is_file() {
+            Ok(path)
+        } else {
+            Err(StartError::NotInstalled(format!(
+                "${QEMU_BINARY_ENV} names {}, which is not a file",
+                path.display()
+            )))
+        };
+    }
+    resolve_binary(Path::new(DEFAULT_BINARY))
+}
+
+/// `binary` itself when it is a path, else the first file of that name in a `PATH` directory.
+fn resolve_binary(binary: &Path) -> Result<PathBuf, StartError> {
+    let is_bare_name = binary.components().count() == 1 && !binary.has_root();
+    if !is_bare_name {
+        return if binary.is_file() {
+            Ok(binary.to_owned())
+        } else {
+            Err(StartError::NotInstalled(format!("{} is not a file", binary.display())))
+        };
+    }
+    let path_var = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path_var)
+        .map(|dir| dir.join(binary))
+        .find(|candidate| candidate.is_file())
+        .ok_or_else(|| {
+            let hint = if binary == Path::new(DEFAULT_BINARY) {
+                format!(" (install the Debian package qemu-system-x86, or set ${QEMU_BINARY_ENV})")
+            } else {
+                String::new()
+            };
+            StartError::NotInstalled(format!("{} not found on PATH{hint}", binary.display()))
+        })
+}
+
+/// How to start QEMU, like Python's `qemu.machine.QEMUMachine`.
+///
+/// The defaults are the smallest x86 machine that still has a PCI bus:
+/// `-machine pc -accel tcg -nodefaults -nographic -display none -monitor none -serial none
+/// -m 64`, plus the QMP socket. [`QemuBuilder::guest`] boots a kernel on it instead.
+///
+/// ```
+/// use qemu_launcher::{GuestImage, QemuBuilder};
+///
+/// let builder = QemuBuilder::new()
+///     .binary("qemu-system-x86_64") // a bare name is looked up on PATH
+///     .machine("q35")
+///     .memory_mib(512)
+///     .paused(true)
+///     .serial_log(true)
+///     .guest(&GuestImage::new("/boot/vmlinuz").with_append("console=ttyS0 quiet"))
+///     .args(["-smp", "2"]);
+/// # drop(builder);
+/// ```
+#[derive(Debug, Clone)]
+pub struct QemuBuilder {
+    binary: Option<PathBuf>,
+    machine: String,
+    accel: String,
+    memory_mib: Option<u32>,
+    paused: bool,
+    serial_log: bool,
+    qmp_path: Option<PathBuf>,
+    dir_in: Option<PathBuf>,
+    start_timeout: Duration,
+    pub(crate) guest: Option<GuestImage>,
+    extra_args: Vec<OsString>,
+}
+
+impl Default for QemuBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl QemuBuilder {
+    /// A builder for the default machine.
+    pub fn new() -> Self {
+        Self {
+            binary: None,
+            machine: "pc".to_owned(),
+            accel: "tcg".to_owned(),
+            memory_mib: None,
+            paused: false,
+            serial_log: false,
+            qmp_path: None,
+            dir_in: None,
+            start_timeout: DEFAULT_START_TIMEOUT,
+            guest: None,
+            extra_args: Vec::new(),
+        }
+    }
+
+    /// Runs this binary instead of [`find_qemu`]'s: a path, or a bare name looked up on
+    /// `PATH` (`qemu-system-aarch64`). Another architecture needs its own
+    /// [machine](QemuBuilder::machine) too: `pc` is x86's.
+    #[must_use]
+    pub fn binary(mut self, binary: impl Into<PathBuf>) -> Self {
+        self.binary = Some(binary.into());
+        self
+    }
+
+    /// The machine type (`-machine`): `pc` by default, `q35` for PCI Express, or any type
+    /// the binary lists under `-machine help`.
+    #[must_use]
+    pub fn machine(mut self, machine: impl Into<String>) -> Self {
+        self.machine = machine.into();
+        self
+    }
+
+    /// The accelerator (`-accel`): `tcg` by default. `kvm` only when asked: on these
+    /// machines `/dev/kvm` exists but a nested KVM guest hangs in the firmware.
+    #[must_use]
+    pub fn accel(mut self, accel: impl Into<String>) -> Self {
+        self.accel = accel.into();
+        self
+    }
+
+    /// Guest RAM in MiB (`-m`): 64 by default, 256 when a [guest](QemuBuilder::guest) boots.
+    #[must_use]
+    pub fn memory_mib(mut self, mib: u32) -> Self {
+        self.memory_mib = Some(mib);
+        self
+    }
+
+    /// Start with the CPUs stopped (`-S`, QEMU's "prelaunch" state), which keeps an idle
+    /// machine off the CPU.
+    #[must_use]
+    pub fn paused(mut self, paused: bool) -> Self {
+        self.paused = paused;
+        self
+    }
+
+    /// Keep the serial console in `serial.log` of the private directory, to read with
+    /// [`Qemu::serial_log`] and [`Qemu::wait_for_serial`]. Always on when a
+    /// [guest](QemuBuilder::guest) boots.
+    #[must_use]
+    pub fn serial_log(mut self, keep: bool) -> Self {
+        self.serial_log = keep;
+        self
+    }
+
+    /// Put the QMP socket at `path` instead of in the private directory, e.g. to start a
+    /// second QEMU where a killed one listened. A socket left at `path` is replaced; the
+    /// one this QEMU creates is removed when the [`Qemu`] is dropped, unless another socket
+    /// has taken its place by then.
+    #[must_use]
+    pub fn qmp_path(mut self, path: impl Into<PathBuf>) -> Self {
+        self.qmp_path = Some(path.into());
+        self
+    }
+
+    /// Create the private directory inside `parent` instead of the system's temporary
+    /// directory (`$TMPDIR`, else `/tmp`).
+    #[must_use]
+    pub fn dir_in(mut self, parent: impl Into<PathBuf>) -> Self {
+        self.dir_in = Some(parent.into());
+        self
+    }
+
+    /// How long [`QemuBuilder::start`] waits for the QMP socket to accept a connection:
+    /// 20 s by default.
+    #[must_use]
+    pub fn start_timeout(mut self, timeout: Duration) -> Self {
+        self.start_timeout = timeout;
+        self
+    }
+
+    /// Append one command-line argument (after everything the builder sets).
+    #[must_use]
+    pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
+        self.extra_args.push(arg.as_ref().to_owned());
+        self
+    }
+
+    /// Append several command-line arguments.
+    #[must_use]
+    pub fn args<I, S>(mut self, args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        self.extra_args.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+        self
+    }
+
+    /// Whether the CPUs start stopped.
+    pub(crate) fn is_paused(&self) -> bool {
+        self.paused
+    }
+
+    /// Resolves the binary now, so that a missing QEMU is reported before anything else.
+    pub(crate) fn with_resolved_binary(mut self) -> Result<Self, StartError> {
+        self.binary = Some(self.resolve()?);
+        Ok(self)
+    }
+
+    fn resolve(&self) -> Result<PathBuf, StartError> {
+        match &self.binary {
+            Some(binary) => resolve_binary(binary),
+            None => find_qemu(),
+        }
+    }
+
+    /// Starts QEMU and waits until its QMP socket accepts a connection.
+    ///
+    /// The probe connection is closed at once; QEMU's monitor then accepts the next client
+    /// and sends it a fresh greeting. A start that fails half-way kills and reaps the
+    /// process and removes the private directory.
+    ///
+    /// # Errors
+    /// [`StartError`] when the binary is missing, the process cannot be spawned, exits early,
+    /// or the socket does not appear within the [start timeout](QemuBuilder::start_timeout).
+    pub fn start(self) -> Result<Qemu, StartError> {
+        let binary = self.resolve()?;
+        let mut dir = tempfile::Builder::new();
+        dir.prefix("qmp-rs-qemu.");
+        let dir = match &self.dir_in {
+            Some(parent) => dir.tempdir_in(parent),
+            None => dir.tempdir(),
+        }
+        .map_err(StartError::Io)?;
+        let qmp_path = self.qmp_path.clone().unwrap_or_else(|| dir.path().join("qmp.sock"));
+        // QEMU refuses to bind over a stale socket file.
+        let _ = std::fs::remove_file(&qmp_path);
+        let stderr_path = dir.path().join("qemu.stderr");
+        let stderr = File::create(&stderr_path).map_err(StartError::Io)?;
+        let serial_path =
+            (self.serial_log || self.guest.is_some()).then(|| dir.path().join("serial.log"));
+
+        let mut command = parent_death_guard(&binary);
+        command.args(self.arguments(&qmp_path, serial_path.as_deref()));
+        command.stdin(Stdio::null()).stdout(Stdio::null()).stderr(stderr);
+        let child =
+            command.spawn().map_err(|e| StartError::Spawn { binary: binary.clone(), source: e })?;
+        // From here on, dropping `qemu` (on any error below) kills, reaps and cleans up.
+        let mut qemu = Qemu::new(child, qmp_path, stderr_path, serial_path, dir);
+        qemu.wait_for_socket(self.start_timeout)?;
+        Ok(qemu)
+    }
+
+    /// QEMU's arguments, the binary excluded.
+    fn arguments(&self, qmp_path: &Path, serial_path: Option<&Path>) -> Vec<OsString> {
+        let mut args: Vec<OsString> = Vec::new();
+        let mut push = |arg: &dyn AsRef<OsStr>| args.push(arg.as_ref().to_owned());
+        for arg in ["-machine", &self.machine, "-accel", &self.accel] {
+            push(&arg);
+        }
+        for arg in ["-nodefaults", "-nographic", "-display", "none", "-monitor", "none"] {
+            push(&arg);
+        }
+        let mut qmp = OsString::from("unix:");
+        qmp.push(qmp_path);
+        qmp.push(",server=on,wait=off");
+        push(&"-qmp");
+        push(&qmp);
+        push(&"-serial");
+        match serial_path {
+            Some(path) => {
+                let mut serial = OsString::from("file:");
+                serial.push(path);
+                push(&serial);
+            }
+            None => push(&"none"),
+        }
+        let default_memory = if self.guest.is_some() { GUEST_MEMORY_MIB } else { BARE_MEMORY_MIB };
+        push(&"-m");
+        push(&self.memory_mib.unwrap_or(default_memory).to_string());
+        if let Some(image) = &self.guest {
+            args.extend(image.arguments());
+        }
+        if self.paused {
+            args.push("-S".into());
+        }
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+}
+
+/// Runs `binary` under `setpriv --pdeathsig KILL` when util-linux provides it, so QEMU dies
+/// with this process even if it is killed before any destructor runs. `setpriv` execs QEMU,
+/// so the child's pid is QEMU's.
+///
+/// The kernel sends the signal when the *thread* that spawned the child exits: keep a
+/// [`Qemu`] on the thread that started it (a test body, `main`).
+fn parent_death_guard(binary: &Path) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if Path::new(SETPRIV).is_file() {
+        let mut command = Command::new(SETPRIV);
+        command.args(["--pdeathsig", "KILL", "--"]).arg(binary);
+        command
+    } else {
+        Command::new(binary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn arguments(builder: &QemuBuilder) -> Vec<String> {
+        let serial = builder.serial_log.then_some(Path::new("/d/serial.log"));
+        let args = builder.arguments(Path::new("/d/qmp.sock"), serial);
+        args.iter().map(|a| a.to_string_lossy().into_owned()).collect()
+    }
+
+    fn has_pair(args: &[String], option: &str, value: &str) -> bool {
+        args.windows(2).any(|w| w[0] == option && w[1] == value)
+    }
+
+    #[test]
+    fn the_default_machine_is_a_bare_pc_under_tcg() {
+        let args = arguments(&QemuBuilder::new());
+        assert!(has_pair(&args, "-machine", "pc"), "{args:?}");
+        assert!(has_pair(&args, "-accel", "tcg"), "{args:?}");
+        assert!(has_pair(&args, "-qmp", "unix:/d/qmp.sock,server=on,wait=off"), "{args:?}");
+        assert!(has_pair(&args, "-serial", "none") && has_pair(&args, "-m", "64"), "{args:?}");
+        assert!(!args.contains(&"-S".to_owned()) && !args.contains(&"-kernel".to_owned()));
+    }
+
+    #[test]
+    fn options_land_on_the_command_line_and_extra_arguments_come_last() {
+        let builder = QemuBuilder::new()
+            .machine("q35")
+            .accel("kvm")
+            .memory_mib(512)
+            .paused(true)
+            .serial_log(true)
+            .args(["-smp", "2"]);
+        let args = arguments(&builder);
+        assert!(has_pair(&args, "-machine", "q35") && has_pair(&args, "-accel", "kvm"));
+        assert!(has_pair(&args, "-m", "512") && has_pair(&args, "-serial", "file:/d/serial.log"));
+        assert!(args.contains(&"-S".to_owned()));
+        assert_eq!(args[args.len() - 2..], ["-smp", "2"]);
+    }
+
+    #[test]
+    fn a_guest_boots_its_kernel_with_more_memory() {
+        let image = GuestImage::new("/k/vmlinuz").with_initrd("/k/initrd").with_append("quiet");
+        let args = arguments(&QemuBuilder::new().serial_log(true).guest(&image));
+        assert!(
+            has_pair(&args, "-kernel", "/k/vmlinuz") && has_pair(&args, "-initrd", "/k/initrd")
+        );
+        assert!(has_pair(&args, "-append", "quiet") && has_pair(&args, "-m", "256"), "{args:?}");
+        let args = arguments(&QemuBuilder::new().guest(&GuestImage::new("/k/vmlinuz")));
+        assert!(!args.contains(&"-initrd".to_owned()), "{args:?}");
+    }
+
+    #[test]
+    fn binaries_are_paths_or_names_on_path() {
+        let err = resolve_binary(Path::new("/nonexistent/qemu-system-x86_64")).unwrap_err();
+        assert!(matches!(err, StartError::NotInstalled(_)), "{err}");
+        let err = resolve_binary(Path::new("qemu-system-no-such-arch")).unwrap_err();
+        assert!(err.to_string().contains("qemu-system-no-such-arch not found on PATH"), "{err}");
+        // `sh` is on every PATH this runs on.
+        assert!(resolve_binary(Path::new("sh")).unwrap().is_absolute());
+    }
+}
