@@ -1,4 +1,7 @@
-//! Exit statuses and the one-line error reports that go with them.
+//! Exit statuses and the one-line error reports that go with them: every error a command
+//! can end with becomes a [`Failure`] here ([`Failure::from_client`],
+//! [`Failure::from_hotplug`], [`Failure::output`]), and [`Failure::report`] is the one place
+//! that prints it.
 //!
 //! | status | meaning |
 //! | --- | --- |
@@ -7,11 +10,12 @@
 //! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
 //! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
 
-use std::fmt::Write as _;
 use std::io;
 use std::process::ExitCode;
 
 use qmp_client::Error;
+
+use crate::output::escape_for_terminal;
 
 /// Longest error message printed, in characters; the rest is cut with an ellipsis.
 const MAX_MESSAGE_CHARS: usize = 1000;
@@ -74,7 +78,8 @@ impl Failure {
         match error {
             Error::Qmp { class, desc, .. } => Self {
                 status: Status::CommandFailed,
-                message: Some(format!("error: {class}: {}", one_line(desc))),
+                // Both parts come from the server: escaped alike.
+                message: Some(one_line(&format!("error: {class}: {desc}"))),
             },
             Error::CommandNotSupported { command } => Self::new(
                 Status::CommandFailed,
@@ -89,6 +94,26 @@ impl Failure {
             }
             other => Self::connection(other.to_string()),
         }
+    }
+
+    /// Maps a hotplug error to its status and line: QEMU's refusals are 1, transport
+    /// trouble and a guest that does not answer in time are 3, a request that cannot work
+    /// is 2. A failed step keeps the status of its cause and says which step it was.
+    pub(crate) fn from_hotplug(error: &qmp_hotplug::Error) -> Self {
+        use qmp_hotplug::Error as E;
+        let status = match error {
+            E::Step { source, .. } => {
+                return Self {
+                    message: Some(format!("qmp: {}", one_line(&error.to_string()))),
+                    ..Self::from_hotplug(source)
+                };
+            }
+            E::Client(client) => return Self::from_client(client),
+            E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
+            E::UnplugTimeout { .. } | E::PciData(_) => Status::Connection,
+            _ => Status::CommandFailed,
+        };
+        Self::new(status, error.to_string())
     }
 
     /// A failure to write the output: a closed pipe ends quietly with 0 (the reader has
@@ -118,27 +143,21 @@ impl From<Error> for Failure {
     }
 }
 
-/// `text` as one printable line: control characters (newlines included) are escaped, and
-/// it is cut at [`MAX_MESSAGE_CHARS`].
-pub(crate) fn one_line(text: &str) -> String {
-    let text = text.trim_end_matches(['\r', '\n']);
-    let mut line = String::with_capacity(text.len().min(MAX_MESSAGE_CHARS + 4));
-    for (count, c) in text.chars().enumerate() {
-        if count == MAX_MESSAGE_CHARS {
-            line.push('…');
-            break;
-        }
-        match c {
-            '\n' => line.push_str("\\n"),
-            '\r' => line.push_str("\\r"),
-            '\t' => line.push(' '),
-            c if c.is_control() => {
-                let _ = write!(line, "\\u{{{:x}}}", u32::from(c));
-            }
-            c => line.push(c),
-        }
+impl From<qmp_hotplug::Error> for Failure {
+    fn from(error: qmp_hotplug::Error) -> Self {
+        Self::from_hotplug(&error)
     }
-    line
+}
+
+/// `text` as one printable line: escaped by [`escape_for_terminal`] (so newlines and escape
+/// sequences from the server show as `\n`, `\u{1b}`), without trailing line ends, and cut
+/// at [`MAX_MESSAGE_CHARS`].
+pub(crate) fn one_line(text: &str) -> String {
+    let escaped = escape_for_terminal(text.trim_end_matches(['\r', '\n']));
+    match escaped.char_indices().nth(MAX_MESSAGE_CHARS) {
+        Some((cut, _)) => format!("{}…", &escaped[..cut]),
+        None => escaped.into_owned(),
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +188,17 @@ mod tests {
         let gone = Error::Disconnected(qmp_client::DisconnectReason::Eof);
         assert_eq!(Failure::from_client(&gone).status, Status::Connection);
         assert_eq!(Failure::from_client(&Error::Protocol("x".into())).status, Status::Connection);
+    }
+
+    #[test]
+    fn server_text_in_an_error_is_escaped_class_included() {
+        let qmp = Error::Qmp {
+            command: "x".into(),
+            class: ErrorClass::Other("Evil\u{1b}]0;owned\u{7}".into()),
+            desc: "desc\u{9b}31m".into(),
+        };
+        let message = Failure::from_client(&qmp).message.unwrap();
+        assert_eq!(message, "error: Evil\\u{1b}]0;owned\\u{7}: desc\\u{9b}31m");
     }
 
     #[test]

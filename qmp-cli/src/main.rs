@@ -4,13 +4,20 @@
 //! [`qmp_hotplug`]; see `qmp --help`.
 //! The exit statuses are in [`exit`]: 0 success, 1 the server refused the command, 2 usage,
 //! 3 connection (cannot connect, not QMP, disconnect, timeout).
+//!
+//! Layout: [`cli`] is the command line (options and their value parsers), [`commands`] one
+//! module per subcommand, and what commands share sits here: [`connect`] (reaching the
+//! monitor), [`exit`] (statuses and error lines), [`output`] (printing, progress, terminal
+//! escaping) and [`inherited`] (descriptors passed by number).
 // `deny`, not `forbid`: adopting descriptors inherited by number (`--tap-fd`) is the one
-// reviewed `#[allow(unsafe_code)]`, in `commands::hotplug`.
+// reviewed `#[allow(unsafe_code)]` of this crate, `inherited::adopt_one`.
 #![deny(unsafe_code)]
 
 mod cli;
 mod commands;
+mod connect;
 mod exit;
+mod inherited;
 mod output;
 
 use std::process::ExitCode;
@@ -23,7 +30,7 @@ fn main() -> ExitCode {
     // Usage errors exit here with clap's status 2; --help and --version with 0.
     let cli = cli::Cli::parse();
     // Before anything opens a descriptor of its own, the runtime included.
-    let inherited = match commands::hotplug::adopt_inherited(&cli.command) {
+    let inherited = match inherited::adopt(&cli.command) {
         Ok(inherited) => inherited,
         Err(failure) => return failure.report(),
     };

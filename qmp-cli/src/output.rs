@@ -1,7 +1,15 @@
 //! How results and events are written: JSON values (indented on a terminal, else one line),
-//! event lines, and write errors turned into [`Failure`]s.
+//! event lines, progress on stderr, and write errors turned into [`Failure`]s.
+//!
+//! Text from the server (device ids, descriptions, error classes, event names) is shown on
+//! a terminal only through [`escape_for_terminal`]; JSON output is left to the JSON
+//! serialiser, which escapes control characters itself, so `--json` stays exact and valid.
 
+use std::borrow::Cow;
+use std::fmt::Write as _;
+use std::future::Future;
 use std::io::{self, IsTerminal, Write};
+use std::time::{Duration, Instant};
 
 use qmp_client::Event;
 use serde_json::Value;
@@ -76,11 +84,70 @@ pub(crate) fn event_json(event: &Event) -> String {
     }
 }
 
-/// An event as the shell shows it: `[event] NAME {data}` (no data part when there is none).
+/// An event as the shell shows it: `[event] NAME {data}` (no data part when there is none),
+/// escaped for the terminal.
 pub(crate) fn event_summary(event: &Event) -> String {
-    match &event.data {
+    let line = match &event.data {
         Some(data) => format!("[event] {} {data}", event.event),
         None => format!("[event] {}", event.event),
+    };
+    escape_for_terminal(&line).into_owned()
+}
+
+/// `text` made safe to show on a terminal: every character that could move the cursor,
+/// start an escape sequence or reorder what is shown is written out as an escape instead.
+///
+/// * C0 controls, DEL and C1 controls (`ESC`, `CSI` U+009B among them): `\n`, `\r`, `\t`,
+///   else `\u{1b}`;
+/// * Unicode bidirectional controls (U+061C, U+200E/F, U+202A-202E, U+2066-2069):
+///   `\u{202e}`.
+///
+/// Everything else, including non-ASCII text, stays as it is, and text with nothing to
+/// escape is not copied. The result is for reading, not for parsing back: a literal `\n`
+/// in `text` looks the same as an escaped newline.
+pub(crate) fn escape_for_terminal(text: &str) -> Cow<'_, str> {
+    let Some(first) = text.find(needs_escape) else {
+        return Cow::Borrowed(text);
+    };
+    let mut escaped = String::with_capacity(text.len() + 8);
+    escaped.push_str(&text[..first]);
+    for c in text[first..].chars() {
+        match c {
+            '\n' => escaped.push_str("\\n"),
+            '\r' => escaped.push_str("\\r"),
+            '\t' => escaped.push_str("\\t"),
+            c if needs_escape(c) => {
+                let _ = write!(escaped, "\\u{{{:x}}}", u32::from(c));
+            }
+            c => escaped.push(c),
+        }
+    }
+    Cow::Owned(escaped)
+}
+
+/// Whether a terminal could act on `c` instead of showing it.
+fn needs_escape(c: char) -> bool {
+    c.is_control()
+        || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// Runs `work`; on a terminal, shows `label` and the time spent on stderr while it waits.
+pub(crate) async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
+    if !io::stderr().is_terminal() {
+        return work.await;
+    }
+    let label = escape_for_terminal(label);
+    let start = Instant::now();
+    let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            result = &mut work => {
+                eprint!("\r\x1b[2K");
+                return result;
+            }
+            _ = ticks.tick() => eprint!("\r\x1b[2K{label}... {:.1}s", start.elapsed().as_secs_f64()),
+        }
     }
 }
 
@@ -111,6 +178,30 @@ mod tests {
         assert_eq!(parsed["data"]["reason"], "x\ny");
         assert_eq!(event_summary(&event(Some(json!({"a": 1})))), r#"[event] STOP {"a":1}"#);
         assert_eq!(event_summary(&event(None)), "[event] STOP");
+    }
+
+    #[test]
+    fn terminal_escapes_are_shown_not_acted_on() {
+        assert!(matches!(escape_for_terminal("nic-a-pci-5 Ethernet"), Cow::Borrowed(_)));
+        assert!(matches!(escape_for_terminal("größe ✓"), Cow::Borrowed(_)));
+        assert_eq!(escape_for_terminal("a\u{1b}[2Jb"), "a\\u{1b}[2Jb");
+        assert_eq!(escape_for_terminal("\u{9b}31m\u{7f}\u{0}"), "\\u{9b}31m\\u{7f}\\u{0}");
+        assert_eq!(escape_for_terminal("x\ny\r\tz"), "x\\ny\\r\\tz");
+        assert_eq!(escape_for_terminal("abc\u{202e}fed"), "abc\\u{202e}fed");
+        let shown = escape_for_terminal("\u{1b}]0;title\u{7}é\u{2066}");
+        assert!(!shown.chars().any(needs_escape), "{shown}");
+    }
+
+    #[test]
+    fn event_summaries_escape_the_server_text() {
+        let hostile = Event {
+            event: "EVIL\u{1b}[31m".into(),
+            data: Some(json!({"why": "\u{9b}2J"})),
+            timestamp: Timestamp { seconds: 1, microseconds: 0 },
+        };
+        let line = event_summary(&hostile);
+        assert!(!line.chars().any(needs_escape), "{line}");
+        assert!(line.starts_with("[event] EVIL\\u{1b}[31m "), "{line}");
     }
 
     #[test]

@@ -13,6 +13,7 @@ use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
 
 use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};
+use crate::output::with_progress;
 
 /// How long the guest gets to let go of a device.
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
@@ -99,7 +100,7 @@ impl Demo {
         let serial_start = self.qemu.serial_len();
         let spec = DiskSpec::new("demo", DiskSource::Path(image));
         let (disk, took) = timed(self.hotplug.add_disk(&spec, None)).await;
-        let disk = disk.map_err(|e| super::hotplug::failure(&e))?;
+        let disk = disk?;
         step(
             took,
             &format!(
@@ -118,7 +119,7 @@ impl Demo {
         let tap_name = tap.name().to_owned();
         let (nic, took) =
             timed(self.hotplug.add_nic(&NicSpec::new("demo"), tap.queues(), NO_VHOST)).await;
-        let nic = nic.map_err(|e| super::hotplug::failure(&e))?;
+        let nic = nic?;
         drop(tap); // QEMU holds its own copy now.
         step(
             took,
@@ -143,8 +144,8 @@ impl Demo {
                 }
             };
             let label = format!("waiting for the guest to release {id}");
-            let (removed, took) = timed(super::hotplug::with_progress(&label, removal)).await;
-            removed.map_err(|e| super::hotplug::failure(&e))?;
+            let (removed, took) = timed(with_progress(&label, removal)).await;
+            removed?;
             step(
                 took,
                 &format!(
@@ -216,9 +217,9 @@ fn find_guest() -> Option<GuestImage> {
 }
 
 async fn print_table(hotplug: &Hotplug) -> Result<(), Failure> {
-    let slots = hotplug.pci_slots().await.map_err(|e| super::hotplug::failure(&e))?;
+    let slots = hotplug.pci_slots().await?;
     println!();
-    for line in slots.to_string().lines().filter(|line| !line.contains(" free")) {
+    for line in super::pci::table(&slots, false).lines() {
         println!("    {line}");
     }
     println!("    ({} of 32 slots free)\n", slots.free_slots().count());

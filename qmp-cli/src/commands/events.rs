@@ -16,7 +16,7 @@ use crate::output;
 pub(crate) async fn run(global: &GlobalArgs, args: &EventsArgs) -> Result<(), Failure> {
     // The listening deadline counts from the start, so connecting is part of it.
     let deadline = global.timeout.map(|t| tokio::time::Instant::now() + t);
-    let client = super::connect(global).await?;
+    let client = crate::connect::connect(global).await?;
     let filter = if args.filter.is_empty() {
         EventFilter::all()
     } else {

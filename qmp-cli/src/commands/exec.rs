@@ -2,14 +2,12 @@
 
 use std::io::Read;
 
+use qmp_codec::DEFAULT_MAX_FRAME_LEN;
 use serde_json::{Map, Value};
 
 use crate::cli::{ExecArgs, GlobalArgs};
 use crate::exit::Failure;
 use crate::output::{self, Style};
-
-/// Longest `ARGS_JSON` read from stdin (as QMP's own message limit).
-const MAX_STDIN_ARGUMENTS: u64 = 10 * 1024 * 1024;
 
 /// Runs one command and prints its `return` value.
 ///
@@ -22,7 +20,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &ExecArgs) -> Result<(), Fail
         Some(text) => Some(parse_arguments(text)?),
     };
     let style = Style::for_stdout(global.json);
-    let client = super::connect(global).await?;
+    let client = crate::connect::connect(global).await?;
     let value = client.execute(&args.name, arguments).await?;
     output::print_line(&style.render(&value))
 }
@@ -54,16 +52,17 @@ pub(crate) fn kind(value: &Value) -> &'static str {
     }
 }
 
+/// Reads `ARGS_JSON` from stdin, at most what QMP's framing accepts as one message.
 fn read_stdin() -> Result<String, Failure> {
     let mut text = String::new();
     std::io::stdin()
         .lock()
-        .take(MAX_STDIN_ARGUMENTS + 1)
+        .take(DEFAULT_MAX_FRAME_LEN as u64 + 1)
         .read_to_string(&mut text)
         .map_err(|e| Failure::usage(format!("cannot read ARGS_JSON from stdin: {e}")))?;
-    if text.len() as u64 > MAX_STDIN_ARGUMENTS {
+    if text.len() > DEFAULT_MAX_FRAME_LEN {
         return Err(Failure::usage(format!(
-            "ARGS_JSON on stdin is longer than {MAX_STDIN_ARGUMENTS} bytes"
+            "ARGS_JSON on stdin is longer than {DEFAULT_MAX_FRAME_LEN} bytes"
         )));
     }
     Ok(text)

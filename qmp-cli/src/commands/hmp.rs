@@ -13,7 +13,7 @@ const UNKNOWN_COMMAND: &str = "unknown command:";
 /// Status 1 when HMP answers `unknown command: ...`; else as [`Failure::from_client`].
 pub(crate) async fn run(global: &GlobalArgs, args: &HmpArgs) -> Result<(), Failure> {
     let command_line = args.words.join(" ");
-    let client = super::connect(global).await?;
+    let client = crate::connect::connect(global).await?;
     let text = client.human_monitor_command(&command_line).await?;
     if let Some(failure) = rejection(&text) {
         return Err(failure);

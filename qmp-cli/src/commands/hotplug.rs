@@ -1,30 +1,26 @@
 //! `qmp hotplug ...`: the qmp-hotplug crate's operations.
 
-use std::future::Future;
-use std::io::IsTerminal;
 use std::os::fd::OwnedFd;
-use std::time::{Duration, Instant};
 
 use fdpass::tap::Tap;
 use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
 use serde_json::json;
 
-use crate::cli::{
-    Command, DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand,
-};
+use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
 use crate::exit::{Failure, Status};
-use crate::output::{self, Style};
+use crate::inherited::Inherited;
+use crate::output::{self, Style, with_progress};
 
 /// Runs one hotplug subcommand.
 ///
 /// # Errors
-/// As [`failure`].
+/// As [`Failure::from_hotplug`].
 pub(crate) async fn run(
     global: &GlobalArgs,
     command: &HotplugCommand,
     inherited: Inherited,
 ) -> Result<(), Failure> {
-    let hotplug = Hotplug::new(super::connect(global).await?);
+    let hotplug = Hotplug::new(crate::connect::connect(global).await?);
     let style = Style::for_stdout(global.json);
     match command {
         HotplugCommand::Check(args) => check(&hotplug, args.vhost, style),
@@ -37,7 +33,7 @@ pub(crate) async fn run(
                 hotplug.del_nic(&id, args.wait).await
             })
             .await
-            .map_err(|e| failure(&e))
+            .map_err(Failure::from)
         }
         HotplugCommand::Disk(DiskCommand::Add(args)) => add_disk(&hotplug, args, style).await,
         HotplugCommand::Disk(DiskCommand::Del(args)) => {
@@ -49,54 +45,16 @@ pub(crate) async fn run(
                 }
             })
             .await
-            .map_err(|e| failure(&e))
+            .map_err(Failure::from)
         }
     }
-}
-
-/// Tap and vhost descriptors from `--tap-fd` / `--vhost-fd` (empty for other commands).
-#[derive(Debug, Default)]
-pub(crate) struct Inherited {
-    taps: Vec<OwnedFd>,
-    vhost: Vec<OwnedFd>,
-}
-
-/// Takes ownership of the descriptors `--tap-fd` and `--vhost-fd` name.
-///
-/// Must run before the process opens any descriptor of its own (the tokio runtime's epoll
-/// and eventfd among them): a number given on the command line must then be one inherited
-/// from the parent, or not open at all.
-///
-/// # Errors
-/// A usage failure for a number given twice, or one that is not an open descriptor.
-#[allow(unsafe_code)]
-pub(crate) fn adopt_inherited(command: &Command) -> Result<Inherited, Failure> {
-    let Command::Hotplug(HotplugCommand::Nic(NicCommand::Add(args))) = command else {
-        return Ok(Inherited::default());
-    };
-    let mut claimed = std::collections::BTreeSet::new();
-    let mut take = |numbers: &[i32]| -> Result<Vec<OwnedFd>, Failure> {
-        numbers
-            .iter()
-            .map(|&fd| {
-                if !claimed.insert(fd) {
-                    return Err(Failure::usage(format!("descriptor {fd} is given twice")));
-                }
-                // SAFETY: `main` calls this before it builds the runtime or opens anything,
-                // so every open descriptor above stderr was inherited from the parent and
-                // nothing in this process owns it; each number is taken once (checked above).
-                unsafe { fdpass::adopt_inherited_fd(fd) }.map_err(|e| Failure::usage(e.to_string()))
-            })
-            .collect()
-    };
-    Ok(Inherited { taps: take(&args.tap_fd)?, vhost: take(&args.vhost_fd)? })
 }
 
 fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
     let nic =
         NicSpec { vhost: if vhost { Vhost::Open } else { Vhost::Off }, ..NicSpec::new("check") };
     let disk_fd = DiskSpec::new("check", DiskSource::Fd);
-    let nbd = NbdExport::parse_uri("nbd://localhost/x").map_err(|e| failure(&e))?;
+    let nbd = NbdExport::parse_uri("nbd://localhost/x")?;
     let disk_nbd = DiskSpec::new("check", DiskSource::Nbd(nbd));
     let verdict = |result: Result<(), Error>| match result {
         Ok(()) => json!({"supported": true}),
@@ -142,7 +100,7 @@ async fn add_nic(
         slot: args.slot,
         ..NicSpec::new(args.name.clone())
     };
-    let id = hotplug.add_nic(&spec, &taps, &vhost_fds).await.map_err(|e| failure(&e))?;
+    let id = hotplug.add_nic(&spec, &taps, &vhost_fds).await?;
     let report =
         json!({"id": id.to_string(), "slot": id.slot(), "netdev": id.netdev_id(), "tap": tap_name});
     output::print_line(&style.render(&report))
@@ -163,44 +121,7 @@ async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result
         slot: args.slot,
         ..DiskSpec::new(args.name.clone(), source)
     };
-    let id = hotplug.add_disk(&spec, None).await.map_err(|e| failure(&e))?;
+    let id = hotplug.add_disk(&spec, None).await?;
     let report = json!({"id": id.to_string(), "slot": id.slot(), "node": id.node_name()});
     output::print_line(&style.render(&report))
-}
-
-/// Runs `work`; on a terminal, shows `label` and the time spent on stderr while it waits.
-pub(crate) async fn with_progress<T>(label: &str, work: impl Future<Output = T>) -> T {
-    if !std::io::stderr().is_terminal() {
-        return work.await;
-    }
-    let start = Instant::now();
-    let mut ticks = tokio::time::interval(Duration::from_millis(200));
-    tokio::pin!(work);
-    loop {
-        tokio::select! {
-            result = &mut work => {
-                eprint!("\r\x1b[2K");
-                return result;
-            }
-            _ = ticks.tick() => eprint!("\r\x1b[2K{label}... {:.1}s", start.elapsed().as_secs_f64()),
-        }
-    }
-}
-
-/// A hotplug error's status and line: QEMU's refusals are 1, transport trouble and a guest
-/// that does not answer in time are 3, a request that cannot work is 2.
-pub(crate) fn failure(error: &Error) -> Failure {
-    let status = match error {
-        Error::Step { source, .. } => {
-            return Failure {
-                message: Some(format!("qmp: {}", crate::exit::one_line(&error.to_string()))),
-                ..failure(source)
-            };
-        }
-        Error::Client(client) => return Failure::from_client(client),
-        Error::InvalidName { .. } | Error::InvalidSpec(_) => Status::Usage,
-        Error::UnplugTimeout { .. } | Error::PciData(_) => Status::Connection,
-        _ => Status::CommandFailed,
-    };
-    Failure::new(status, error.to_string())
 }

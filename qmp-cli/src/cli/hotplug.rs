@@ -1,0 +1,160 @@
+//! `qmp hotplug ...`: its subcommands and options.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+
+use super::values::parse_timeout;
+
+/// `qmp hotplug`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum HotplugCommand {
+    /// Say whether NIC and disk hot-add can work with this QEMU and connection
+    #[command(long_about = "\
+Say whether NIC and disk hot-add can work here, as JSON: QEMU has the commands, the \
+connection can pass file descriptors (a unix socket), and, with --vhost, /dev/vhost-net can be \
+opened. Status 0 when everything is supported, 1 otherwise.")]
+    Check(CheckArgs),
+    /// NICs: a tap netdev and a virtio-net device
+    #[command(subcommand)]
+    Nic(NicCommand),
+    /// Disks: a block node and a virtio-blk device
+    #[command(subcommand)]
+    Disk(DiskCommand),
+}
+
+/// `qmp hotplug check`.
+#[derive(Debug, Args)]
+pub(crate) struct CheckArgs {
+    /// Also check that vhost-net can be used
+    #[arg(long)]
+    pub(crate) vhost: bool,
+}
+
+/// `qmp hotplug nic`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum NicCommand {
+    /// Hot-add a NIC; prints its device id, slot, netdev and tap as JSON
+    #[command(long_about = "\
+Hot-add a NIC: pass the tap's descriptors with getfd, netdev_add, then device_add in the first \
+free slot (or --slot). The device id is nic-NAME-pci-SLOT. Without --tap-fd a tap device is \
+opened here (--tap NAME, default qmptap%d: the kernel picks the number), with --queues queues; \
+it lives as long as QEMU uses it. If a step fails, the steps before it are undone. Running the \
+same add again after a timeout completes it.")]
+    Add(NicAddArgs),
+    /// Hot-remove a NIC: `device_del`, wait for the guest, `netdev_del`
+    Del(DelArgs),
+}
+
+/// `qmp hotplug nic add`.
+#[derive(Debug, Args)]
+pub(crate) struct NicAddArgs {
+    /// The NIC's name: 1 to 14 letters, digits or `_` (e.g. the first group of its UUID)
+    #[arg(long)]
+    pub(crate) name: String,
+    /// Tap interface to open or create (a `%d` in it is numbered by the kernel)
+    #[arg(long, conflicts_with = "tap_fd")]
+    pub(crate) tap: Option<String>,
+    /// Tap descriptors inherited from the caller, one per queue (e.g. `--tap-fd 3 3<>...`)
+    #[arg(long = "tap-fd", value_name = "FD", value_delimiter = ',')]
+    pub(crate) tap_fd: Vec<i32>,
+    /// Queues of the tap opened here (more than one makes the NIC multiqueue)
+    #[arg(long, default_value_t = 1, conflicts_with = "tap_fd")]
+    pub(crate) queues: usize,
+    /// Use vhost-net, opened by QEMU (refused unless /dev/vhost-net works here)
+    #[arg(long)]
+    pub(crate) vhost: bool,
+    /// Open /dev/vhost-net descriptors inherited from the caller, one per queue
+    #[arg(long = "vhost-fd", value_name = "FD", value_delimiter = ',')]
+    pub(crate) vhost_fd: Vec<i32>,
+    /// The guest-visible MAC address
+    #[arg(long)]
+    pub(crate) mac: Option<String>,
+    /// The device model
+    #[arg(long, default_value = "virtio-net-pci")]
+    pub(crate) model: String,
+    /// PCI slot on bus 0 instead of the first free one
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..32))]
+    pub(crate) slot: Option<u8>,
+}
+
+/// Removing a device.
+#[derive(Debug, Args)]
+pub(crate) struct DelArgs {
+    /// The device id (as printed by `add`)
+    pub(crate) id: String,
+    /// Seconds to wait for the guest to let go of the device (`DEVICE_DELETED`)
+    #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "30")]
+    pub(crate) wait: Duration,
+}
+
+/// `qmp hotplug disk`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum DiskCommand {
+    /// Hot-add a disk; prints its device id, slot and block node as JSON
+    #[command(long_about = "\
+Hot-add a disk. An --image is opened here (read-only with --read-only) and passed in an fdset \
+(add-fd), then blockdev-add reads /dev/fdset/N, remove-fd hands the descriptor over to the \
+node, and device_add plugs a virtio-blk device into the first free slot (or --slot). A --uri \
+(nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and \
+passes no descriptor. If a step fails, the steps before it are undone.")]
+    Add(DiskAddArgs),
+    /// Hot-remove a disk: `device_del`, wait for the guest, then `blockdev-del` (or `drive_del`)
+    Del(DiskDelArgs),
+}
+
+/// Image formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    /// Raw bytes.
+    Raw,
+    /// qcow2.
+    Qcow2,
+}
+
+impl From<Format> for qmp_hotplug::DiskFormat {
+    fn from(format: Format) -> Self {
+        match format {
+            Format::Raw => Self::Raw,
+            Format::Qcow2 => Self::Qcow2,
+        }
+    }
+}
+
+/// `qmp hotplug disk add`.
+#[derive(Debug, Args)]
+pub(crate) struct DiskAddArgs {
+    /// The disk's name: 1 to 14 letters, digits or `_`
+    #[arg(long)]
+    pub(crate) name: String,
+    /// An image file or block device, passed to QEMU as a descriptor
+    #[arg(long, value_name = "PATH", required_unless_present = "uri", conflicts_with = "uri")]
+    pub(crate) image: Option<PathBuf>,
+    /// An NBD URI QEMU connects to itself
+    #[arg(long, value_name = "URI")]
+    pub(crate) uri: Option<String>,
+    /// The image format
+    #[arg(long, value_enum, default_value = "raw")]
+    pub(crate) format: Format,
+    /// Open and present the disk read-only
+    #[arg(long)]
+    pub(crate) read_only: bool,
+    /// The device model
+    #[arg(long, default_value = "virtio-blk-pci")]
+    pub(crate) model: String,
+    /// PCI slot on bus 0 instead of the first free one
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..32))]
+    pub(crate) slot: Option<u8>,
+}
+
+/// `qmp hotplug disk del`.
+#[derive(Debug, Args)]
+pub(crate) struct DiskDelArgs {
+    #[command(flatten)]
+    pub(crate) del: DelArgs,
+    /// The disk's drive came from `-drive` or `drive_add`: remove it with HMP `drive_del`
+    /// instead of `blockdev-del`
+    #[arg(long, value_name = "DRIVE")]
+    pub(crate) drive: Option<String>,
+}
