@@ -260,6 +260,27 @@ async fn the_shell_ends_with_3_when_the_connection_is_lost() {
     assert!(line.contains("connection lost"), "{line}");
 }
 
+#[tokio::test]
+async fn the_shell_shows_events_that_came_before_the_last_reply() {
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            conn.event("STOP", None);
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    // Repeated: before, the end of input raced the queued event and usually won.
+    for _ in 0..5 {
+        let output = tokio::task::spawn_blocking({
+            let command = qmp_at(server.path(), ["shell"]);
+            move || common::run_with_input(command, "stop\n")
+        })
+        .await
+        .unwrap();
+        assert_status(&output, OK);
+        assert_eq!(stderr(&output), "[event] STOP\n");
+    }
+}
+
 #[test]
 fn usage_errors_exit_2_and_help_documents_the_statuses() {
     let output = run(qmp(["exec", "query-status"]));
@@ -281,4 +302,98 @@ fn usage_errors_exit_2_and_help_documents_the_statuses() {
         let output = run(qmp([sub, "--help"]));
         assert_status(&output, OK);
     }
+}
+
+/// Bytes a terminal acts on instead of showing: ESC and the one-byte CSI (UTF-8 `c2 9b`).
+fn has_terminal_control(bytes: &[u8]) -> bool {
+    bytes.contains(&0x1b) || bytes.windows(2).any(|w| w == [0xc2, 0x9b])
+}
+
+/// A server that puts escape sequences in every string the CLI shows: device ids and
+/// descriptions in `query-pci`, an error's class and description, an event's name and data.
+fn hostile_server() -> MockServer {
+    MockServer::builder()
+        .handler(|conn, request| match request.command.name.as_str() {
+            "query-pci" => conn.reply(
+                &request.command,
+                json!([{"bus": 0, "devices": [
+                    {"bus": 0, "slot": 0, "function": 0, "qdev_id": "",
+                     "class_info": {"class": 1536, "desc": "Host bridge"},
+                     "id": {"vendor": 32902, "device": 4663}, "regions": []},
+                    {"bus": 0, "slot": 3, "function": 0, "qdev_id": "nic\u{1b}]0;owned\u{7}",
+                     "class_info": {"class": 512, "desc": "Ether\u{9b}2Jnet\nslot 4 free"},
+                     "id": {"vendor": 6900, "device": 4096}, "regions": []}]}]),
+            ),
+            "device_del" => conn.error(&request.command, "Evil\u{1b}[31m", "gone\u{9b}2J"),
+            "stop" => {
+                conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{9b}31m"})));
+                conn.reply(&request.command, json!({}));
+            }
+            _ => conn.reply(&request.command, json!({})),
+        })
+        .start()
+}
+
+#[tokio::test]
+async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
+    let server = hostile_server();
+
+    // The table: escaped, and the fake row stays inside its own line.
+    let output = run_async(qmp_at(server.path(), ["pci"])).await;
+    assert_status(&output, OK);
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
+    let table = stdout(&output);
+    let row = table.lines().find(|l| l.starts_with("03.0")).unwrap_or_else(|| panic!("{table}"));
+    assert!(row.contains("nic\\u{1b}]0;owned\\u{7}"), "{row}");
+    assert!(row.contains("Ether\\u{9b}2Jnet\\nslot 4 free"), "{row}");
+    assert!(!table.lines().any(|l| l.starts_with("slot 4")), "{table}");
+
+    // --json: valid JSON carrying the strings exactly, control characters JSON-escaped.
+    let output = run_async(qmp_at(server.path(), ["pci", "--json"])).await;
+    assert_status(&output, OK);
+    assert!(!output.stdout.contains(&0x1b), "{:?}", stdout(&output));
+    let slots: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let function = &slots[3]["functions"][0];
+    assert_eq!(function["id"], "nic\u{1b}]0;owned\u{7}");
+    assert_eq!(function["description"], "Ether\u{9b}2Jnet\nslot 4 free");
+
+    // exec's error line: class and description escaped.
+    let output = run_async(qmp_at(server.path(), ["exec", "device_del", r#"{"id": "x"}"#])).await;
+    assert_status(&output, COMMAND_FAILED);
+    assert!(!has_terminal_control(&output.stderr), "{:?}", stderr(&output));
+    assert_eq!(one_error_line(&output, "error: "), "error: Evil\\u{1b}[31m: gone\\u{9b}2J");
+
+    // The shell's event lines (on stderr when scripted).
+    let output = tokio::task::spawn_blocking({
+        let command = qmp_at(server.path(), ["shell"]);
+        move || common::run_with_input(command, "stop\n")
+    })
+    .await
+    .unwrap();
+    assert_status(&output, OK);
+    assert!(!has_terminal_control(&output.stderr), "{:?}", stderr(&output));
+    let events = stderr(&output);
+    assert!(events.contains(r#"[event] STOP\u{1b}[2J {"why":"\u{9b}31m"}"#), "{events}");
+}
+
+#[tokio::test]
+async fn events_from_a_hostile_server_stay_exact_json() {
+    let server = hostile_server();
+    let mut command = qmp_at(server.path(), ["events", "--count", "1"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = tokio::task::spawn_blocking(move || run(command));
+    let conn = server.accepted().await;
+    negotiated(&server).await;
+    let start = Instant::now();
+    while !child.is_finished() {
+        assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
+        conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{1b}[31m"})));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = child.await.unwrap();
+    assert_status(&output, OK);
+    assert!(!output.stdout.contains(&0x1b), "{:?}", stdout(&output));
+    let event: Value = serde_json::from_str(stdout(&output).trim_end()).unwrap();
+    assert_eq!(event["event"], "STOP\u{1b}[2J");
+    assert_eq!(event["data"]["why"], "\u{1b}[31m");
 }

@@ -125,6 +125,11 @@ async fn step(
             }
         }
     };
+    // Events QEMU sent before its reply are queued already: shown first, and not lost when
+    // this was a script's last line.
+    while let Some(item) = events.try_recv() {
+        sink.event(&item);
+    }
     match result {
         Ok(value) => print_result(&style.render(&value)),
         Err(error @ Error::Disconnected(_)) => Step::Lost(Failure::from_client(&error)),
