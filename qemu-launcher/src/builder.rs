@@ -2,6 +2,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -246,7 +247,9 @@ impl QemuBuilder {
     pub fn start(self) -> Result<Qemu, StartError> {
         let binary = self.resolve()?;
         let mut dir = tempfile::Builder::new();
-        dir.prefix("qmp-rs-qemu.");
+        // Private: the socket, logs and whatever a caller puts there are nobody else's.
+        let private = std::fs::Permissions::from_mode(0o700);
+        dir.prefix("qmp-rs-qemu.").permissions(private);
         let dir = match &self.dir_in {
             Some(parent) => dir.tempdir_in(parent),
             None => dir.tempdir(),

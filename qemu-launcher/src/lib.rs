@@ -55,8 +55,8 @@
 //! # }
 //! ```
 //!
-//! With the feature `test-support` (for dev-dependencies only), [`qemu_or_skip!`],
-//! [`guest_or_skip!`] and the `*_or_skip` constructors give tests their policy: skip with a
+//! With the feature `test-support` (for dev-dependencies only), `qemu_or_skip!`,
+//! `guest_or_skip!` and the `Qemu::*_or_skip` constructors give tests their policy: skip with a
 //! printed reason when QEMU or the guest is missing, fail instead when `QMP_REQUIRE_QEMU=1`.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, missing_debug_implementations, unreachable_pub)]
@@ -79,6 +79,7 @@ pub use skip::{REQUIRE_QEMU_ENV, qemu_available_or_skip, qemu_required};
 mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::fs::PermissionsExt;
     use std::os::unix::net::UnixStream;
     use std::path::Path;
     use std::time::{Duration, Instant};
@@ -101,6 +102,8 @@ mod tests {
         let dir = qemu.dir().to_owned();
         let pid = qemu.pid().unwrap();
         assert!(qemu.is_running());
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700, "the directory is not private: {mode:o}");
 
         let stream = UnixStream::connect(qemu.qmp_path()).unwrap();
         let mut greeting = String::new();
