@@ -18,8 +18,8 @@
 //! and disks coming and going on its serial console, which [`Qemu::wait_for_serial`] reads.
 //! `qmp demo` boots it, and so do the hotplug tests.
 //!
-//! The QMP socket speaks the raw protocol; this crate does not: it sits below `qmp-client`,
-//! whose tests use it.
+//! This crate does not speak QMP itself: it sits below `qmp-client` in the dependency
+//! graph, so that the client's own tests can use it.
 //!
 //! ```no_run
 //! use std::io::{BufRead, BufReader};

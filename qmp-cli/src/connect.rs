@@ -13,7 +13,7 @@ use crate::exit::Failure;
 ///
 /// # Errors
 /// A usage failure when neither is given.
-pub(crate) fn socket(global: &GlobalArgs) -> Result<&Path, Failure> {
+fn socket(global: &GlobalArgs) -> Result<&Path, Failure> {
     match global.socket.as_deref() {
         Some(path) if !path.as_os_str().is_empty() => Ok(path),
         _ => Err(Failure::usage("no QMP socket given: pass --socket PATH or set QMP_SOCKET")),

@@ -5,16 +5,16 @@
 //! in [`hotplug`]. Option values are checked by the parsers in [`values`] while clap reads
 //! the command line, so a bad value exits 2 before anything is connected or opened.
 
+mod hotplug;
+mod values;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-pub(crate) use hotplug::{DiskAddArgs, DiskCommand, HotplugCommand, NicAddArgs, NicCommand};
-use values::parse_timeout;
-
-mod hotplug;
-mod values;
+pub(crate) use self::hotplug::{DiskAddArgs, DiskCommand, HotplugCommand, NicAddArgs, NicCommand};
+use self::values::parse_timeout;
 
 /// Default timeout for connecting (greeting and negotiation included) and for each command.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
