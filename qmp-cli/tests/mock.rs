@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use common::{
     COMMAND_FAILED, CONNECTION, OK, USAGE, assert_status, one_error_line, qmp, qmp_at, run,
-    run_async, stderr, stdout,
+    run_async, run_with_input_async, stderr, stdout,
 };
 use qmp_client::mock::{MockGreeting, MockServer};
 use serde_json::{Value, json};
@@ -248,12 +248,11 @@ async fn the_shell_ends_with_3_when_the_connection_is_lost() {
             }
         })
         .start();
-    let output = tokio::task::spawn_blocking({
-        let command = qmp_at(server.path(), ["shell"]);
-        move || common::run_with_input(command, "query-status\nstop\nquery-status\n")
-    })
-    .await
-    .unwrap();
+    let output = run_with_input_async(
+        qmp_at(server.path(), ["shell"]),
+        "query-status\nstop\nquery-status\n",
+    )
+    .await;
     assert_status(&output, CONNECTION);
     assert_eq!(stdout(&output).lines().count(), 1, "{}", stdout(&output));
     let line = one_error_line(&output, "qmp: ");
@@ -268,14 +267,9 @@ async fn the_shell_shows_events_that_came_before_the_last_reply() {
             conn.reply(&request.command, json!({}));
         })
         .start();
-    // Repeated: before, the end of input raced the queued event and usually won.
+    // Repeated: before, the end of input raced the queued event and could win.
     for _ in 0..5 {
-        let output = tokio::task::spawn_blocking({
-            let command = qmp_at(server.path(), ["shell"]);
-            move || common::run_with_input(command, "stop\n")
-        })
-        .await
-        .unwrap();
+        let output = run_with_input_async(qmp_at(server.path(), ["shell"]), "stop\n").await;
         assert_status(&output, OK);
         assert_eq!(stderr(&output), "[event] STOP\n");
     }
@@ -364,12 +358,7 @@ async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
     assert_eq!(one_error_line(&output, "error: "), "error: Evil\\u{1b}[31m: gone\\u{9b}2J");
 
     // The shell's event lines (on stderr when scripted).
-    let output = tokio::task::spawn_blocking({
-        let command = qmp_at(server.path(), ["shell"]);
-        move || common::run_with_input(command, "stop\n")
-    })
-    .await
-    .unwrap();
+    let output = run_with_input_async(qmp_at(server.path(), ["shell"]), "stop\n").await;
     assert_status(&output, OK);
     assert!(!has_terminal_control(&output.stderr), "{:?}", stderr(&output));
     let events = stderr(&output);

@@ -52,6 +52,14 @@ pub async fn run_async(command: Command) -> Output {
     tokio::task::spawn_blocking(move || run(command)).await.expect("the qmp runner")
 }
 
+/// [`run_with_input`] on tokio's blocking pool, so a mock server on the test's runtime keeps
+/// serving meanwhile.
+pub async fn run_with_input_async(command: Command, stdin: &'static str) -> Output {
+    tokio::task::spawn_blocking(move || run_with_input(command, stdin))
+        .await
+        .expect("the qmp runner")
+}
+
 pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
