@@ -175,7 +175,7 @@ impl Hotplug {
         if spec.vhost == Vhost::Open {
             // QEMU 7.2 aborts (assertion in net_client_init1) when it cannot start vhost
             // for a tap netdev, so find out here instead.
-            fdpass::tap::vhost_net_usable()
+            hostdev::vhost::vhost_net_usable()
                 .map_err(|error| Error::Unsupported(format!("vhost was asked for but {error}")))?;
         }
         Ok(())

@@ -5,7 +5,7 @@ use std::io::IsTerminal;
 use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
 use serde_json::json;
 
