@@ -52,7 +52,9 @@ impl ImageFormat {
     /// assert_eq!(ImageFormat::sniff(&[0; 512]), None);
     /// ```
     pub fn sniff(header: &[u8]) -> Option<Self> {
-        const SIGNATURES: [(&[u8], ImageFormat); 8] = [
+        // Signatures at the start first: a verdict on the first bytes then holds whatever
+        // follows them (the VDI check at byte 64 comes last).
+        const AT_START: [(&[u8], ImageFormat); 9] = [
             (b"QED\0", ImageFormat::Qed),
             (b"KDMV", ImageFormat::Vmdk),
             (b"COWD", ImageFormat::Vmdk),
@@ -61,21 +63,19 @@ impl ImageFormat {
             (b"conectix", ImageFormat::Vpc),
             (b"LUKS\xba\xbe", ImageFormat::Luks),
             (b"WithoutFreeSpace", ImageFormat::Parallels),
+            (b"WithouFreSpacExt", ImageFormat::Parallels),
         ];
-        if let Some(version) = header.strip_prefix(b"QFI\xfb").and_then(|rest| rest.first_chunk()) {
-            return match u32::from_be_bytes(*version) {
+        if let Some(rest) = header.strip_prefix(b"QFI\xfb") {
+            return match u32::from_be_bytes(*rest.first_chunk()?) {
                 0 => None,
                 1 => Some(Self::Qcow),
                 version => Some(Self::Qcow2 { version }),
             };
         }
-        if header.starts_with(b"WithouFreSpacExt") {
-            return Some(Self::Parallels);
+        if let Some((_, format)) = AT_START.iter().find(|(magic, _)| header.starts_with(magic)) {
+            return Some(*format);
         }
-        if header.get(64..68) == Some(&0xbeda_107f_u32.to_le_bytes()) {
-            return Some(Self::Vdi);
-        }
-        SIGNATURES.iter().find(|(magic, _)| header.starts_with(magic)).map(|(_, format)| *format)
+        (header.get(64..68) == Some(&0xbeda_107f_u32.to_le_bytes())).then_some(Self::Vdi)
     }
 
     /// QEMU's `blockdev-add` driver for the format (`qcow2`, `vmdk`, ...).
@@ -150,6 +150,11 @@ mod tests {
             ImageFormat::sniff(&sector(0, b"WithoutFreeSpace")),
             Some(ImageFormat::Parallels)
         );
+        // A signature at the start wins over VDI's at byte 64, so the verdict on the first
+        // bytes never changes with what follows.
+        let mut both = sector(64, &[0x7f, 0x10, 0xda, 0xbe]);
+        both[..4].copy_from_slice(b"KDMV");
+        assert_eq!(ImageFormat::sniff(&both), Some(ImageFormat::Vmdk));
     }
 
     #[test]

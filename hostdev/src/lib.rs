@@ -13,7 +13,7 @@
 //!   read-write, refusing a FIFO, directory, character device or socket *before* opening
 //!   it, so it never blocks on a FIFO; [`Image::from_fd`](image::Image::from_fd) checks a
 //!   descriptor the same way.
-//! - [`format`]: [`ImageFormat::sniff`](format::ImageFormat::sniff) says which format an
+//! - [`format`](mod@format): [`ImageFormat::sniff`](format::ImageFormat::sniff) says which format an
 //!   image's first bytes look like (qcow2, vmdk, vdi, vhdx, luks, ...): facts, no choice.
 //! - [`classify_path`], [`classify_fd`] and [`FileKind`]: what a path or descriptor is;
 //!   [`DeviceNumber`]: `major:minor` from `st_rdev`, decoded in this one place.
