@@ -2,7 +2,7 @@
 
 use std::io;
 
-/// Why a send or receive with descriptors, or opening a host device for QEMU, failed.
+/// Why a send or receive with descriptors, or the adoption of an inherited one, failed.
 ///
 /// Every descriptor that reached this process before the error was already closed when
 /// you see it: an `Err` never hands out, or leaks, a descriptor.
@@ -53,48 +53,6 @@ pub enum Error {
     /// The system call failed; a non-blocking socket that is not ready gives kind `WouldBlock`.
     #[error(transparent)]
     Io(#[from] io::Error),
-    /// A tap interface name [`Tap::open`](crate::tap::Tap::open) does not take; checked
-    /// before any system call.
-    #[error("invalid tap interface name {name:?}: {reason}")]
-    TapName {
-        /// The name as given.
-        name: String,
-        /// What is wrong with it.
-        reason: &'static str,
-    },
-    /// A tap queue count out of range: 0, or more than the kernel allows.
-    #[error("cannot open a tap interface with {requested} queues (1 to {max})")]
-    TapQueues {
-        /// How many were asked for.
-        requested: usize,
-        /// The limit, [`MAX_TAP_QUEUES`](crate::tap::MAX_TAP_QUEUES).
-        max: usize,
-    },
-    /// Opening `/dev/net/tun`, or attaching it to the interface (`TUNSETIFF`), failed; the
-    /// queues opened before were closed.
-    #[error("cannot open queue {queue} of tap interface {name:?} via /dev/net/tun: {source}")]
-    TapOpen {
-        /// The interface name: as given for queue 0, as the kernel picked it after.
-        name: String,
-        /// Which queue failed, from 0.
-        queue: usize,
-        /// The OS error, e.g. `EPERM` without `CAP_NET_ADMIN` or `EBUSY` for a single-queue
-        /// interface already in use.
-        #[source]
-        source: io::Error,
-    },
-    /// `/dev/vhost-net` cannot be opened, so a tap netdev must not ask QEMU for vhost.
-    #[error(
-        "vhost-net is unavailable: {reason} ({source}); leave \"vhost\" off, QEMU aborts on a \
-         tap netdev with \"vhost\": true when vhost cannot start"
-    )]
-    VhostNetUnavailable {
-        /// Why, in words: no device node, no driver behind it, no permission, or other.
-        reason: &'static str,
-        /// The error of the open (`ENOENT`, `ENODEV`, `EACCES`, ...).
-        #[source]
-        source: io::Error,
-    },
 }
 
 impl Error {
@@ -106,9 +64,8 @@ impl Error {
 
 impl From<Error> for io::Error {
     /// `Io` unwraps to the original error; `Eof` becomes `UnexpectedEof`, the caller
-    /// mistakes become `InvalidInput`, `ControlTruncated` becomes `InvalidData`, and the
-    /// device-open errors keep the kind of their OS error; each keeps the [`Error`] as its
-    /// inner error.
+    /// mistakes become `InvalidInput` and `ControlTruncated` becomes `InvalidData`; each
+    /// keeps the [`Error`] as its inner error.
     fn from(error: Error) -> Self {
         let kind = match error {
             Error::Io(inner) => return inner,
@@ -116,13 +73,8 @@ impl From<Error> for io::Error {
             Error::EmptyData
             | Error::EmptyBuffer
             | Error::TooManyFds { .. }
-            | Error::TapName { .. }
-            | Error::TapQueues { .. }
             | Error::Inherited { .. } => io::ErrorKind::InvalidInput,
             Error::ControlTruncated { .. } => io::ErrorKind::InvalidData,
-            Error::TapOpen { ref source, .. } | Error::VhostNetUnavailable { ref source, .. } => {
-                source.kind()
-            }
         };
         io::Error::new(kind, error)
     }

@@ -3,8 +3,9 @@
 //!
 //! QEMU's `getfd` and `add-fd` take the descriptor that arrives with the command's own
 //! bytes, so a client must send both in one `sendmsg`. This crate does that, the
-//! receiving side for a mock server, and opens the host devices (tap interfaces) whose
-//! descriptors are most often passed; nothing else:
+//! receiving side for a mock server, and the adoption of descriptors a process inherits;
+//! nothing else (the host devices whose descriptors are passed, tap interfaces, vhost-net
+//! and disk images, are the `hostdev` crate's):
 //!
 //! - [`send_with_fds`]: one `sendmsg` with the bytes and the descriptors; may send part
 //!   of the bytes, the descriptors always go with the first one.
@@ -14,11 +15,6 @@
 //! - [`tokio`] (cargo feature `tokio`, on by default): the same three over
 //!   [`tokio::net::UnixStream`](::tokio::net::UnixStream), waiting for readiness instead of
 //!   failing with `WouldBlock`.
-//! - [`tap`]: the host side of a QEMU network backend, whose descriptors travel the same
-//!   way: [`Tap::open`](tap::Tap::open) opens a tap interface with one descriptor per queue
-//!   (for `getfd`, then `netdev_add` with `"fd"` or `"fds"`), and
-//!   [`vhost_net_usable`](tap::vhost_net_usable) says whether `"vhost": true` is safe to
-//!   ask for (QEMU 7.2 aborts when it is not).
 //! - [`adopt_inherited_fd`]: own a descriptor inherited from the parent by number (a
 //!   tap a VM manager opened, handed to a command-line tool).
 //! - [`Error`]: the one error type.
@@ -65,7 +61,6 @@ compile_error!("fdpass supports Linux and Android only (it reads the Linux cmsgh
 mod control;
 mod error;
 mod inherited;
-pub mod tap;
 #[cfg(feature = "tokio")]
 pub mod tokio;
 

@@ -48,7 +48,7 @@ fn check_reports_support_and_refuses_vhost_it_cannot_use() {
     assert_eq!(report["disk_fdset"]["supported"], true, "{report}");
 
     let output = run(qmp_at(qemu.qmp_path(), ["hotplug", "check", "--vhost", "--json"]));
-    let vhost_usable = fdpass::tap::vhost_net_usable().is_ok();
+    let vhost_usable = hostdev::vhost::vhost_net_usable().is_ok();
     assert_status(&output, if vhost_usable { OK } else { COMMAND_FAILED });
     let report = json_out(&output);
     assert_eq!(report["nic"]["supported"], vhost_usable, "{report}");
@@ -113,7 +113,7 @@ fn nic_and_disk_come_and_go_through_the_cli() {
 #[test]
 fn an_inherited_tap_descriptor_is_used_and_a_bad_one_is_a_usage_error() {
     let qemu = qemu_or_skip!();
-    let tap = fdpass::tap::Tap::open("qmpclifd%d", 1).unwrap();
+    let tap = hostdev::tap::Tap::open("qmpclifd%d", 1).unwrap();
     let fd = &tap.queues()[0];
     // Let the child inherit it (the test's other children may too, briefly; harmless).
     nix::fcntl::fcntl(fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).unwrap();

@@ -13,7 +13,7 @@ use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use nix::sys::resource::{UsageWho, getrusage};
 use qemu_launcher::Qemu;
 use qmp_client::Client;

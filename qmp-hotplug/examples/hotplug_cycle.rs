@@ -6,7 +6,7 @@
 use std::os::fd::OwnedFd;
 use std::time::Duration;
 
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use qmp_client::Client;
 use qmp_hotplug::{DiskSource, DiskSpec, Hotplug, NicSpec};
 

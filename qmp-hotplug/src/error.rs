@@ -1,6 +1,4 @@
 use std::fmt;
-use std::io;
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Everything planning or carrying out a hotplug operation can fail with.
@@ -35,13 +33,18 @@ pub enum Error {
     /// This QEMU, connection or host cannot do the operation; nothing was sent.
     #[error("hotplug is not possible here: {0}")]
     Unsupported(String),
-    /// A disk image could not be opened; nothing was sent.
-    #[error("cannot open disk image {path}: {source}", path = path.display())]
-    Open {
-        /// The image.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
+    /// A disk image could not be opened, or is not an image (a FIFO, directory or
+    /// character device is refused without being opened); nothing was sent.
+    #[error(transparent)]
+    Open(hostdev::Error),
+    /// The [`Host`](crate::Host) did not finish in time (an image on a hung file system);
+    /// nothing was sent.
+    #[error("{operation} did not finish within {timeout:?}; nothing was sent to QEMU")]
+    HostTimeout {
+        /// What it was doing, e.g. `opening disk image /srv/a.img`.
+        operation: String,
+        /// How long it had.
+        timeout: Duration,
     },
     /// A step failed; the steps before it were undone (see `rollback`).
     #[error("{step} failed: {source}{rollback}")]

@@ -1,34 +1,44 @@
-//! Carries out [`Plan`]s over a [`qmp_client::Client`], undoing what was done when a step fails.
+//! Carries out [`Plan`]s over a [`qmp_client::Client`], undoing what was done when a step
+//! fails. QEMU is reached through the client only, the host through the handed-in [`Host`].
 
-use std::collections::BTreeSet;
-use std::fs::{File, OpenOptions};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use qmp_client::{Client, Event, EventFilter};
-use serde::Deserialize;
+use hostdev::image::{Access, Image};
+use qmp_client::{Client, ErrorClass, Event, EventFilter};
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::Error;
 use crate::error::RollbackFailures;
+use crate::host::{Host, LocalHost};
 use crate::ids::DeviceId;
 use crate::pci::SlotMap;
 use crate::plan::{FdRef, Plan, Step};
-use crate::planner::{DiskSource, DiskSpec, NicSpec, Planner, Snapshot, Vhost};
+use crate::planner::Planner;
+use crate::qemu_errors::{
+    DUPLICATE_NETDEV_ID, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND,
+    UNPLUG_IN_PROGRESS,
+};
+use crate::snapshot::{Query, Replies, Snapshot};
+use crate::spec::{DiskSource, DiskSpec, NicSpec, Vhost};
 
 /// How long [`Hotplug`] waits for the guest to let go of a device when no timeout is given.
 pub const DEFAULT_UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long [`Hotplug`] lets its [`Host`] take to open a disk image, unless
+/// [`Hotplug::with_host_timeout`] says otherwise.
+pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The QMP commands each operation needs.
 const NIC_COMMANDS: &[&str] =
     &["getfd", "closefd", "netdev_add", "netdev_del", "device_add", "device_del"];
 const DISK_COMMANDS: &[&str] = &["blockdev-add", "blockdev-del", "device_add", "device_del"];
 const FDSET_COMMANDS: &[&str] = &["add-fd", "remove-fd", "query-fdsets"];
-
-/// vhost-net's character device: misc major 10, minor 238 (`VHOST_NET_MINOR`).
-const VHOST_NET_RDEV: (u64, u64) = (10, 238);
 
 /// The descriptors a plan passes, by [`FdRef`].
 #[derive(Debug, Default)]
@@ -61,16 +71,44 @@ impl<'a> PlanFds<'a> {
 /// again after a timeout completes it instead of failing on duplicate ids; every failed
 /// add undoes its finished steps in reverse, leaving no netdev, fd name, fdset, block node
 /// or device of its own behind.
+///
+/// Files and devices of this machine (disk images, vhost-net) are reached through a
+/// [`Host`]: [`LocalHost`] unless [`Hotplug::with_host`] gives another.
 #[derive(Debug, Clone)]
 pub struct Hotplug {
     client: Client,
     planner: Planner,
+    host: Arc<dyn Host>,
+    host_timeout: Duration,
 }
 
 impl Hotplug {
-    /// Hotplug over `client`, devices on `pci.0` (the `pc` machine's bus 0).
+    /// Hotplug over `client`, devices on `pci.0` (the `pc` machine's bus 0), this machine's
+    /// files and devices through [`LocalHost`].
     pub fn new(client: Client) -> Self {
-        Self { client, planner: Planner::default() }
+        Self {
+            client,
+            planner: Planner::default(),
+            host: Arc::new(LocalHost),
+            host_timeout: DEFAULT_HOST_TIMEOUT,
+        }
+    }
+
+    /// Reaches files and devices through `host` instead of [`LocalHost`].
+    #[must_use]
+    pub fn with_host(mut self, host: impl Host + 'static) -> Self {
+        self.host = Arc::new(host);
+        self
+    }
+
+    /// Gives the [`Host`] up to `timeout` to open a disk image (default
+    /// [`DEFAULT_HOST_TIMEOUT`]); after that the add fails with [`Error::HostTimeout`],
+    /// before anything is sent. The open goes on in its blocking thread, which a tokio
+    /// runtime waits for when it shuts down (`Runtime::shutdown_timeout` bounds that).
+    #[must_use]
+    pub fn with_host_timeout(mut self, timeout: Duration) -> Self {
+        self.host_timeout = timeout;
+        self
     }
 
     /// Uses `planner`'s bus and reserved slots.
@@ -96,12 +134,12 @@ impl Hotplug {
     /// A failed query, or unexpected `query-pci` data.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
         let (pci, peripherals, block_nodes, fdsets) = tokio::join!(
-            self.pci_slots(),
-            self.peripherals(),
-            self.block_nodes(),
-            self.client.query_fdsets(),
+            self.query(Query::Pci),
+            self.query(Query::Peripherals),
+            self.query(Query::BlockNodes),
+            self.query(Query::Fdsets),
         );
-        Ok(Snapshot {
+        Snapshot::from_replies(Replies {
             pci: pci?,
             peripherals: peripherals?,
             block_nodes: block_nodes?,
@@ -109,12 +147,17 @@ impl Hotplug {
         })
     }
 
+    /// Runs one of the snapshot's queries, decoding the reply as `T`.
+    async fn query<T: DeserializeOwned>(&self, query: Query) -> Result<T, Error> {
+        Ok(self.client.execute_as(query.command(), query.arguments()).await?)
+    }
+
     /// Bus 0 from `query-pci` (Ganeti's `_GetPCIDevices`), without the planner's reserved slots.
     ///
     /// # Errors
     /// A failed query, or unexpected data.
     pub async fn pci_slots(&self) -> Result<SlotMap, Error> {
-        SlotMap::from_query_pci(&self.client.execute("query-pci", ()).await?)
+        SlotMap::from_query_pci(&self.query(Query::Pci).await?)
     }
 
     /// The first slot the planner would pick (Ganeti's `GetFreePCISlot`).
@@ -136,33 +179,6 @@ impl Hotplug {
         Ok(self.pci_slots().await?.has_device(&id.to_string(), id.slot()))
     }
 
-    async fn peripherals(&self) -> Result<BTreeSet<String>, Error> {
-        #[derive(Deserialize)]
-        struct Property {
-            name: String,
-            #[serde(rename = "type")]
-            kind: String,
-        }
-        let properties: Vec<Property> =
-            self.client.execute_as("qom-list", json!({"path": "/machine/peripheral"})).await?;
-        Ok(properties
-            .into_iter()
-            .filter(|p| p.kind.starts_with("child<"))
-            .map(|p| p.name)
-            .collect())
-    }
-
-    async fn block_nodes(&self) -> Result<BTreeSet<String>, Error> {
-        #[derive(Deserialize)]
-        struct Node {
-            #[serde(rename = "node-name")]
-            node_name: String,
-        }
-        let nodes: Vec<Node> =
-            self.client.execute_as("query-named-block-nodes", json!({"flat": true})).await?;
-        Ok(nodes.into_iter().map(|node| node.node_name).collect())
-    }
-
     /// Whether NIC hot-add can work here (Ganeti's `CheckNicHotAddSupport`): QEMU has
     /// the commands, the connection can pass descriptors, and vhost-net, if asked for,
     /// can be opened on this host.
@@ -175,7 +191,8 @@ impl Hotplug {
         if spec.vhost == Vhost::Open {
             // QEMU 7.2 aborts (assertion in net_client_init1) when it cannot start vhost
             // for a tap netdev, so find out here instead.
-            fdpass::tap::vhost_net_usable()
+            self.host
+                .vhost_net_usable()
                 .map_err(|error| Error::Unsupported(format!("vhost was asked for but {error}")))?;
         }
         Ok(())
@@ -247,8 +264,12 @@ impl Hotplug {
                 vhost_fds.len()
             )));
         }
-        for fd in vhost_fds {
-            check_vhost_net(fd.as_fd())?;
+        for (queue, fd) in vhost_fds.iter().enumerate() {
+            self.host.check_vhost_fd(fd.as_fd()).map_err(|error| {
+                Error::InvalidSpec(format!(
+                    "vhost descriptor {queue}: {error}; QEMU would abort on it"
+                ))
+            })?;
         }
         let snapshot = self.snapshot().await?;
         let (id, plan) = self.planner.nic_add(spec, &snapshot)?;
@@ -276,27 +297,23 @@ impl Hotplug {
         self.run(&plan, &PlanFds::default(), timeout).instrument(info_span!("del_nic", id)).await
     }
 
-    /// Hot-adds a disk (Ganeti's `HotAddDisk`). A [`DiskSource::Path`] is opened here
-    /// (read-only when `spec.read_only`) and, like a [`DiskSource::Fd`] given as `fd`,
-    /// passed in an fdset; an NBD source is reached by QEMU itself.
+    /// Hot-adds a disk (Ganeti's `HotAddDisk`). A [`DiskSource::Path`] is opened by the
+    /// [`Host`] (read-only when `spec.read_only`), off the async runtime's threads, and,
+    /// like a [`DiskSource::Fd`] given as `fd`, passed in an fdset; an NBD source is
+    /// reached by QEMU itself.
     ///
     /// # Errors
-    /// [`Error::Open`] or [`Error::Unsupported`] before anything is sent; a failed step as
-    /// [`Error::Step`], after undoing the steps before it.
+    /// [`Error::Open`] (a missing image, or a FIFO, directory or character device, refused
+    /// without opening it), [`Error::HostTimeout`] or [`Error::Unsupported`] before
+    /// anything is sent; a failed step as [`Error::Step`], after undoing the steps before it.
     pub async fn add_disk(
         &self,
         spec: &DiskSpec,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<DeviceId, Error> {
         self.check_disk_support(spec)?;
-        let opened: Option<File> = match (&spec.source, fd) {
-            (DiskSource::Path(path), None) => Some(
-                OpenOptions::new()
-                    .read(true)
-                    .write(!spec.read_only)
-                    .open(path)
-                    .map_err(|source| Error::Open { path: path.clone(), source })?,
-            ),
+        let opened: Option<Image> = match (&spec.source, fd) {
+            (DiskSource::Path(path), None) => Some(self.open_image(path, spec.read_only).await?),
             (DiskSource::Fd, Some(_)) | (DiskSource::Nbd(_), None) => None,
             (DiskSource::Fd, None) => {
                 return Err(Error::InvalidSpec("a descriptor source needs its descriptor".into()));
@@ -315,6 +332,32 @@ impl Hotplug {
             .instrument(info_span!("add_disk", %id))
             .await?;
         Ok(id)
+    }
+
+    /// Opens `path` through the host on a blocking thread, for at most the host timeout.
+    /// On a timeout the thread is left to finish; what it opened then is closed.
+    async fn open_image(&self, path: &Path, read_only: bool) -> Result<Image, Error> {
+        let host = Arc::clone(&self.host);
+        let owned = path.to_owned();
+        let access = Access::from_read_only(read_only);
+        let opening = tokio::task::spawn_blocking(move || host.open_image(&owned, access));
+        match tokio::time::timeout(self.host_timeout, opening).await {
+            Ok(Ok(opened)) => opened.map_err(Error::Open),
+            Ok(Err(join)) => match join.try_into_panic() {
+                Ok(panic) => std::panic::resume_unwind(panic),
+                Err(_) => Err(Error::Open(hostdev::Error::ImageOpen {
+                    path: path.to_owned(),
+                    source: io::Error::new(
+                        io::ErrorKind::Interrupted,
+                        "the runtime shut down before the image was opened",
+                    ),
+                })),
+            },
+            Err(_) => Err(Error::HostTimeout {
+                operation: format!("opening disk image {}", path.display()),
+                timeout: self.host_timeout,
+            }),
+        }
     }
 
     /// Hot-removes disk `id` added with `blockdev-add` (Ganeti's `HotDelDisk`):
@@ -343,7 +386,9 @@ impl Hotplug {
                 rollback: RollbackFailures::default(),
             })?;
         match self.hmp_silent(&format!("drive_del {drive}")).await {
-            Err(Error::Hmp { message, .. }) if message == format!("Device '{drive}' not found") => {
+            Err(Error::Hmp { message, .. })
+                if HMP_DEVICE_NOT_FOUND.is_hmp_about(&message, drive) =>
+            {
                 Ok(())
             }
             other => other,
@@ -423,7 +468,7 @@ impl Hotplug {
                 .map_err(Error::from),
             Step::DeviceDel { id } => self.unplug(id, unplug_timeout).await,
             Step::NetdevAdd { id, .. } => match self.execute(step).await {
-                Err(error) if desc_contains(error.qmp_error(), "Duplicate ID") => {
+                Err(error) if DUPLICATE_NETDEV_ID.matches_reply(error.qmp_error()) => {
                     // An earlier try's netdev without its NIC (the plan knows the NIC is
                     // absent): replace it, since its descriptors may be stale.
                     debug!(id, "replacing a netdev an earlier try left");
@@ -435,7 +480,7 @@ impl Hotplug {
             _ => self.execute(step).await,
         };
         match result {
-            Err(error) if step.is_removal() && is_absent(&error) => Ok(()),
+            Err(error) if is_absent(step, &error) => Ok(()),
             other => other,
         }
     }
@@ -455,7 +500,7 @@ impl Hotplug {
         match self.client.execute("device_del", json!({"id": id})).await {
             Ok(_) => {}
             // A retry while the guest still has the first request: keep waiting for it.
-            Err(error) if desc_contains(error.qmp_error(), "in the process of unplug") => {}
+            Err(error) if UNPLUG_IN_PROGRESS.matches_reply(error.qmp_error()) => {}
             Err(error) => return Err(error.into()),
         }
         match events.wait(timeout).await {
@@ -473,41 +518,19 @@ fn event_device(event: &Event) -> Option<&str> {
     event.data.as_ref()?.get("device").and_then(Value::as_str)
 }
 
-/// QEMU's ways of saying the object to remove does not exist.
-fn is_absent(error: &Error) -> bool {
-    error.qmp_error().is_some_and(|(class, desc)| {
-        class.as_str() == "DeviceNotFound"
-            || ["not found", "has not been found", "Failed to find node"]
-                .iter()
-                .any(|s| desc.contains(s))
-    })
+/// Whether QEMU's answer to removal `step` says the object is not there: then the step
+/// counts as done. `false` for a step that adds.
+fn is_absent(step: &Step, error: &Error) -> bool {
+    let Some((class, desc)) = error.qmp_error() else { return false };
+    match step {
+        Step::DeviceDel { .. } | Step::NetdevDel { .. } => *class == ErrorClass::DeviceNotFound,
+        Step::CloseFd { .. } => FD_NAME_NOT_FOUND.matches(class, desc),
+        Step::RemoveFdset { .. } => FDSET_NOT_FOUND.matches(class, desc),
+        Step::BlockdevDel { .. } => NODE_NOT_FOUND.matches(class, desc),
+        _ => false,
+    }
 }
 
 fn outcome_unknown(error: &Error) -> bool {
     matches!(error, Error::Client(client) if client.outcome_unknown())
-}
-
-/// Whether QEMU's error description (from either error type's `qmp_error()`) says `needle`.
-fn desc_contains(qmp_error: Option<(&qmp_client::ErrorClass, &str)>, needle: &str) -> bool {
-    qmp_error.is_some_and(|(_, desc)| desc.contains(needle))
-}
-
-/// Refuses a vhost descriptor that is not `/dev/vhost-net`: QEMU 7.2 aborts on one.
-fn check_vhost_net(fd: BorrowedFd<'_>) -> Result<(), Error> {
-    let bad = |why: String| {
-        Error::InvalidSpec(format!("a vhost descriptor {why}; QEMU would abort on it"))
-    };
-    let metadata = File::from(
-        fd.try_clone_to_owned().map_err(|e| bad(format!("cannot be duplicated ({e})")))?,
-    )
-    .metadata()
-    .map_err(|e| bad(format!("cannot be inspected ({e})")))?;
-    let rdev = metadata.rdev();
-    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
-    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
-    if metadata.file_type().is_char_device() && (major, minor) == VHOST_NET_RDEV {
-        Ok(())
-    } else {
-        Err(bad("is not /dev/vhost-net (character device 10:238)".into()))
-    }
 }

@@ -1,15 +1,20 @@
 //! PCI hotplug for QEMU over [`qmp_client`]: slot planning from `query-pci`, device ids,
 //! NIC and disk hot-add and hot-del, with rollback and idempotent retry.
 //!
-//! The crate has a pure core and a thin executor:
+//! The crate has a pure core and a thin executor, one concern per file:
 //!
-//! * [`SlotMap`] parses `query-pci` into bus 0's 32 slots ([`SlotMap::free_slot`],
-//!   [`SlotMap::has_device`]); [`DeviceId`] is the `<kind>-<name>-pci-<slot>` id scheme.
-//! * [`Planner`] turns a [`NicSpec`] or [`DiskSpec`] and a [`Snapshot`] of QEMU into a
-//!   [`Plan`]: the QMP steps in order, each with its undo, and which steps an earlier try
-//!   already did.
-//! * [`Hotplug`] reads the snapshot, runs the plan, waits for `DEVICE_DELETED` on removal,
-//!   and undoes finished steps when one fails.
+//! | file | owns |
+//! | --- | --- |
+//! | `spec.rs` | what the caller asks for: [`NicSpec`], [`DiskSpec`], [`DiskSource`], [`DiskFormat`], [`Vhost`], [`NbdExport`] and NBD URI parsing |
+//! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme and every QEMU name derived from it |
+//! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots ([`SlotMap::free_slot`], [`SlotMap::has_device`]) |
+//! | `snapshot.rs` | [`Snapshot`]: what QEMU has, the queries that read it and the pure parsing of their replies |
+//! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo, and which an earlier try already did |
+//! | `planner.rs` | [`Planner`]: spec + snapshot to plan; pure, no client and no I/O |
+//! | `executor.rs` | [`Hotplug`]: reads the snapshot, runs the plan through the client, waits for `DEVICE_DELETED`, rolls back |
+//! | `host.rs` | [`Host`]: the host I/O the executor is handed (images, vhost-net), [`LocalHost`] through `hostdev` |
+//! | `qemu_errors.rs` | [`qemu_errors`]: the QEMU error texts recognised, each with the version it was seen on |
+//! | `error.rs` | [`Error`], the one error type |
 //!
 //! Planning needs no QEMU:
 //!
@@ -44,17 +49,23 @@
 
 mod error;
 mod executor;
+mod host;
 mod ids;
 mod pci;
 mod plan;
 mod planner;
+pub mod qemu_errors;
+mod snapshot;
+mod spec;
 
 pub use error::{Error, RollbackFailures};
-pub use executor::{DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
+pub use executor::{DEFAULT_HOST_TIMEOUT, DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
+pub use host::{Host, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};
 pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, Plan, PlannedStep, Step};
-pub use planner::{
-    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Planner,
-    Snapshot, Vhost,
+pub use planner::Planner;
+pub use snapshot::Snapshot;
+pub use spec::{
+    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost,
 };

@@ -1,254 +1,14 @@
-//! From what the caller wants and what QEMU has now to a [`Plan`]: pure, no I/O.
+//! From what the caller wants ([`spec`](crate::spec)) and what QEMU has ([`Snapshot`]) to a
+//! [`Plan`]: pure, no I/O and no client; the QMP shapes it reads come from `qmp_codec`.
 
-use std::collections::BTreeSet;
-use std::path::PathBuf;
-
-use qmp_codec::FdsetInfo;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
-use crate::pci::{Slot, SlotMap};
+use crate::pci::Slot;
 use crate::plan::{FdRef, Plan, PlannedStep, Step};
-
-/// Most queues a multiqueue NIC may have (QEMU's `MAX_QUEUE_NUM` for tap is 1024; virtio-net
-/// needs two MSI-X vectors per queue, and PCI caps a function at 2048 vectors).
-pub const MAX_NIC_QUEUES: usize = 1023;
-
-/// How a NIC uses vhost-net.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum Vhost {
-    /// No vhost: QEMU moves packets itself.
-    #[default]
-    Off,
-    /// QEMU opens `/dev/vhost-net` itself (`"vhost": true`).
-    Open,
-    /// The caller passes one open `/dev/vhost-net` descriptor per queue (`vhostfd(s)`).
-    Fds,
-}
-
-/// A NIC to hot-add: a tap netdev and a virtio-net (or other) PCI device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NicSpec {
-    /// The name part of the device id (see [`DeviceId`]), e.g. the NIC's UUID's first group.
-    pub name: String,
-    /// Tap queues; one tap descriptor each. More than one makes a multiqueue NIC.
-    pub queues: usize,
-    /// vhost-net use.
-    pub vhost: Vhost,
-    /// The guest-visible MAC address, if not QEMU's default.
-    pub mac: Option<String>,
-    /// The device model (`virtio-net-pci`, `e1000`, ...).
-    pub model: String,
-    /// A slot to use instead of the first free one.
-    pub slot: Option<u8>,
-}
-
-impl NicSpec {
-    /// A single-queue `virtio-net-pci` NIC without vhost.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self {
-            name: name.into(),
-            queues: 1,
-            vhost: Vhost::Off,
-            mac: None,
-            model: "virtio-net-pci".into(),
-            slot: None,
-        }
-    }
-}
-
-/// Where a disk's data is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DiskSource {
-    /// An image file or block device that this process opens and passes in an fdset.
-    Path(PathBuf),
-    /// A descriptor the caller opened, passed in an fdset.
-    Fd,
-    /// An export QEMU reaches itself in userspace (no descriptor is passed).
-    Nbd(NbdExport),
-}
-
-impl DiskSource {
-    /// `true` if the disk reaches QEMU as a passed descriptor.
-    pub fn needs_fd(&self) -> bool {
-        matches!(self, Self::Path(_) | Self::Fd)
-    }
-}
-
-/// An NBD export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NbdExport {
-    /// The server.
-    pub server: NbdServer,
-    /// The export name (the server's default when `None`).
-    pub export: Option<String>,
-}
-
-/// Where an NBD server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NbdServer {
-    /// A unix socket.
-    Unix(PathBuf),
-    /// A TCP address.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port (10809 is NBD's).
-        port: u16,
-    },
-}
-
-impl NbdExport {
-    /// Parses an NBD URI: `nbd://HOST[:PORT]/[EXPORT]` or `nbd+unix:///[EXPORT]?socket=PATH`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for anything else.
-    pub fn parse_uri(uri: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidSpec(format!("bad NBD URI '{uri}': {why}"));
-        let export = |path: &str| {
-            let name = path.strip_prefix('/').unwrap_or(path);
-            (!name.is_empty()).then(|| name.to_owned())
-        };
-        if let Some(rest) = uri.strip_prefix("nbd+unix://") {
-            let (path, query) = rest.split_once('?').ok_or_else(|| bad("no ?socket=PATH"))?;
-            if !path.is_empty() && !path.starts_with('/') {
-                return Err(bad("nbd+unix takes no host"));
-            }
-            let socket = query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("socket="))
-                .filter(|socket| !socket.is_empty())
-                .ok_or_else(|| bad("no socket= parameter"))?;
-            return Ok(Self { server: NbdServer::Unix(socket.into()), export: export(path) });
-        }
-        let rest = uri.strip_prefix("nbd://").ok_or_else(|| bad("not nbd:// or nbd+unix://"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                (host, port.parse().map_err(|_| bad("the port is not a number"))?)
-            }
-            _ => (authority, 10809),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Self { server: NbdServer::Tcp { host: host.into(), port }, export: export(path) })
-    }
-
-    fn blockdev_file(&self, node_name: &str) -> Value {
-        let server = match &self.server {
-            NbdServer::Unix(path) => json!({"type": "unix", "path": path}),
-            NbdServer::Tcp { host, port } => {
-                json!({"type": "inet", "host": host, "port": port.to_string()})
-            }
-        };
-        let mut file = json!({"driver": "nbd", "node-name": node_name, "server": server});
-        if let Some(export) = &self.export {
-            file["export"] = export.clone().into();
-        }
-        file
-    }
-}
-
-/// The disk image format QEMU reads.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum DiskFormat {
-    /// Raw bytes.
-    #[default]
-    Raw,
-    /// qcow2.
-    Qcow2,
-}
-
-impl DiskFormat {
-    /// The `blockdev-add` driver name.
-    pub fn driver(self) -> &'static str {
-        match self {
-            Self::Raw => "raw",
-            Self::Qcow2 => "qcow2",
-        }
-    }
-}
-
-/// A disk to hot-add: a block node and a virtio-blk (or other) PCI device.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DiskSpec {
-    /// The name part of the device id.
-    pub name: String,
-    /// Where the data is.
-    pub source: DiskSource,
-    /// The image format.
-    pub format: DiskFormat,
-    /// Open and present the disk read-only.
-    pub read_only: bool,
-    /// The device model (`virtio-blk-pci`, ...).
-    pub model: String,
-    /// A slot to use instead of the first free one.
-    pub slot: Option<u8>,
-}
-
-impl DiskSpec {
-    /// A read-write raw `virtio-blk-pci` disk.
-    pub fn new(name: impl Into<String>, source: DiskSource) -> Self {
-        Self {
-            name: name.into(),
-            source,
-            format: DiskFormat::Raw,
-            read_only: false,
-            model: "virtio-blk-pci".into(),
-            slot: None,
-        }
-    }
-}
-
-/// What QEMU has, as far as hotplug cares: read before planning.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Snapshot {
-    /// Bus 0 (`query-pci`).
-    pub pci: SlotMap,
-    /// Ids of user-created devices (`qom-list /machine/peripheral`).
-    pub peripherals: BTreeSet<String>,
-    /// Named block nodes (`query-named-block-nodes`).
-    pub block_nodes: BTreeSet<String>,
-    /// fdsets (`query-fdsets`).
-    pub fdsets: Vec<FdsetInfo>,
-}
-
-impl Snapshot {
-    /// The fdset whose descriptor carries `opaque`.
-    pub fn fdset_with_opaque(&self, opaque: &str) -> Option<u64> {
-        self.fdsets
-            .iter()
-            .find(|set| set.fds.iter().any(|fd| fd.opaque.as_deref() == Some(opaque)))
-            .map(|set| set.fdset_id)
-    }
-
-    /// The lowest fdset id QEMU does not use.
-    pub fn unused_fdset_id(&self) -> u64 {
-        let used: BTreeSet<u64> = self.fdsets.iter().map(|set| set.fdset_id).collect();
-        // Of len + 1 candidates at least one is unused.
-        (0..=used.len() as u64).find(|id| !used.contains(id)).unwrap_or_default()
-    }
-
-    /// Every name of ours QEMU knows, as device ids of `kind` and `name`: a device, a
-    /// block node or an fdset left by an earlier try.
-    fn earlier_try(&self, kind: DeviceKind, name: &str) -> Option<DeviceId> {
-        let opaques =
-            self.fdsets.iter().flat_map(|set| &set.fds).filter_map(|fd| fd.opaque.as_ref());
-        self.peripherals
-            .iter()
-            .chain(&self.block_nodes)
-            .chain(opaques)
-            .filter_map(|text| text.parse::<DeviceId>().ok())
-            .find(|id| id.kind() == kind && id.name() == name)
-    }
-}
+use crate::snapshot::Snapshot;
+use crate::spec::{DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost};
 
 /// Turns specs and a [`Snapshot`] into [`Plan`]s.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -427,7 +187,7 @@ impl Planner {
             let DiskSource::Nbd(export) = &spec.source else {
                 unreachable!("every source without a descriptor is NBD")
             };
-            export.blockdev_file(&id.file_node_name())
+            nbd_file(export, &id.file_node_name())
         };
         let fdset_step = spec.source.needs_fd().then_some(0);
 
@@ -506,11 +266,30 @@ impl Planner {
     }
 }
 
+/// The `file` child of an NBD disk's `blockdev-add`: QEMU's `nbd` driver, no descriptor.
+fn nbd_file(export: &NbdExport, node_name: &str) -> Value {
+    let server = match &export.server {
+        NbdServer::Unix(path) => json!({"type": "unix", "path": path}),
+        NbdServer::Tcp { host, port } => {
+            json!({"type": "inet", "host": host, "port": port.to_string()})
+        }
+    };
+    let mut file = json!({"driver": "nbd", "node-name": node_name, "server": server});
+    if let Some(name) = &export.export {
+        file["export"] = name.clone().into();
+    }
+    file
+}
+
 #[cfg(test)]
 mod tests {
-    use qmp_client::FdsetFdInfo;
+    use std::collections::BTreeSet;
+
+    use qmp_codec::{FdsetFdInfo, FdsetInfo};
 
     use super::*;
+    use crate::pci::SlotMap;
+    use crate::spec::DiskFormat;
 
     fn empty() -> Snapshot {
         let pci = json!([{"bus": 0, "devices": [
@@ -697,23 +476,6 @@ mod tests {
             json!({"driver": "nbd", "node-name": "disk-n-pci-2-file", "export": "exp0",
                    "server": {"type": "unix", "path": "/run/nbd.sock"}})
         );
-    }
-
-    #[test]
-    fn nbd_uris_parse() {
-        let tcp = NbdExport::parse_uri("nbd://10.0.0.1:10810/disk").unwrap();
-        assert_eq!(tcp.server, NbdServer::Tcp { host: "10.0.0.1".into(), port: 10810 });
-        assert_eq!(tcp.export.as_deref(), Some("disk"));
-        let default_port = NbdExport::parse_uri("nbd://host").unwrap();
-        assert_eq!(default_port.server, NbdServer::Tcp { host: "host".into(), port: 10809 });
-        assert_eq!(default_port.export, None);
-        let v6 = NbdExport::parse_uri("nbd://[::1]:99/e").unwrap();
-        assert_eq!(v6.server, NbdServer::Tcp { host: "::1".into(), port: 99 });
-        for bad in
-            ["http://x", "nbd://", "nbd://h:port/", "nbd+unix:///e", "nbd+unix://host/e?socket=/s"]
-        {
-            assert!(NbdExport::parse_uri(bad).is_err(), "{bad} parsed");
-        }
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use qemu_launcher::{Qemu, guest_or_skip, qemu_or_skip};
 use qmp_client::Client;
 use qmp_hotplug::{
@@ -387,7 +387,7 @@ async fn vhost_is_refused_unless_usable_and_qemu_keeps_running() {
     let tap = Tap::open("qhvhost%d", 1).unwrap();
     let spec = NicSpec { vhost: Vhost::Open, ..NicSpec::new("vh") };
     let result = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await;
-    if fdpass::tap::vhost_net_usable().is_ok() {
+    if hostdev::vhost::vhost_net_usable().is_ok() {
         let id = result.unwrap();
         assert!(hotplug.has_device(&id).await.unwrap());
     } else {

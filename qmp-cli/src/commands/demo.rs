@@ -6,7 +6,7 @@ use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use qemu_launcher::{GuestImage, Qemu, QemuBuilder};
 use qmp_client::Client;
 use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};

@@ -2,7 +2,7 @@
 
 use std::os::fd::OwnedFd;
 
-use fdpass::tap::Tap;
+use hostdev::tap::Tap;
 use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
 use serde_json::json;
 

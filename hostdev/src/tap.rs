@@ -1,8 +1,7 @@
-//! Host network devices whose descriptors are passed to QEMU: tap interfaces from
-//! `/dev/net/tun`, and a probe of `/dev/vhost-net`.
+//! Tap interfaces from `/dev/net/tun`, whose descriptors are passed to QEMU.
 //!
 //! A [`Tap`] holds one descriptor per queue of one tap interface. Pass them with `getfd`
-//! (see [`send_all_with_fds`](crate::send_all_with_fds)), then name them in
+//! (the `fdpass` crate sends a descriptor with the command's bytes), then name them in
 //! `netdev_add`: `{"type": "tap", "id": "n0", "fd": "t0"}` for one queue, or
 //! `{"type": "tap", "id": "n1", "fds": "t0:t1"}` for several.
 //!
@@ -13,25 +12,23 @@
 //! QEMU, so nothing is left behind on the host. Creating an interface needs
 //! `CAP_NET_ADMIN`.
 //!
-//! Before asking QEMU for `"vhost": true`, call [`vhost_net_usable`]: QEMU 7.2 aborts
-//! (the whole process, not the command) when a tap netdev wants vhost and vhost cannot
-//! start. [`open_vhost_net`] opens the device for the `vhostfd`/`vhostfds` arguments.
+//! Before asking QEMU for `"vhost": true`, see [`crate::vhost`]: QEMU 7.2 aborts (the
+//! whole process, not the command) when a tap netdev wants vhost and vhost cannot start.
 //!
-//! The one `unsafe` block is the `TUNSETIFF` ioctl, sent only to a descriptor checked to be
-//! the tun driver's; the request structure is defined here, in safe code, and checked at
-//! compile time against libc's `struct ifreq`.
+//! The one `unsafe` block of the crate is the `TUNSETIFF` ioctl, sent only to a descriptor
+//! checked to be the tun driver's; the request structure is defined here, in safe code, and
+//! checked at compile time against libc's `struct ifreq`.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::mem::{offset_of, size_of};
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::fs::{FileTypeExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use nix::errno::Errno;
 use nix::libc::{self, c_char, c_int, c_short};
 
-use crate::Error;
+use crate::{DeviceNumber, Error, FileKind, classify_fd, open_read_write};
 
 /// The most queues one [`Tap`] takes: the kernel's `MAX_TAP_QUEUES` (`drivers/net/tun.c`),
 /// the most descriptors one multi-queue tap interface can have attached.
@@ -40,13 +37,8 @@ pub const MAX_TAP_QUEUES: usize = 256;
 /// The longest interface name, in bytes: the kernel's `IFNAMSIZ` less its terminating NUL.
 pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 
-/// The tun/tap clone device.
+/// The tun/tap clone device, character device [`DeviceNumber::TUN`].
 const TUN_PATH: &str = "/dev/net/tun";
-/// Its device number, misc character device 10:200 (`TUN_MINOR`), as `st_rdev` encodes it
-/// (`new_encode_dev`: the minor's low byte, then the major from bit 8: `0x0a_c8`).
-const TUN_RDEV: u64 = 0x0a_c8;
-/// The vhost-net device (misc character device 10:238).
-const VHOST_NET_PATH: &str = "/dev/vhost-net";
 
 /// An `IFF_*` flag of `linux/if_tun.h` as the `c_short` of `ifr_flags`.
 const fn tun_flag(flag: c_int) -> c_short {
@@ -197,9 +189,9 @@ fn open_queue(name: &str, flags: c_short) -> io::Result<(OwnedFd, String)> {
 /// descriptor itself, so a device node swapped after the `open` does not matter.
 #[allow(unsafe_code)]
 fn tun_set_iff(tun: &File, request: &mut IfReq) -> io::Result<()> {
-    let metadata = tun.metadata()?;
-    if !metadata.file_type().is_char_device() || metadata.rdev() != TUN_RDEV {
-        let what = format!("{TUN_PATH} is not the tun device (character device 10:200)");
+    let kind = classify_fd(tun).map_err(io::Error::from)?;
+    if kind != FileKind::CharDevice(DeviceNumber::TUN) {
+        let what = format!("{TUN_PATH} is {kind}, not the tun device (character device 10:200)");
         return Err(io::Error::new(io::ErrorKind::InvalidData, what));
     }
     let request: *mut IfReq = request;
@@ -240,56 +232,6 @@ fn check_name(name: &str) -> Result<(), Error> {
     }
 }
 
-/// Opens `/dev/vhost-net` (`O_RDWR | O_CLOEXEC`), for QEMU's `vhostfd` or `vhostfds`.
-///
-/// # Errors
-/// [`Error::VhostNetUnavailable`], with the reason: see [`vhost_net_usable`].
-pub fn open_vhost_net() -> Result<OwnedFd, Error> {
-    open_vhost_net_at(Path::new(VHOST_NET_PATH))
-}
-
-/// Whether vhost-net can be used here, i.e. `/dev/vhost-net` opens for reading and writing.
-///
-/// Call it before a `netdev_add` of a tap with `"vhost": true`: QEMU 7.2 does not fail that
-/// command when vhost cannot start, it aborts the whole process. When this returns `Err`,
-/// leave vhost off (QEMU then moves the packets itself, more slowly).
-///
-/// The probe only opens the device, as QEMU does first; it does not start a vhost worker.
-///
-/// # Errors
-/// [`Error::VhostNetUnavailable`], whose reason tells the common cases apart: no device
-/// node (`ENOENT`), a node but no driver behind it (`ENODEV`/`ENXIO`: the `vhost_net`
-/// module is not loaded or not built), no permission (`EACCES`/`EPERM`); its source is
-/// the OS error.
-pub fn vhost_net_usable() -> Result<(), Error> {
-    open_vhost_net().map(drop)
-}
-
-/// [`open_vhost_net`] of the node at `path`.
-fn open_vhost_net_at(path: &Path) -> Result<OwnedFd, Error> {
-    open_read_write(path)
-        .map(OwnedFd::from)
-        .map_err(|source| Error::VhostNetUnavailable { reason: vhost_reason(&source), source })
-}
-
-/// Why opening `/dev/vhost-net` failed, in words.
-fn vhost_reason(error: &io::Error) -> &'static str {
-    match error.raw_os_error().map(Errno::from_raw) {
-        Some(Errno::ENOENT) => "/dev/vhost-net does not exist (vhost_net module not loaded?)",
-        Some(Errno::ENODEV | Errno::ENXIO) => {
-            "/dev/vhost-net exists but no driver serves it (vhost_net not loaded or not built)"
-        }
-        Some(Errno::EACCES | Errno::EPERM) => "no permission to open /dev/vhost-net read-write",
-        _ => "/dev/vhost-net cannot be opened",
-    }
-}
-
-/// `open(path, O_RDWR | O_CLOEXEC)`. The standard library sets `O_CLOEXEC` anyway; it is
-/// spelled out because these descriptors must reach QEMU only through `SCM_RIGHTS`.
-fn open_read_write(path: &Path) -> io::Result<File> {
-    OpenOptions::new().read(true).write(true).custom_flags(libc::O_CLOEXEC).open(path)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -306,7 +248,6 @@ mod tests {
         assert_eq!(MULTI_QUEUE, 0x0100);
         // TUNSETIFF is _IOW('T', 202, int): fixed by the kernel ABI.
         assert_eq!(libc::TUNSETIFF, 0x4004_54ca);
-        assert_eq!(TUN_RDEV, nix::sys::stat::makedev(10, 200));
     }
 
     /// TUNSETIFF only ever goes to the tun driver: other files are refused before the ioctl.
@@ -330,47 +271,6 @@ mod tests {
         for bad in ["", long, ".", "..", "a b", "a/b", "a:b", "a\0b", "é", "a%", "a%s", "%d%d"] {
             let err = check_name(bad).unwrap_err();
             assert!(matches!(err, Error::TapName { ref name, .. } if name == bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn vhost_reasons() {
-        let reason = |errno: Errno| vhost_reason(&io::Error::from(errno));
-        assert!(reason(Errno::ENOENT).contains("does not exist"));
-        assert!(reason(Errno::ENODEV).contains("no driver"));
-        assert!(reason(Errno::ENXIO).contains("no driver"));
-        assert!(reason(Errno::EACCES).contains("permission"));
-        assert!(reason(Errno::EBUSY).contains("cannot be opened"));
-    }
-
-    /// A node made like the one a container runtime makes (misc 10:238) gives `ENODEV`
-    /// when no vhost-net driver is loaded; the probe must agree with a plain open.
-    #[test]
-    fn vhost_probe_of_a_node_without_driver() {
-        use nix::sys::stat::{Mode, SFlag, makedev, mknod};
-        let dir = std::env::temp_dir().join(format!("fdpass-vhost-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let node = dir.join("vhost-net");
-        let _ = std::fs::remove_file(&node);
-        if let Err(errno) =
-            mknod(&node, SFlag::S_IFCHR, Mode::from_bits_truncate(0o600), makedev(10, 238))
-        {
-            eprintln!("SKIPPED: cannot mknod a device node here: {errno}");
-            std::fs::remove_dir_all(&dir).unwrap();
-            return;
-        }
-        let independent = OpenOptions::new().read(true).write(true).open(&node);
-        let probed = open_vhost_net_at(&node);
-        std::fs::remove_dir_all(&dir).unwrap();
-        match (independent, probed) {
-            (Ok(_), Ok(_)) => {}
-            (Err(plain), Err(Error::VhostNetUnavailable { reason, source })) => {
-                assert_eq!(plain.raw_os_error(), source.raw_os_error());
-                if source.raw_os_error() == Some(libc::ENODEV) {
-                    assert!(reason.contains("no driver"), "{reason}");
-                }
-            }
-            (plain, probed) => panic!("plain open {plain:?} but probe {probed:?}"),
         }
     }
 }

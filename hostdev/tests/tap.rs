@@ -1,13 +1,11 @@
-//! `fdpass::tap` on the host: tap interfaces appear in `/sys/class/net` with the flags asked
+//! `hostdev::tap` and `hostdev::vhost` on the host: tap interfaces appear in `/sys/class/net` with the flags asked
 //! for and vanish with their last descriptor; bad arguments are typed errors; the vhost-net
 //! probe agrees with a plain open. Then against a real QEMU: tap descriptors passed with
-//! `getfd` make working `netdev_add` backends, single- and multi-queue (skipped when QEMU
-//! is missing, unless `QMP_REQUIRE_QEMU=1`).
+//! `getfd` (through the project's blocking QMP client) make working `netdev_add` backends,
+//! single- and multi-queue (skipped when QEMU is missing, unless `QMP_REQUIRE_QEMU=1`).
 //!
 //! Creating tap interfaces needs `CAP_NET_ADMIN` and `/dev/net/tun`; these tests expect both.
 //! Each test uses its own name prefix, so tests running in parallel never share an interface.
-
-mod common;
 
 use std::collections::BTreeSet;
 use std::io;
@@ -15,10 +13,11 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::monitor::Monitor;
-use fdpass::Error;
-use fdpass::tap::{MAX_TAP_QUEUES, Tap, open_vhost_net, vhost_net_usable};
+use hostdev::Error;
+use hostdev::tap::{MAX_TAP_QUEUES, Tap};
+use hostdev::vhost::{open_vhost_net, vhost_net_usable};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
+use qmp_client::blocking::Client;
 use serde_json::json;
 
 /// `IFF_TAP | IFF_NO_PI | IFF_VNET_HDR`, as `tun_flags` in sysfs shows them.
@@ -215,41 +214,37 @@ fn vhost_probe_agrees_with_a_plain_open() {
     }
 }
 
-/// `getfd` a tap queue descriptor (or several) for each name in `names`.
-fn pass_queues(monitor: &mut Monitor, tap: &Tap, names: &[&str]) {
+/// `getfd` each tap queue descriptor under the matching name of `names`.
+fn pass_queues(client: &mut Client, tap: &Tap, names: &[&str]) {
     assert_eq!(tap.queue_count(), names.len());
     for (fd, name) in tap.queues().iter().zip(names) {
-        let getfd = json!({"execute": "getfd", "arguments": {"fdname": name}});
-        assert_eq!(monitor.execute(&getfd, &[fd.as_fd()]), json!({"return": {}}), "{name}");
+        client.get_fd(name, fd).unwrap_or_else(|error| panic!("getfd {name}: {error}"));
     }
 }
 
 #[test]
 fn qemu_takes_passed_tap_descriptors_as_netdevs() {
     let qemu = qemu_launcher::qemu_or_skip!(qemu_launcher::QemuBuilder::new().paused(true));
-    let mut monitor = Monitor::connect(&qemu);
+    let mut client = Client::connect(qemu.qmp_path()).expect("connect to QEMU");
+    let netdev_add = |client: &mut Client, arguments| {
+        let reply = client.execute("netdev_add", arguments);
+        assert_eq!(reply.unwrap_or_else(|e| panic!("{e}: {}", qemu.stderr())), json!({}));
+    };
 
     // One queue: "fd".
     let tap = Tap::open("qmpq%d", 1).expect("open a tap");
     let single = tap.name().to_owned();
-    pass_queues(&mut monitor, &tap, &["tap0"]);
-    let add = json!({"execute": "netdev_add",
-                     "arguments": {"type": "tap", "id": "n0", "fd": "tap0"}});
-    assert_eq!(monitor.execute(&add, &[]), json!({"return": {}}), "{}", qemu.stderr());
+    pass_queues(&mut client, &tap, &["tap0"]);
+    netdev_add(&mut client, json!({"type": "tap", "id": "n0", "fd": "tap0"}));
 
     // Two queues: "fds", colon-separated.
     let tap_mq = Tap::open("qmpq%d", 2).expect("open a multi-queue tap");
     let multi = tap_mq.name().to_owned();
     assert_ne!(single, multi);
-    pass_queues(&mut monitor, &tap_mq, &["t0", "t1"]);
-    let add = json!({"execute": "netdev_add",
-                     "arguments": {"type": "tap", "id": "n1", "fds": "t0:t1"}});
-    assert_eq!(monitor.execute(&add, &[]), json!({"return": {}}), "{}", qemu.stderr());
+    pass_queues(&mut client, &tap_mq, &["t0", "t1"]);
+    netdev_add(&mut client, json!({"type": "tap", "id": "n1", "fds": "t0:t1"}));
 
-    let info = json!({"execute": "human-monitor-command",
-                      "arguments": {"command-line": "info network"}});
-    let info = monitor.execute(&info, &[]);
-    let text = info["return"].as_str().unwrap_or_else(|| panic!("{info}"));
+    let text = client.human_monitor_command("info network").unwrap();
     assert!(text.contains("n0: ") && text.contains("n1: "), "{text}");
 
     // QEMU holds its own copies now: closing ours leaves both interfaces up...
@@ -261,8 +256,7 @@ fn qemu_takes_passed_tap_descriptors_as_netdevs() {
 
     // ...until netdev_del makes QEMU close them.
     for id in ["n0", "n1"] {
-        let del = json!({"execute": "netdev_del", "arguments": {"id": id}});
-        assert_eq!(monitor.execute(&del, &[]), json!({"return": {}}), "{id}");
+        assert_eq!(client.execute("netdev_del", json!({"id": id})).unwrap(), json!({}), "{id}");
     }
     wait_gone(&single);
     wait_gone(&multi);

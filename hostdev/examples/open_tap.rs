@@ -3,14 +3,15 @@
 //! `ip link show`. The interface disappears when the program exits.
 //!
 //! Run as root (or with `CAP_NET_ADMIN`):
-//! `cargo run -p fdpass --example open_tap -- [NAME_OR_TEMPLATE [QUEUES]]`,
+//! `cargo run -p hostdev --example open_tap -- [NAME_OR_TEMPLATE [QUEUES]]`,
 //! e.g. `-- qmptap%d 4`. The default is `qmptap%d` with one queue.
 
 use std::os::fd::AsRawFd;
 use std::sync::mpsc;
 use std::time::Duration;
 
-use fdpass::tap::{Tap, vhost_net_usable};
+use hostdev::tap::Tap;
+use hostdev::vhost::vhost_net_usable;
 
 const WAIT: Duration = Duration::from_secs(30);
 
