@@ -93,11 +93,15 @@ pub enum Shape {
         /// The branches.
         branches: Vec<Shape>,
     },
-    /// An object already shown in this description, at `path`.
+    /// An object or alternate already shown in this description, at `path`.
     SameAs {
         /// Where it was shown: `arguments`, `arguments.file`, `arguments (driver "file")`.
         path: String,
+        /// Whether it is an alternate (else an object).
+        alternate: bool,
     },
+    /// Nested deeper than a description goes (only a schema built to loop does that).
+    Truncated,
     /// A meta-type this crate does not know.
     Unknown {
         /// Its meta-type.
@@ -158,24 +162,26 @@ impl Schema {
             target: target.into(),
             suggestion: closest(target, self.commands().chain(self.events())).map(Into::into),
         };
-        if target.contains('/') {
-            return match self.resolve_path(target)? {
-                Found::Absent => Err(not_found()),
-                Found::Flag => Ok(Description::Flag { path: target.into(), present: true }),
-                Found::Entry(id) => Ok(self.describe_entry(id, target)),
-            };
-        }
-        match self.lookup(target) {
-            Some(id) if matches!(self.entry(id).kind, Kind::Command(_) | Kind::Event { .. }) => {
-                Ok(self.describe_entry(id, target))
+        // A command or event by its name first: QAPI names have no '/', but a schema's
+        // names are whatever the schema says.
+        if let Some(id) = self.lookup(target) {
+            if matches!(self.entry(id).kind, Kind::Command(_) | Kind::Event { .. }) {
+                return Ok(self.describe_entry(id, target));
             }
-            _ => Err(not_found()),
+        }
+        if !target.contains('/') {
+            return Err(not_found());
+        }
+        match self.resolve_path(target)? {
+            Found::Absent => Err(not_found()),
+            Found::Flag => Ok(Description::Flag { path: target.into(), present: true }),
+            Found::Entry(id) => Ok(self.describe_entry(id, target)),
         }
     }
 
     fn describe_entry(&self, id: Id, path: &str) -> Description {
         let entry = self.entry(id);
-        let mut shaper = Shaper { schema: self, shown: HashMap::new() };
+        let mut shaper = Shaper { schema: self, shown: HashMap::new(), depth: 0 };
         match &entry.kind {
             Kind::Command(command) => Description::Command {
                 name: entry.name.to_string(),
@@ -199,14 +205,29 @@ fn names(features: &Features) -> Vec<String> {
     features.names.iter().map(ToString::to_string).collect()
 }
 
-/// Builds [`Shape`]s, showing each object with members once per description.
+/// How deep a description nests before it says [`Shape::Truncated`]; QEMU's deepest
+/// type is a few levels, everything below is shown once and referred to.
+const MAX_SHAPE_DEPTH: usize = 32;
+
+/// Builds [`Shape`]s, showing each object (with members) and alternate once per description.
 struct Shaper<'s> {
     schema: &'s Schema,
     shown: HashMap<Id, String>,
+    depth: usize,
 }
 
 impl Shaper<'_> {
     fn shape(&mut self, id: Id, path: &str) -> Shape {
+        if self.depth == MAX_SHAPE_DEPTH {
+            return Shape::Truncated;
+        }
+        self.depth += 1;
+        let shape = self.shape_of(id, path);
+        self.depth -= 1;
+        shape
+    }
+
+    fn shape_of(&mut self, id: Id, path: &str) -> Shape {
         let entry: &Entry = self.schema.entry(id);
         match &entry.kind {
             Kind::Builtin(json_type) => {
@@ -225,15 +246,23 @@ impl Shaper<'_> {
             Kind::Object(def) => {
                 if !(def.members.is_empty() && def.variants.is_empty()) {
                     if let Some(first) = self.shown.get(&id) {
-                        return Shape::SameAs { path: first.clone() };
+                        return Shape::SameAs { path: first.clone(), alternate: false };
                     }
                     self.shown.insert(id, path.to_owned());
                 }
                 self.object(def, path)
             }
-            Kind::Alternate { branches } => Shape::Alternate {
-                branches: branches.iter().map(|&branch| self.shape(branch, path)).collect(),
-            },
+            // Alternates are shown once too: in a schema whose alternates nest, showing each
+            // every time would double the output at every level.
+            Kind::Alternate { branches } => {
+                if let Some(first) = self.shown.get(&id) {
+                    return Shape::SameAs { path: first.clone(), alternate: true };
+                }
+                self.shown.insert(id, path.to_owned());
+                Shape::Alternate {
+                    branches: branches.iter().map(|&branch| self.shape(branch, path)).collect(),
+                }
+            }
             Kind::Command(_) | Kind::Event { .. } => Shape::Unknown { meta_type: "command".into() },
             Kind::Other(meta) => Shape::Unknown { meta_type: meta.to_string() },
         }
@@ -337,7 +366,9 @@ fn inline(shape: &Shape) -> String {
         Shape::Alternate { branches } => {
             branches.iter().map(inline).collect::<Vec<_>>().join(" or ")
         }
-        Shape::SameAs { path } => format!("object as {path}"),
+        Shape::SameAs { path, alternate: false } => format!("object as {path}"),
+        Shape::SameAs { path, alternate: true } => format!("the same type as {path}"),
+        Shape::Truncated => "...".into(),
         Shape::Unknown { meta_type } => format!("({meta_type})"),
     }
 }
@@ -373,7 +404,7 @@ fn write_children(out: &mut String, shape: &Shape, depth: usize) {
                     }
                     let _ = writeln!(out, "{indent}when {} is {}:", union.tag, cases.join(", "));
                     match &variant.shape {
-                        Shape::SameAs { path } => {
+                        Shape::SameAs { path, .. } => {
                             let _ = writeln!(out, "{indent}  the members of {path}");
                         }
                         other => write_children(out, other, depth + 1),
@@ -562,7 +593,7 @@ mod tests {
         assert_eq!(union.variants[0].cases, ["file"]);
         let Shape::Object { members, .. } = &union.variants[1].shape else { panic!() };
         let Shape::Alternate { branches } = &members[0].shape else { panic!() };
-        assert_eq!(branches[0], Shape::SameAs { path: "arguments".into() });
+        assert_eq!(branches[0], Shape::SameAs { path: "arguments".into(), alternate: false });
         let text = description.to_string();
         assert_eq!(
             text,
@@ -604,6 +635,13 @@ mod tests {
             matches!(s.describe("2"), Err(Error::NotFound { .. })),
             "masked names are not targets"
         );
+        // Found by the fuzzer: a command whose name has a '/' is still described by name.
+        let odd = Schema::from_value(&json!([
+            {"name": "0", "meta-type": "object", "members": []},
+            {"name": "a/b", "meta-type": "command", "arg-type": "0", "ret-type": "0"},
+        ]))
+        .unwrap();
+        assert!(matches!(odd.describe("a/b"), Ok(Description::Command { .. })));
         let json = serde_json::to_value(s.describe("blockdev-add").unwrap()).unwrap();
         assert_eq!(json["kind"], "command");
         assert_eq!(json["arguments"]["members"][0]["type"]["type"], "enum");
@@ -626,5 +664,30 @@ mod tests {
         assert_eq!(s.complete_value("blockdev-add", Some(&nested), "file.driver", "r"), ["raw"]);
         assert!(s.complete_member("no-such-command", None, "").is_empty());
         assert!(s.complete_member("blockdev-add", None, "nope.x").is_empty());
+    }
+
+    #[test]
+    fn looping_and_doubling_schemas_give_bounded_descriptions() {
+        let s = Schema::from_value(&json!([
+            {"name": "0", "meta-type": "object", "members": []},
+            {"name": "1", "meta-type": "alternate", "members": [{"type": "1"}, {"type": "2"}]},
+            {"name": "2", "meta-type": "array", "element-type": "2"},
+            {"name": "3", "meta-type": "alternate", "members": [{"type": "4"}, {"type": "4"}]},
+            {"name": "4", "meta-type": "alternate", "members": [{"type": "5"}, {"type": "5"}]},
+            {"name": "5", "meta-type": "alternate", "members": [{"type": "6"}, {"type": "6"}]},
+            {"name": "6", "meta-type": "builtin", "json-type": "int"},
+            {"name": "7", "meta-type": "object", "members": [
+                {"name": "a", "type": "1"}, {"name": "b", "type": "3"}, {"name": "c", "type": "3"}]},
+            {"name": "c", "meta-type": "command", "arg-type": "7", "ret-type": "0"},
+        ]))
+        .unwrap();
+        let text = s.describe("c").unwrap().to_string();
+        assert!(text.contains("a: the same type as arguments.a or array of array of "), "{text}");
+        assert!(
+            text.contains("array of ...\n"),
+            "a self-nested array ends at the depth limit: {text}"
+        );
+        assert!(text.contains("c: the same type as arguments.b\n"), "{text}");
+        assert!(text.len() < 1000, "{text}");
     }
 }
