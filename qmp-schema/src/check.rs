@@ -242,7 +242,26 @@ impl Schema {
     /// `device_add`'s device properties, values typed `any`. Integer ranges narrower than
     /// 64 bits (`uint8`, ...) are invisible in the schema (every integer type shows as
     /// `int`): any integer from `i64::MIN` to `u64::MAX` passes.
+    ///
+    /// `Some(&Value::Null)` is refused, as QEMU refuses `"arguments": null`: a client that
+    /// means "no arguments" passes `None`.
     pub fn check(&self, command: &str, arguments: Option<&Value>) -> Report {
+        self.check_with(command, |checker, ty| match arguments {
+            None => checker.check_object_type(ty, &Map::new(), &At::ROOT),
+            Some(value) => checker.check_value(ty, value, &At::ROOT),
+        })
+    }
+
+    /// [`Schema::check`] for arguments held as a JSON object's map, as a command type keeps
+    /// them (`qmp_codec::Command::arguments`), without wrapping them in a `Value`.
+    pub fn check_map(&self, command: &str, arguments: Option<&Map<String, Value>>) -> Report {
+        let empty = Map::new();
+        self.check_with(command, |checker, ty| {
+            checker.check_object_type(ty, arguments.unwrap_or(&empty), &At::ROOT);
+        })
+    }
+
+    fn check_with(&self, command: &str, arguments: impl FnOnce(&mut Checker<'_>, Id)) -> Report {
         let Some((id, def)) = self.command(command) else {
             let problem = Problem {
                 path: "execute".into(),
@@ -255,15 +274,11 @@ impl Schema {
             return Report { verdict: Verdict::Invalid(vec![problem]), warnings: Vec::new() };
         };
         let mut checker = Checker::new(self);
-        let root = At::ROOT;
         checker.warn(&self.entry(id).features, &At::EXECUTE, Subject::Command, command);
         if let Some(why) = known::free_form(command) {
-            checker.not_checked(&root, UncheckedReason::FreeForm(why));
-            return checker.finish();
-        }
-        match arguments {
-            None => checker.check_object_type(def.arguments, &Map::new(), &root),
-            Some(value) => checker.check_value(def.arguments, value, &root),
+            checker.not_checked(&At::ROOT, UncheckedReason::FreeForm(why));
+        } else {
+            arguments(&mut checker, def.arguments);
         }
         checker.finish()
     }
@@ -838,6 +853,16 @@ mod tests {
             ["arguments: expected empty object, found an array (0 items)"]
         );
         assert_eq!(problems("add", &json!(null)), ["arguments: expected object, found null"]);
+    }
+
+    #[test]
+    fn a_map_is_checked_like_the_object_holding_it() {
+        let s = schema();
+        let arguments = json!({"driver": "raw", "file": {"driver": "file"}});
+        let map = arguments.as_object().unwrap();
+        assert_eq!(s.check_map("add", Some(map)), s.check("add", Some(&arguments)));
+        assert_eq!(s.check_map("add", None), s.check("add", None));
+        assert_eq!(s.check_map("status", None).verdict, Verdict::Valid);
     }
 
     #[test]
