@@ -453,12 +453,12 @@ impl<'s> Checker<'s> {
         }
     }
 
-    /// Checks an object value against a type that should be an object (a command's
-    /// arguments, given or not).
+    /// Checks an object value, held as its map, against a command's arguments type.
     fn check_object_type(&mut self, ty: Id, map: &Map<String, Value>, at: &At<'_>) {
         match &self.schema.entry(ty).kind {
             Kind::Object(def) => self.check_object(def, map, at),
-            _ => self.check_value(ty, &Value::Object(Map::new()), at),
+            // QEMU's arguments types are objects; any other takes the general path.
+            _ => self.check_value(ty, &Value::Object(map.clone()), at),
         }
     }
 

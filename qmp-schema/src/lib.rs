@@ -3,14 +3,15 @@
 //! describe what a command takes.
 //!
 //! * [`Schema`] parses the reply once ([`Schema::from_slice`] or [`Schema::from_value`]) and
-//!   indexes it: every type reference is resolved to an index, members, enum values and union
-//!   variants are found by binary search. Hold one per connection (it is `Send + Sync`).
-//! * [`Schema::check`] validates a command's `arguments` as QEMU's input visitor would and
-//!   returns a [`Report`]: a [`Verdict`] ([`Valid`](Verdict::Valid),
-//!   [`Invalid`](Verdict::Invalid) with every [`Problem`] up to [`MAX_PROBLEMS`], each with
-//!   its path, what was expected, what was found and a close-match suggestion, or
-//!   [`NotChecked`](Verdict::NotChecked) where the schema cannot tell) and [`Warning`]s for
-//!   deprecated or unstable use.
+//!   indexes it: every type reference is resolved to an index; members, enum values and
+//!   union variants are found by binary search (the members of small objects by a scan of
+//!   at most 16 names). Hold one per connection (it is `Send + Sync`).
+//! * [`Schema::check`] (or [`Schema::check_map`] for arguments held as a map) validates a
+//!   command's `arguments` as QEMU's input visitor would and returns a [`Report`]: a
+//!   [`Verdict`] ([`Valid`](Verdict::Valid), [`Invalid`](Verdict::Invalid) with every
+//!   [`Problem`] up to [`MAX_PROBLEMS`], each with its path, what was expected, what was
+//!   found and a close-match suggestion, or [`NotChecked`](Verdict::NotChecked) where the
+//!   schema cannot tell) and [`Warning`]s for deprecated or unstable use.
 //! * [`Schema::has`] answers feature probes in libvirt's path syntax,
 //!   `"blockdev-add/arg-type/+file/aio"`.
 //! * [`Schema::describe`] returns a [`Description`] of a command, event or type path;
