@@ -48,6 +48,7 @@ mod ids;
 mod pci;
 mod plan;
 mod planner;
+mod topology;
 
 pub use error::{Error, RollbackFailures};
 pub use executor::{DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
@@ -57,4 +58,9 @@ pub use plan::{FdRef, Plan, PlannedStep, Step};
 pub use planner::{
     DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Planner,
     Snapshot, Vhost,
+};
+pub use topology::{
+    Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,
+    MachineKind, NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences,
+    TopologyInput, TreeFunction, Unusable,
 };
