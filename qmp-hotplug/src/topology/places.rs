@@ -273,19 +273,26 @@ impl PciTree {
             .is_some_and(|bus| bus.slot(place.slot).any(|f| f.qdev_id.as_deref() == Some(id)))
     }
 
-    /// Where the device `id` sits, if it is on a bus with a name.
+    /// Where the device `id` sits, if it is on a bus `device_add` can name (not one whose
+    /// name an earlier bus has too).
     pub fn place_of(&self, id: &str) -> Option<Place> {
-        self.buses().iter().find_map(|bus| {
+        self.buses().iter().enumerate().find_map(|(index, bus)| {
             let function = bus.functions.iter().find(|f| f.qdev_id.as_deref() == Some(id))?;
-            Some(Place { bus: place_bus(bus)?, slot: function.slot })
+            let place_bus = place_bus(bus)?;
+            (self.index_of(&place_bus) == Some(index))
+                .then_some(Place { bus: place_bus, slot: function.slot })
         })
     }
 
-    /// The bus a [`Place`] means.
+    /// The bus a [`PlaceBus`] means: the one `device_add` would pick.
     pub fn bus_of(&self, bus: &PlaceBus) -> Option<&Bus> {
+        self.index_of(bus).map(|index| &self.buses()[index])
+    }
+
+    fn index_of(&self, bus: &PlaceBus) -> Option<usize> {
         match bus {
-            PlaceBus::PcRoot => self.buses().iter().find(|bus| bus.kind == BusKind::PcRoot),
-            PlaceBus::Named(name) => self.bus_index(name).map(|index| &self.buses()[index]),
+            PlaceBus::PcRoot => self.buses().iter().position(|bus| bus.kind == BusKind::PcRoot),
+            PlaceBus::Named(name) => self.bus_index(name),
         }
     }
 

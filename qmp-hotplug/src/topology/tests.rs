@@ -408,6 +408,23 @@ fn a_bridge_named_like_another_bus_is_not_used() {
         matches!(&error.checked[0].why, Unusable::BadId { reason } if reason.contains("pc bus 0")),
         "{error}"
     );
+    // Two bridges with one id (QEMU forbids it; the tree must not trust it): a device
+    // behind the second cannot be named, so it has no place.
+    let twins = |behind: Value| {
+        json!({"slot": 6, "function": 0, "qdev_id": "tw",
+        "pci_bridge": {"bus": {"secondary": 2}, "devices": behind}})
+    };
+    let first = twins(json!([]));
+    let mut second = twins(json!([{"slot": 3, "function": 0, "qdev_id": "d0"}]));
+    second["slot"] = json!(7);
+    let input = TopologyInput {
+        machine_type: Some("pc".into()),
+        query_pci: json!([{"bus": 0, "devices": [second, first]}]),
+        peripherals: vec![],
+    };
+    let twins = PciTree::new(&input).unwrap();
+    assert_eq!(twins.place_of("d0"), None);
+    assert!(!twins.has_device("d0", &Place { bus: PlaceBus::Named("tw".into()), slot: 3 }));
     // The root keeps its name: pci.0 places are bus 0's.
     assert!(
         tree.free_places(DeviceKind::Nic, "a", &Preferences::default())

@@ -376,8 +376,8 @@ impl PciTree {
         &self.buses
     }
 
-    /// The index of the bus `device_add` would pick for `name`: the root bus if it has that
-    /// name, else the first in tree order.
+    /// The index of the first bus named `name` in tree order (a root bus comes before the
+    /// bridges, as in QEMU's search for `device_add`'s `bus`).
     pub fn bus_index(&self, name: &str) -> Option<usize> {
         self.buses.iter().position(|bus| bus.name.as_deref() == Some(name))
     }
@@ -399,7 +399,7 @@ fn check_count(buses: &[Bus]) -> Result<(), Error> {
 fn parse_query_pci(reply: &Value, peripherals: &[Peripheral]) -> Result<Vec<Bus>, Error> {
     let not_query_pci = |why: String| Error::PciData(format!("not a query-pci reply: {why}"));
     let roots = reply.as_array().ok_or_else(|| not_query_pci("not a list".into()))?;
-    let qom_types: HashMap<&str, &Peripheral> =
+    let peripheral_by_id: HashMap<&str, &Peripheral> =
         peripherals.iter().rev().map(|p| (p.id.as_str(), p)).collect();
     let mut buses: Vec<Bus> = Vec::new();
     let mut work: Vec<(usize, &Value)> = Vec::new();
@@ -423,7 +423,7 @@ fn parse_query_pci(reply: &Value, peripherals: &[Peripheral]) -> Result<Vec<Bus>
             function.qom_type = function
                 .qdev_id
                 .as_deref()
-                .and_then(|id| qom_types.get(id))
+                .and_then(|id| peripheral_by_id.get(id))
                 .map(|p| p.qom_type.clone());
             if let Some(bridge) = &raw.pci_bridge {
                 check_count(&buses)?;
@@ -438,7 +438,7 @@ fn parse_query_pci(reply: &Value, peripherals: &[Peripheral]) -> Result<Vec<Bus>
                 child.hotplug = function
                     .qdev_id
                     .as_deref()
-                    .and_then(|id| qom_types.get(id))
+                    .and_then(|id| peripheral_by_id.get(id))
                     .and_then(|p| p.hotplug);
                 if let Some(behind) = value.get("pci_bridge").and_then(|b| b.get("devices")) {
                     child.listed = true;
