@@ -424,8 +424,9 @@ impl PciTree {
                 format!(
                     "{note}Start the VM with more empty root ports, one hot-plugged device each, \
                      e.g. `-device pcie-root-port,id=rp9,bus=pcie.0,chassis=1,slot=9,addr=0x9` \
-                     (up to 8 per pcie.0 slot as functions: `addr=0x9.0x0,multifunction=on`, \
-                     then `addr=0x9.0x1` ...). Root ports cannot be hot-added; libvirt and Kata \
+                     (each with its own id, chassis/slot pair and pcie.0 address; up to 8 per \
+                     pcie.0 slot as functions: `addr=0x9.0x0,multifunction=on`, then \
+                     `addr=0x9.0x1` ...). Root ports cannot be hot-added; libvirt and Kata \
                      start q35 guests with a pool of empty root ports."
                 )
             }
