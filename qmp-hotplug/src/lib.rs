@@ -57,6 +57,7 @@ mod planner;
 pub mod qemu_errors;
 mod snapshot;
 mod spec;
+mod topology;
 
 pub use error::{Error, RollbackFailures};
 pub use executor::{DEFAULT_HOST_TIMEOUT, DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
@@ -68,4 +69,9 @@ pub use planner::Planner;
 pub use snapshot::Snapshot;
 pub use spec::{
     DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost,
+};
+pub use topology::{
+    Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,
+    MachineKind, NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences,
+    TopologyInput, TreeFunction, Unusable,
 };
