@@ -22,13 +22,14 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
-    // Usage errors exit here with clap's status 2; --help and --version with 0.
-    let cli = cli::Cli::parse();
+    // Usage errors exit here with status 2; --help and --version with 0.
+    let cli = match cli::Cli::from_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // Before anything opens a descriptor of its own, the runtime included.
     let inherited = match inherited::adopt(&cli.command) {
         Ok(inherited) => inherited,

@@ -128,6 +128,29 @@ async fn events_with_a_timeout_end_with_0_or_3() {
 }
 
 #[tokio::test]
+async fn events_with_an_absurd_timeout_listen_instead_of_panicking() {
+    let server = MockServer::builder().start();
+    // 1e19 s does not fit the clock: it saturates to a year (once: a panic, status 101).
+    let mut command = qmp_at(server.path(), ["--timeout", "1e19", "events", "--count", "1"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = tokio::task::spawn_blocking(move || run(command));
+    let conn = tokio::select! {
+        conn = server.accepted() => conn,
+        output = &mut child => panic!("qmp ended before it connected: {:?}", output.unwrap()),
+    };
+    negotiated(&server).await;
+    let start = Instant::now();
+    while !child.is_finished() && conn.is_open() {
+        assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
+        conn.event("RESUME", None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = child.await.unwrap();
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("RESUME"), "{}", stdout(&output));
+}
+
+#[tokio::test]
 async fn events_end_with_3_when_the_server_hangs_up() {
     let server = MockServer::builder().start();
     let child = tokio::task::spawn_blocking({

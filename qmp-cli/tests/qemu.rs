@@ -192,3 +192,17 @@ fn a_missing_socket_next_to_a_running_qemu_exits_3() {
     assert_status(&output, CONNECTION);
     one_error_line(&output, "qmp: cannot connect to ");
 }
+
+#[test]
+fn absurd_timeouts_saturate_instead_of_overflowing_the_clock() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    // 1e19 s is past the end of the monotonic clock: once a panic (status 101) in the
+    // client's handshake deadline; now taken as a year.
+    let output = run(qmp_at(qemu.qmp_path(), ["--timeout", "1e19", "exec", "query-status"]));
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("prelaunch"), "{}", stdout(&output));
+    let output =
+        run_with_input(qmp_at(qemu.qmp_path(), ["--timeout", "1e19", "shell"]), "query-status\n");
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("prelaunch"), "{}", stdout(&output));
+}
