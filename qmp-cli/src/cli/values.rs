@@ -119,7 +119,68 @@ pub(crate) fn parse_nbd_uri(text: &str) -> Result<NbdExport, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use qmp_hotplug::NbdServer;
+
+    /// Text shaped like a number, in every spelling `f64` parses and more.
+    fn number_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            "[ +-]?[0-9]{0,25}(\\.[0-9]{0,12})?([eE][+-]?[0-9]{1,4})? ?",
+            "(inf|infinity|nan|NaN|-inf|\\+inf|0x10|1_000)",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_text_makes_a_value_parser_panic(text in any::<String>()) {
+            let _ = parse_seconds(&text);
+            let _ = parse_device_name(&text);
+            let _ = parse_queues(&text);
+            let _ = parse_mac(&text);
+            let _ = parse_nbd_uri(&text);
+        }
+
+        #[test]
+        fn every_accepted_duration_makes_a_deadline(text in number_like()) {
+            if let Ok(duration) = parse_seconds(&text) {
+                prop_assert!(duration > Duration::ZERO && duration <= MAX_DURATION, "{text}");
+                prop_assert!(std::time::Instant::now().checked_add(duration).is_some());
+                prop_assert!(tokio::time::Instant::now().checked_add(duration).is_some());
+            }
+        }
+
+        #[test]
+        fn accepted_values_are_usable_as_they_are(
+            queues in "[+-]?[0-9]{1,6}",
+            mac in "[0-9a-fA-F]{2}([:-][0-9a-fA-FgG]{1,2}){4,6}",
+            name in "[a-zA-Z0-9_-]{0,16}",
+        ) {
+            if let Ok(n) = parse_queues(&queues) {
+                prop_assert!((1..=MAX_QUEUES).contains(&n));
+            }
+            if let Ok(canonical) = parse_mac(&mac) {
+                prop_assert_eq!(canonical.len(), 17);
+                prop_assert_eq!(parse_mac(&canonical), Ok(canonical.clone()));
+                prop_assert_eq!(canonical.to_ascii_lowercase(), canonical);
+            }
+            if let Ok(name) = parse_device_name(&name) {
+                prop_assert!(DeviceId::new(DeviceKind::Disk, &name, 31).is_ok());
+            }
+        }
+
+        #[test]
+        fn uris_of_any_shape_parse_or_say_why(
+            uri in "nbd(\\+unix)?://(\\[[0-9a-f:]{0,8}\\]|[a-z0-9.:]{0,10})(:[0-9a-z]{0,6})?(/[a-z?=&/]{0,10})?",
+        ) {
+            if let Err(why) = parse_nbd_uri(&uri) {
+                prop_assert!(why.contains(&uri), "{why}");
+            }
+        }
+    }
 
     #[test]
     fn seconds_are_positive_finite_and_saturate() {
