@@ -157,7 +157,9 @@ ARGS_JSON, when given, must be a JSON object; `-` reads it from stdin.")]
     /// Run a human monitor (HMP) command line and print its text
     #[command(long_about = "\
 Run a human monitor (HMP) command line through `human-monitor-command` and print its text as \
-QEMU returned it. The words are joined with spaces: `qmp hmp info pci` is `qmp hmp 'info pci'`.
+QEMU returned it, except that control characters other than line ends and tabs are shown \
+escaped (`\\u{1b}`), so the text cannot act on the terminal. The words are joined with \
+spaces: `qmp hmp info pci` is `qmp hmp 'info pci'`.
 
 HMP reports most errors as ordinary text, which is printed as-is with status 0; only a reply \
 starting with `unknown command:` (QEMU's answer to a command HMP does not have) goes to \

@@ -13,7 +13,7 @@ use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
 
 use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};
-use crate::output::with_progress;
+use crate::output::{escape_for_terminal, with_progress};
 
 /// How long the guest gets to let go of a device.
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
@@ -238,12 +238,14 @@ async fn wait_exit(mut qemu: Qemu) -> bool {
     false
 }
 
+/// Prints a step and its time. `what` carries text from QEMU (its version) and from the
+/// guest (serial lines): escaped.
 fn step(took: Duration, what: &str) {
-    println!("[{:>7.1} ms] {what}", took.as_secs_f64() * 1e3);
+    println!("[{:>7.1} ms] {}", took.as_secs_f64() * 1e3, escape_for_terminal(what));
 }
 
 fn note(what: &str) {
-    println!("[   note   ] {what}");
+    println!("[   note   ] {}", escape_for_terminal(what));
 }
 
 fn timed_sync<T>(work: impl FnOnce() -> T) -> (T, Duration) {
