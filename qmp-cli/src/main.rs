@@ -3,7 +3,8 @@
 //! `qmp exec`, `hmp`, `events`, `shell`, `pci`, `hotplug` and `demo` over [`qmp_client`] and
 //! [`qmp_hotplug`]; see `qmp --help`.
 //! The exit statuses are in [`exit`]: 0 success, 1 the server refused the command, 2 usage,
-//! 3 connection (cannot connect, not QMP, disconnect, timeout).
+//! 3 connection (cannot connect, not QMP, busy, disconnect, timeout), 130 / 143 `demo`
+//! ended by SIGINT / SIGTERM.
 //!
 //! Layout: [`cli`] is the command line (options and their value parsers), [`commands`] one
 //! module per subcommand, and what commands share sits here: [`connect`] (reaching the

@@ -250,15 +250,24 @@ pub(crate) async fn with_progress<T>(label: &str, work: impl Future<Output = T>)
     let label = escape_for_terminal(label);
     let start = Instant::now();
     let mut ticks = tokio::time::interval(Duration::from_millis(200));
+    // Clears the progress line when the wait ends, also when it is cancelled (`qmp demo`
+    // on a signal), so what is printed next starts on a clean line.
+    let _clear = ClearProgressLine;
     tokio::pin!(work);
     loop {
         tokio::select! {
-            result = &mut work => {
-                eprint!("\r\x1b[2K");
-                return result;
-            }
+            result = &mut work => return result,
             _ = ticks.tick() => eprint!("\r\x1b[2K{label}... {:.1}s", start.elapsed().as_secs_f64()),
         }
+    }
+}
+
+/// Erases the current line of the terminal on stderr when dropped.
+struct ClearProgressLine;
+
+impl Drop for ClearProgressLine {
+    fn drop(&mut self) {
+        eprint!("\r\x1b[2K");
     }
 }
 

@@ -44,10 +44,12 @@ Exit status:
      1..31, a malformed or multicast --mac, a --timeout/--wait that is not a positive
      number, a bad --uri or --tap name), malformed ARGS_JSON or one that is not an object,
      no socket, descriptors that cannot be used
-  3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
-     the server hung up, or a timeout (the command's outcome is then unknown); `events`
-     also when --count events did not come within --timeout; `hotplug ... del` also when
-     the guest did not acknowledge the unplug within --wait
+  3  connection: cannot connect, not a QMP monitor (bad greeting), a monitor held by another
+     client (connecting is retried until --timeout), protocol violation, the server hung
+     up, or a timeout (the command's outcome is then unknown); `events` also when
+     --count events did not come within --timeout; `hotplug ... del` also when the guest
+     did not acknowledge the unplug within --wait
+  130, 143  `demo` ended by SIGINT or SIGTERM, after undoing what it made
 
 Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
 Durations (--timeout, --wait) take fractions; more than a year counts as a year.
@@ -222,7 +224,11 @@ Start a QEMU of its own (TCG, with the project's test guest when it can be built
 hot-unplug completes), then: show the greeting, hot-add a disk through an fdset and a NIC on \
 a new tap device, print the PCI table, hot-remove both waiting for DEVICE_DELETED, print the \
 table again, and shut QEMU down, checking that nothing is left behind. Each step prints what \
-it did and how long it took. Needs neither --socket nor --timeout; needs root for the tap.")]
+it did and how long it took. Needs neither --socket nor --timeout; needs root for the tap.
+
+Ctrl-C (SIGINT) or SIGTERM at any moment ends it with everything undone: QEMU killed and \
+reaped, its temporary directory (socket, logs, disk image) removed, the tap gone; the status \
+is then 130 or 143.")]
     Demo(DemoArgs),
 }
 
