@@ -7,8 +7,9 @@
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
 //! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, or a hotplug step was refused (after rollback) |
-//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
-//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
+//! | 2 | usage, found before anything is connected or opened: an unknown option or a bad option value (one line, like every error), malformed or non-object `ARGS_JSON`, no socket given, unusable inherited descriptors |
+//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), a busy monitor (after retrying until the timeout), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
+//! | 130, 143 | `qmp demo` ended by SIGINT or SIGTERM, after undoing what it made |
 
 use std::io;
 use std::process::ExitCode;
@@ -31,6 +32,10 @@ pub(crate) enum Status {
     Usage = 2,
     /// The monitor could not be reached or talked to.
     Connection = 3,
+    /// `qmp demo` was ended by SIGINT (and cleaned up): 128 + 2, as a shell reports it.
+    Interrupted = 130,
+    /// `qmp demo` was ended by SIGTERM (and cleaned up): 128 + 15.
+    Terminated = 143,
 }
 
 impl From<Status> for ExitCode {
@@ -110,7 +115,7 @@ impl Failure {
             }
             E::Client(client) => return Self::from_client(client),
             E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
-            E::UnplugTimeout { .. } | E::PciData(_) => Status::Connection,
+            E::UnplugTimeout { .. } | E::HostTimeout { .. } | E::PciData(_) => Status::Connection,
             _ => Status::CommandFailed,
         };
         Self::new(status, error.to_string())
