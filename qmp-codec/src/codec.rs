@@ -176,7 +176,7 @@ impl LineFramer {
 }
 
 /// Serialises `item` as one line: compact JSON, then `\r\n` (what QEMU itself sends).
-fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> {
+pub(crate) fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> {
     serde_json::to_writer(dst.writer(), item).map_err(std::io::Error::from)?;
     dst.put_slice(b"\r\n");
     Ok(())
