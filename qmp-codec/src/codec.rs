@@ -4,11 +4,9 @@ use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::message::parse;
-use crate::{Command, Error, ServerMessage};
+use crate::{Command, Error, FromLine, ServerMessage};
 
 /// Default limit on one message: 10 MiB, the limit libvirt and Python `qemu.qmp` use.
 ///
@@ -142,18 +140,18 @@ impl LineFramer {
     }
 
     /// Decodes the next non-blank line into `T`; see [`QmpCodec`] for the contract.
-    fn decode<T: DeserializeOwned>(&mut self, buf: &mut BytesMut) -> Option<Result<T, Error>> {
+    fn decode<T: FromLine>(&mut self, buf: &mut BytesMut) -> Option<Result<T, Error>> {
         loop {
             return match self.next_frame(buf)? {
                 Frame::TooLong(error) => Some(Err(error)),
                 // Blank lines carry nothing (JSON allows whitespace between values).
                 Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-                Frame::Line(line) => Some(parse(&line)),
+                Frame::Line(line) => Some(T::from_line(&line)),
             };
         }
     }
 
-    fn decode_eof<T: DeserializeOwned>(
+    fn decode_eof<T: FromLine>(
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Result<T, Error>>, Error> {
@@ -176,7 +174,7 @@ impl LineFramer {
 }
 
 /// Serialises `item` as one line: compact JSON, then `\r\n` (what QEMU itself sends).
-pub(crate) fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> {
+fn encode_line<T: Serialize>(item: &T, dst: &mut BytesMut) -> Result<(), Error> {
     serde_json::to_writer(dst.writer(), item).map_err(std::io::Error::from)?;
     dst.put_slice(b"\r\n");
     Ok(())
@@ -241,7 +239,7 @@ impl<D, E> Default for JsonLinesCodec<D, E> {
     }
 }
 
-impl<D: DeserializeOwned, E> Decoder for JsonLinesCodec<D, E> {
+impl<D: FromLine, E> Decoder for JsonLinesCodec<D, E> {
     type Item = Result<D, Error>;
     type Error = Error;
 

@@ -38,7 +38,7 @@ impl ServerMessage {
     /// A frame error ([`Error::is_frame_error`]) describing what was wrong, holding what was
     /// received.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
-        parse(bytes)
+        Self::from_line(bytes)
     }
 
     /// The `id` of a command reply, if this is one and it carries an id.
@@ -293,7 +293,24 @@ impl Command {
     /// Never: a name and JSON values keyed by strings always serialise, and writing to a
     /// `BytesMut` cannot fail.
     pub fn encode(&self, dst: &mut bytes::BytesMut) {
-        crate::codec::encode_line(self, dst).expect("a QMP command always serialises");
+        use bytes::BufMut;
+        // The same bytes as the `Serialize` impl gives through the encoder (a test holds
+        // them equal), written member by member: the map serializer's bookkeeping costs
+        // more than the rest of encoding a small command.
+        fn json<T: Serialize + ?Sized>(dst: &mut bytes::BytesMut, value: &T) {
+            serde_json::to_writer(dst.writer(), value).expect("a QMP command always serialises");
+        }
+        dst.put_slice(if self.oob { b"{\"exec-oob\":" } else { b"{\"execute\":" });
+        json(dst, &self.name);
+        if let Some(arguments) = &self.arguments {
+            dst.put_slice(b",\"arguments\":");
+            json(dst, arguments);
+        }
+        if let Some(id) = &self.id {
+            dst.put_slice(b",\"id\":");
+            json(dst, id);
+        }
+        dst.put_slice(b"}\r\n");
     }
 
     /// Parses one command (without its line terminator); used by servers and mocks.
@@ -303,20 +320,90 @@ impl Command {
     /// # Errors
     /// A frame error describing what was wrong, holding what was received.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
-        parse(bytes)
+        Self::from_line(bytes)
     }
+}
+
+/// A message the [`JsonLinesCodec`](crate::JsonLinesCodec) decodes: one parsed from one
+/// line (without its terminator). A bad line is a frame error holding what was received
+/// (see [`Error::is_frame_error`]).
+pub trait FromLine: Sized {
+    /// Parses one line.
+    ///
+    /// # Errors
+    /// A frame error describing what was wrong.
+    fn from_line(line: &[u8]) -> Result<Self, Error>;
+}
+
+impl FromLine for ServerMessage {
+    /// Success replies in the shape QEMU writes them, `{"return": VALUE, "id": N}` with an
+    /// unsigned integer id (spaces after `:` and `,` optional), take a short path: only
+    /// the value goes through serde, not the envelope's member-by-member map visit, which
+    /// halves what parsing a small reply costs. Every other line (another member order,
+    /// more members, another id type, anything odd) takes the general path, and so does
+    /// a line that could hold a value nested deep enough to meet `serde_json`'s recursion
+    /// limit, so both paths accept and reject exactly the same lines.
+    fn from_line(line: &[u8]) -> Result<Self, Error> {
+        let text = utf8(line)?;
+        match reply_fast_path(text) {
+            Some(reply) => Ok(reply),
+            None => parse_str(text, line),
+        }
+    }
+}
+
+impl FromLine for Command {
+    fn from_line(line: &[u8]) -> Result<Self, Error> {
+        parse_str(utf8(line)?, line)
+    }
+}
+
+/// Nesting that `serde_json`'s parser allows (its recursion limit), counting the envelope.
+const MAX_NESTING: usize = 128;
+
+/// See [`ServerMessage::from_line`]: the reply, or `None` for the general path.
+fn reply_fast_path(text: &str) -> Option<ServerMessage> {
+    let rest = text.strip_prefix("{\"return\":")?;
+    // A value nested `MAX_NESTING - 1` deep fails inside the envelope but would parse on
+    // its own; opening a level takes a byte and closing it another.
+    if text.len() >= 2 * (MAX_NESTING - 1)
+        && memchr::memchr2_iter(b'[', b'{', text.as_bytes()).count() >= MAX_NESTING - 1
+    {
+        return None;
+    }
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+    let value = values.next()?.ok()?;
+    let tail = rest[values.byte_offset()..].strip_suffix('}')?;
+    let id = if tail.is_empty() {
+        None
+    } else {
+        let tail = tail.strip_prefix(',')?;
+        let tail = tail.strip_prefix(' ').unwrap_or(tail).strip_prefix("\"id\":")?;
+        let digits = tail.strip_prefix(' ').unwrap_or(tail);
+        // JSON has no leading zeros; anything but plain digits goes the general way.
+        if digits.is_empty()
+            || !digits.bytes().all(|b| b.is_ascii_digit())
+            || (digits.len() > 1 && digits.starts_with('0'))
+        {
+            return None;
+        }
+        Some(Value::from(digits.parse::<u64>().ok()?))
+    };
+    Some(ServerMessage::Return(Return { value, id }))
+}
+
+/// The line as text: JSON is UTF-8, and checking it once for the whole line lets `serde_json`
+/// skip its own check of every string and member name.
+fn utf8(line: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(line).map_err(|utf8| Error::InvalidUtf8 {
+        valid_up_to: utf8.valid_up_to(),
+        line: bytes::Bytes::copy_from_slice(line),
+    })
 }
 
 /// Parses one line into `T`, and on failure classifies what was received so nothing is
 /// lost. The classification re-parses only on the (cold) error path.
-///
-/// The line is checked for UTF-8 once, as a whole, and then parsed as a `str`: serde_json
-/// skips its own check of every string and member name then, which costs more in all.
-pub(crate) fn parse<T: DeserializeOwned>(line: &[u8]) -> Result<T, Error> {
-    let text = std::str::from_utf8(line).map_err(|utf8| Error::InvalidUtf8 {
-        valid_up_to: utf8.valid_up_to(),
-        line: bytes::Bytes::copy_from_slice(line),
-    })?;
+fn parse_str<T: DeserializeOwned>(text: &str, line: &[u8]) -> Result<T, Error> {
     match serde_json::from_str::<T>(text) {
         Ok(message) => Ok(message),
         Err(shape_error) if shape_error.is_data() => match serde_json::from_str::<Value>(text) {
@@ -689,6 +776,46 @@ mod tests {
     }
 
     #[test]
+    fn the_reply_short_path_accepts_and_rejects_what_the_general_parser_does() {
+        let nested = |depth: usize| {
+            format!("{{\"return\": {}1{}, \"id\": 1}}", "[".repeat(depth), "]".repeat(depth))
+        };
+        let lines = [
+            r#"{"return": {"status": "running", "singlestep": false, "running": true}, "id": 7}"#
+                .to_owned(),
+            r#"{"return":{"a":[1,2]},"id":0}"#.to_owned(),
+            r#"{"return": {}}"#.to_owned(),
+            r#"{"return": "has \"id\": 3 inside", "id": 4}"#.to_owned(),
+            r#"{"return": 1, "id": 05}"#.to_owned(),
+            r#"{"return": 1, "id": -1}"#.to_owned(),
+            r#"{"return": 1, "id": 1.5}"#.to_owned(),
+            r#"{"return": 1, "id": "x"}"#.to_owned(),
+            r#"{"return": 1, "id": null}"#.to_owned(),
+            r#"{"return": 1, "id": 18446744073709551616}"#.to_owned(),
+            r#"{"return": 1 , "id": 2}"#.to_owned(),
+            r#"{"return": 1, "id": 2, "extra": 3}"#.to_owned(),
+            r#"{"return": 1, "id": 2} "#.to_owned(),
+            r#"{"return": 1, "return": 2}"#.to_owned(),
+            r#"{"return": 1 2}"#.to_owned(),
+            r#"{"return": }"#.to_owned(),
+            r#"{"return": {"a": 1, "a": 2}, "id": 3}"#.to_owned(),
+            r#"{"return": 1, "id": 2, "error": {"class": "GenericError", "desc": ""}}"#.to_owned(),
+            nested(125),
+            nested(126),
+            nested(127),
+            nested(200),
+        ];
+        for line in &lines {
+            let short = ServerMessage::from_slice(line.as_bytes());
+            let general = parse_str::<ServerMessage>(line, line.as_bytes());
+            assert_eq!(format!("{short:?}"), format!("{general:?}"), "{line}");
+        }
+        assert!(reply_fast_path(&lines[0]).is_some() && reply_fast_path(&lines[1]).is_some());
+        assert!(ServerMessage::from_slice(nested(126).as_bytes()).is_ok());
+        assert!(ServerMessage::from_slice(nested(127).as_bytes()).is_err(), "serde_json's limit");
+    }
+
+    #[test]
     fn commands_round_trip() {
         let mut args = Map::new();
         args.insert("fdname".into(), json!("fd0"));
@@ -702,6 +829,13 @@ mod tests {
         assert_eq!(text, r#"{"exec-oob":"migrate-pause","id":"x"}"#);
         assert_eq!(Command::from_slice(text.as_bytes()).unwrap(), oob);
 
+        // `encode` writes exactly what the serde impl (and so the codec's encoder) writes.
+        let odd_name = Command::new("x\"\u{e9}\n").id(json!({"nested": [1, "two"]}));
+        for each in [&command, &oob, &odd_name, &Command::new("stop")] {
+            let mut wire = bytes::BytesMut::new();
+            each.encode(&mut wire);
+            assert_eq!(wire, format!("{}\r\n", serde_json::to_string(each).unwrap()).as_bytes());
+        }
         // `encode` appends the same JSON as one CRLF line, after what is already there.
         let mut wire = bytes::BytesMut::from(&b"before\r\n"[..]);
         command.encode(&mut wire);

@@ -114,7 +114,7 @@ where
 /// [`decode_cut`] for a stream that must hold nothing but good messages.
 fn decode_all<T>(decoder: JsonLinesCodec<T, impl Sized>, wire: &[u8], cuts: &[usize]) -> Vec<T>
 where
-    T: serde::de::DeserializeOwned,
+    T: qmp_codec::FromLine,
 {
     decode_cut(decoder, wire, cuts).into_iter().map(|item| item.unwrap().unwrap()).collect()
 }
@@ -129,6 +129,23 @@ proptest! {
     ) {
         let wire = encode_all(ServerCodec::new(), &messages);
         prop_assert_eq!(decode_all(QmpCodec::new(), &wire, &cuts), messages);
+    }
+
+    #[test]
+    fn replies_in_qemus_own_layout_parse_to_the_same_message(
+        value in json_value(),
+        id in prop::option::of(any::<u64>()),
+        qemu_spacing in any::<bool>(),
+    ) {
+        // QEMU writes `{"return": VALUE, "id": N}`; the codec reads that shape on a short
+        // path (spaces or not), which must agree with the message it came from.
+        let (colon, comma) = if qemu_spacing { (": ", ", ") } else { (":", ",") };
+        let line = match id {
+            Some(id) => format!("{{\"return\"{colon}{value}{comma}\"id\"{colon}{id}}}"),
+            None => format!("{{\"return\"{colon}{value}}}"),
+        };
+        let expected = ServerMessage::Return(Return { value, id: id.map(Value::from) });
+        prop_assert_eq!(ServerMessage::from_slice(line.as_bytes()).unwrap(), expected);
     }
 
     #[test]
