@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use qmp_client::mock::{MockGreeting, MockServer};
 use qmp_client::{
-    CallOptions, Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient,
+    Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient, Request,
 };
 use serde_json::{Value, json};
 
@@ -246,8 +246,8 @@ fn late_query_status_server(delay: Duration) -> MockServer {
 async fn a_silent_server_times_the_command_out_and_the_connection_stays_in_sync() {
     let server = late_query_status_server(Duration::from_millis(300));
     let client = Client::connect(server.path()).await.unwrap();
-    let options = CallOptions::new().timeout(Duration::from_millis(50));
-    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    let request = Request::new("query-status").timeout(Duration::from_millis(50));
+    let error = client.call(request).await.unwrap_err();
     assert!(
         matches!(&error, Error::Timeout { command, .. } if command == "query-status"),
         "{error}"
@@ -641,8 +641,6 @@ fn the_blocking_client_times_out_a_silent_server() {
 
     let mute = runtime.block_on(async { MockServer::builder().handler(|_, _| {}).start() });
     let mut qmp = qmp_client::blocking::Client::connect(mute.path()).unwrap();
-    let error = qmp
-        .execute_with("stop", (), CallOptions::new().timeout(Duration::from_millis(50)))
-        .unwrap_err();
+    let error = qmp.call(Request::new("stop").timeout(Duration::from_millis(50))).unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
 }

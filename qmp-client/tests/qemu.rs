@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use qemu_launcher::{Qemu, QemuBuilder, qemu_or_skip};
 use qmp_client::{
-    CallOptions, Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
-    ReconnectingClient,
+    Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
+    ReconnectingClient, Request,
 };
 use serde_json::{Value, json};
 
@@ -47,7 +47,7 @@ async fn connects_negotiates_and_caches_the_commands() {
     assert_eq!(client.commands(), listed_sorted, "the cache is exactly query-commands");
     assert!(client.supports("device_add") && client.supports("human-monitor-command"));
     assert!(!client.supports("no-such-command"));
-    client.refresh().await.unwrap();
+    client.refresh_commands().await.unwrap();
     assert_eq!(client.commands().len(), listed.len());
 }
 
@@ -247,8 +247,8 @@ async fn a_timeout_against_a_frozen_qemu_leaves_the_connection_in_sync() {
     let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
     let client = connect(&qemu).await;
     qemu.freeze().unwrap();
-    let options = CallOptions::new().timeout(Duration::from_millis(200));
-    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    let request = Request::new("query-status").timeout(Duration::from_millis(200));
+    let error = client.call(request).await.unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
     qemu.resume().unwrap();
     // QEMU answers the timed-out command late; that reply must not be taken for this one.
@@ -344,6 +344,6 @@ fn the_blocking_facade_end_to_end() {
     assert_eq!(qmp.query_fdsets().unwrap()[0].fdset_id, added.fdset_id);
     qmp.remove_fd(added.fdset_id, None).unwrap();
     assert!(qmp.query_fdsets().unwrap().is_empty());
-    qmp.refresh().unwrap();
+    qmp.refresh_commands().unwrap();
     qmp.close();
 }
