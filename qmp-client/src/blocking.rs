@@ -39,8 +39,10 @@ impl ClientBuilder {
     /// As [`ClientBuilder::connect`].
     pub fn connect_blocking(self, path: impl AsRef<Path>) -> Result<Client, Error> {
         let stream = UnixStream::connect(path.as_ref()).map_err(Error::io)?;
+        let started = Instant::now();
         let mut client = Client {
-            session: Session::new(self.session_config().clone(), Instant::now()),
+            session: Session::new(self.session_config().clone(), started),
+            started,
             stream,
             codec: QmpCodec::with_max_frame_len(self.frame_limit()),
             incoming: BytesMut::new(),
@@ -68,6 +70,9 @@ pub struct Client {
     /// The socket's timeouts as last set, so an unchanged one costs no system call.
     read_timeout: Option<Duration>,
     write_timeout: Option<Duration>,
+    /// When the connection started: the instant given to the session for commands without
+    /// a deadline, where it is not read (so the clock is not either).
+    started: Instant,
 }
 
 impl Client {
@@ -140,7 +145,9 @@ impl Client {
     /// As [`Client::execute`]; [`Error::Timeout`] or [`Error::NotSent`] when the
     /// deadline passes.
     pub fn call(&mut self, request: Request) -> Result<Value, Error> {
-        let id = self.session.start_command(request, (), Instant::now())?;
+        let now =
+            if self.session.deadline_applies(&request) { Instant::now() } else { self.started };
+        let id = self.session.start_command(request, (), now)?;
         self.wait_for(id)
     }
 
@@ -294,21 +301,24 @@ impl Client {
         if self.session.phase() == Phase::Closed {
             return;
         }
-        let now = Instant::now();
         let deadline = match (self.session.poll_timeout(), limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        // A zero timeout would mean "block forever" to the socket; expire it here instead.
+        // The clock is read only when there is a deadline. A zero timeout would mean "block
+        // forever" to the socket; expire it here instead.
         let timeout = match deadline {
             None => None,
-            Some(at) => match at.checked_duration_since(now) {
-                Some(left) if !left.is_zero() => Some(left),
-                _ => {
-                    self.session.handle_timeout(now);
-                    return;
+            Some(at) => {
+                let now = Instant::now();
+                match at.checked_duration_since(now) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        self.session.handle_timeout(now);
+                        return;
+                    }
                 }
-            },
+            }
         };
         if self.session.poll_transmit().is_some() {
             self.write_once(timeout);

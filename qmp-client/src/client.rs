@@ -218,7 +218,7 @@ impl Client {
     /// # Errors
     /// [`Error::Qmp`] when the server answers with an error; see [`Error`] for the rest.
     pub async fn execute(&self, command: &str, arguments: impl Serialize) -> Result<Value, Error> {
-        self.call(Request::new(command).arguments(arguments)?).await
+        self.shared.call(Request::new(command).arguments(arguments)?).await
     }
 
     /// [`Client::execute`], deserialising the `return` value into `T`.

@@ -18,8 +18,9 @@ use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, Wake, Waker, ready};
 
 use bytes::BytesMut;
 use qmp_codec::QmpCodec;
@@ -68,6 +69,9 @@ pub(crate) struct State {
     task: Option<JoinHandle<()>>,
     /// The end of the connection was announced.
     end_told: bool,
+    /// When the connection started: the instant given to the session for commands without
+    /// a deadline, where it is not read (so the clock is not either).
+    started: std::time::Instant,
 }
 
 /// The session's clock: tokio's, so paused-time tests drive it too.
@@ -86,7 +90,10 @@ impl Shared {
             return Err(Error::FdPassingUnsupported);
         }
         let (waiter, reply) = oneshot::channel();
-        let id = self.start(request, waiter).await?;
+        let id = match self.try_start(request, waiter)? {
+            Start::Queued(id) => id,
+            Start::Full(request, waiter) => self.start_when_room(request, waiter).await?,
+        };
         let mut abandon = AbandonOnDrop { shared: self, id: Some(id) };
         let result = reply.await;
         abandon.id = None;
@@ -108,20 +115,19 @@ impl Shared {
         result.unwrap_or(Err(Error::Disconnected(DisconnectReason::Closed))).map(drop)
     }
 
-    /// Queues `request` in the session, waiting while the queue is full; returns its id.
-    async fn start(&self, request: Request, waiter: Waiter) -> Result<u64, Error> {
-        {
-            let mut state = self.lock();
-            if !state.session.queue_is_full() {
-                let id = state.session.start_command(request, waiter, now())?;
-                wake_driver(state);
-                return Ok(id);
-            }
+    /// Queues `request` in the session unless the queue is full.
+    fn try_start(&self, request: Request, waiter: Waiter) -> Result<Start, Error> {
+        let mut state = self.lock();
+        if state.session.queue_is_full() {
+            return Ok(Start::Full(request, waiter));
         }
-        self.start_when_room(request, waiter).await
+        let now = if state.session.deadline_applies(&request) { now() } else { state.started };
+        let id = state.session.start_command(request, waiter, now)?;
+        wake_driver(state);
+        Ok(Start::Queued(id))
     }
 
-    /// The slow path of [`Shared::start`]: the server is not reading its socket. Waits for
+    /// When the queue is full (the server is not reading its socket): waits for
     /// room up to the command's timeout; cancel-safe (nothing is queued until it returns).
     async fn start_when_room(&self, request: Request, waiter: Waiter) -> Result<u64, Error> {
         let timeout = {
@@ -235,6 +241,12 @@ impl Shared {
     }
 }
 
+/// Whether [`Shared::try_start`] queued the command.
+enum Start {
+    Queued(u64),
+    Full(Request, Waiter),
+}
+
 /// Wakes the driver if it is parked, after letting go of the lock.
 fn wake_driver(mut state: MutexGuard<'_, State>) {
     let driver = state.driver.take();
@@ -283,9 +295,11 @@ pub(crate) async fn connect(
     transport: Transport,
 ) -> Result<CloseOnDrop, Error> {
     let (ready, handshake) = oneshot::channel();
+    let started = now();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
-            session: Session::new(config, now()),
+            session: Session::new(config, started),
+            started,
             driver: None,
             room_wanted: false,
             ready: Some(ready),
@@ -304,6 +318,8 @@ pub(crate) async fn connect(
         codec: QmpCodec::with_max_frame_len(max_frame_len),
         incoming: BytesMut::new(),
         timer: None,
+        read_wake: None,
+        read_armed: false,
         shutting_down: false,
     };
     let span = tracing::debug_span!("qmp_connection");
@@ -327,8 +343,33 @@ struct Driver {
     incoming: BytesMut,
     /// Armed at the session's next deadline, while it has one.
     timer: Option<Pin<Box<Sleep>>>,
+    /// What the socket's read side wakes (see [`ReadWake`]), made at the first poll.
+    read_wake: Option<(Arc<ReadWake>, Waker)>,
+    /// The last read found nothing and left the read waker registered with the socket.
+    read_armed: bool,
     /// The session is closed; the socket is being shut down.
     shutting_down: bool,
+}
+
+/// The waker the driver gives the socket's read side: it notes that the socket woke it,
+/// then wakes the driver's task. A poll that was not caused by the socket (a caller's
+/// command to write, a deadline) then skips the read side, which costs more to poll for
+/// nothing than the write itself.
+#[derive(Debug)]
+struct ReadWake {
+    fired: AtomicBool,
+    task: Waker,
+}
+
+impl Wake for ReadWake {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.fired.store(true, Ordering::Release);
+        self.task.wake_by_ref();
+    }
 }
 
 /// What reading left to do.
@@ -388,6 +429,13 @@ impl Driver {
     /// Hands every message that has arrived to the session, reading until the socket has
     /// nothing more (or a subscriber needs to catch up).
     fn poll_incoming(&mut self, cx: &mut Context<'_>) -> Incoming {
+        if !self.read_wake.as_ref().is_some_and(|(wake, _)| wake.task.will_wake(cx.waker())) {
+            // First poll (a spawned task keeps its waker): register afresh below.
+            let wake =
+                Arc::new(ReadWake { fired: AtomicBool::new(false), task: cx.waker().clone() });
+            self.read_wake = Some((Arc::clone(&wake), Waker::from(wake)));
+            self.read_armed = false;
+        }
         loop {
             // The codec only fails with stream errors, and it has none without I/O.
             while let Ok(Some(item)) = self.codec.decode(&mut self.incoming) {
@@ -406,8 +454,15 @@ impl Driver {
             if self.incoming.is_empty() && self.incoming.capacity() > KEEP_READ_CAPACITY {
                 self.incoming = BytesMut::new();
             }
+            let Some((wake, read_waker)) = &self.read_wake else { return Incoming::Idle };
+            if self.read_armed && !wake.fired.swap(false, Ordering::Acquire) {
+                // Still registered, and the socket has not woken us: nothing came.
+                return Incoming::Idle;
+            }
+            self.read_armed = false;
+            let mut read_cx = Context::from_waker(read_waker);
             let read = crate::socket::with_read_buffer(|scratch| {
-                let read = self.transport.poll_read(cx, scratch);
+                let read = self.transport.poll_read(&mut read_cx, scratch);
                 if let Poll::Ready(Ok(count)) = read {
                     self.incoming.extend_from_slice(&scratch[..count]);
                 }
@@ -425,7 +480,10 @@ impl Driver {
                     state.session.handle_closed(DisconnectReason::from_io(&error));
                     return Incoming::Ended;
                 }
-                Poll::Pending => return Incoming::Idle,
+                Poll::Pending => {
+                    self.read_armed = true;
+                    return Incoming::Idle;
+                }
             }
         }
     }

@@ -437,6 +437,11 @@ impl<W> Session<W> {
         self.outgoing.commands.len()
     }
 
+    /// Whether `request` gets a reply deadline (its own timeout, or the default).
+    pub fn deadline_applies(&self, request: &Request) -> bool {
+        request.timeout.or(self.config.default_command_timeout).is_some()
+    }
+
     /// Whether the outgoing queue is full, so [`Session::start_command`] would fail with
     /// [`Error::QueueFull`].
     pub fn queue_is_full(&self) -> bool {
@@ -449,6 +454,9 @@ impl<W> Session<W> {
     /// reply (or its deadline, or the end of the connection) will produce a [`Completion`]
     /// carrying `waiter`; until the first of its bytes is written, [`Session::cancel`]
     /// withdraws it unsent.
+    ///
+    /// `now` places the command's deadline; a driver can skip reading the clock for a
+    /// command without one (see [`Session::deadline_applies`]) and pass any instant.
     ///
     /// # Errors
     /// Before anything is registered: [`Error::Disconnected`] (or the close error) once

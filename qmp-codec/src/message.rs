@@ -380,14 +380,19 @@ fn reply_fast_path(text: &str) -> Option<ServerMessage> {
         let tail = tail.strip_prefix(',')?;
         let tail = tail.strip_prefix(' ').unwrap_or(tail).strip_prefix("\"id\":")?;
         let digits = tail.strip_prefix(' ').unwrap_or(tail);
-        // JSON has no leading zeros; anything but plain digits goes the general way.
-        if digits.is_empty()
-            || !digits.bytes().all(|b| b.is_ascii_digit())
-            || (digits.len() > 1 && digits.starts_with('0'))
-        {
+        // JSON has no leading zeros; anything but plain digits (or too many) goes the
+        // general way.
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
             return None;
         }
-        Some(Value::from(digits.parse::<u64>().ok()?))
+        let mut id: u64 = 0;
+        for digit in digits.bytes() {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            id = id.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+        }
+        Some(Value::from(id))
     };
     Some(ServerMessage::Return(Return { value, id }))
 }
