@@ -17,7 +17,7 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker, ready};
@@ -39,6 +39,11 @@ use crate::session::{EventItem, Phase, Session};
 
 /// How a finished command reaches the task that waits for it.
 pub(crate) type Waiter = oneshot::Sender<Result<Value, Error>>;
+
+/// Messages handed to the session under one lock before what they produced is delivered:
+/// a subscriber with the default queue (256) is let to catch up when half full, so a batch
+/// stays well below that.
+const BATCH: usize = 32;
 
 /// A connection's read buffer larger than this is given back once it is empty (after a
 /// burst of events or a big reply), so idle connections stay small.
@@ -169,8 +174,9 @@ impl Shared {
             // The caller may have gone; its result has nowhere to go then.
             let _ = completion.waiter.send(completion.result);
         }
-        while let Some(item) = state.session.poll_event() {
-            backed_up |= self.hub.publish(item);
+        if let Some(first) = state.session.poll_event() {
+            let session = &mut state.session;
+            backed_up |= self.hub.publish_each(first, || session.poll_event());
         }
         let phase = state.session.phase();
         if state.room_wanted && (phase == Phase::Closed || !state.session.queue_is_full()) {
@@ -414,7 +420,11 @@ impl Future for Driver {
             }
             if matches!(incoming, Incoming::Yield) {
                 drop(state);
-                cx.waker().wake_by_ref();
+                // As `tokio::task::yield_now` does: tokio runs a deferred wake only after
+                // everything else that is ready, a `block_on` future included, where a
+                // plain `wake_by_ref` would be run again at once (up to 61 times before
+                // the runtime looks at its main future) and overflow the consumer.
+                let _ = pin!(tokio::task::yield_now()).poll(cx);
                 return Poll::Pending;
             }
             if !state.driver.as_ref().is_some_and(|driver| driver.will_wake(cx.waker())) {
@@ -437,10 +447,24 @@ impl Driver {
             self.read_armed = false;
         }
         loop {
-            // The codec only fails with stream errors, and it has none without I/O.
-            while let Ok(Some(item)) = self.codec.decode(&mut self.incoming) {
-                let mut state = self.shared.lock();
-                state.session.handle_message(item);
+            // Messages are handed over in batches, each under one lock and delivered at
+            // once; a batch never holds more events than the session keeps.
+            let mut more = true;
+            while more {
+                let mut state = None;
+                let mut batch = 0;
+                more = false;
+                // The codec only fails with stream errors, and it has none without I/O.
+                while let Ok(Some(item)) = self.codec.decode(&mut self.incoming) {
+                    let state = state.get_or_insert_with(|| self.shared.lock());
+                    state.session.handle_message(item);
+                    batch += 1;
+                    if batch == BATCH.min(state.session.config().event_queue_capacity.max(1)) {
+                        more = true;
+                        break;
+                    }
+                }
+                let Some(mut state) = state else { break };
                 let backed_up = self.shared.deliver(&mut state);
                 if state.session.phase() == Phase::Closed {
                     return Incoming::Ended;

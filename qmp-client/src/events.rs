@@ -166,23 +166,36 @@ impl EventHub {
     /// `true` when some subscriber's queue is at least half full, so the reader can let
     /// consumers run before it reads on.
     pub(crate) fn publish(&self, item: EventItem) -> bool {
+        self.publish_each(item, || None)
+    }
+
+    /// [`EventHub::publish`] for `first` and every item `next` gives, under one lock of
+    /// the hub.
+    pub(crate) fn publish_each(
+        &self,
+        first: EventItem,
+        mut next: impl FnMut() -> Option<EventItem>,
+    ) -> bool {
         let mut state = self.lock();
         state.subscribers.retain(|subscriber| Arc::strong_count(subscriber) > 1);
         let mut backed_up = false;
-        let mut previous: Option<&Shared> = None;
-        for subscriber in &state.subscribers {
-            let wanted = match &item {
-                EventItem::Event(event) => subscriber.filter.matches(event),
-                EventItem::Lagged(_) | EventItem::Gap(_) => true,
-            };
-            if wanted {
-                if let Some(previous) = previous.replace(subscriber) {
-                    backed_up |= previous.push(item.clone());
+        let mut item = Some(first);
+        while let Some(item) = item.take().or_else(&mut next) {
+            let mut previous: Option<&Shared> = None;
+            for subscriber in &state.subscribers {
+                let wanted = match &item {
+                    EventItem::Event(event) => subscriber.filter.matches(event),
+                    EventItem::Lagged(_) | EventItem::Gap(_) => true,
+                };
+                if wanted {
+                    if let Some(previous) = previous.replace(subscriber) {
+                        backed_up |= previous.push(item.clone());
+                    }
                 }
             }
-        }
-        if let Some(last) = previous {
-            backed_up |= last.push(item);
+            if let Some(last) = previous {
+                backed_up |= last.push(item);
+            }
         }
         backed_up
     }

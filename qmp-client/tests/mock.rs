@@ -196,6 +196,33 @@ async fn a_command_larger_than_the_socket_buffer_arrives_whole() {
     assert_eq!(client.stats().bad_frames, 0);
 }
 
+/// The same when the consumer is the runtime's main future (`block_on`), which tokio
+/// polls only after the tasks that are ready: the reader must yield behind it.
+#[tokio::test]
+async fn a_prompt_consumer_in_the_main_future_keeps_up_too() {
+    const BURST: u64 = 20_000;
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            if request.command.name == "cont" {
+                conn.event_burst("TICK", BURST);
+            }
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut ticks = client.subscribe(EventFilter::names(["TICK"]));
+    let consume = async {
+        for next in 0..BURST {
+            match ticks.recv().await {
+                Some(EventItem::Event(event)) => assert_eq!(event.data.unwrap()["n"], next),
+                other => panic!("after {next} events: {other:?}"),
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(client.execute("cont", ()), consume);
+    reply.unwrap();
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_greeting_is_a_typed_error() {
     let silent = MockServer::builder().greeting(MockGreeting::Silent).start();

@@ -149,6 +149,40 @@ proptest! {
     }
 
     #[test]
+    fn events_in_qemus_own_layout_parse_to_the_same_message(
+        event in "[A-Z_]{1,20}",
+        data in prop::option::of(json_value()),
+        (seconds, microseconds) in any::<(i64, i64)>(),
+        order in 0..6_usize,
+        qemu_spacing in any::<bool>(),
+    ) {
+        // QEMU writes `{"timestamp": {...}, "event": ..., "data": ...}`; the codec reads
+        // events on a short path in any member order, which must agree with the message.
+        let (colon, comma) = if qemu_spacing { (": ", ", ") } else { (":", ",") };
+        let mut members = vec![
+            format!("\"event\"{colon}\"{event}\""),
+            format!(
+                "\"timestamp\"{colon}{{\"seconds\"{colon}{seconds}{comma}\"microseconds\"{colon}{microseconds}}}"
+            ),
+        ];
+        if let Some(data) = &data {
+            members.push(format!("\"data\"{colon}{data}"));
+        }
+        let count = members.len();
+        members.rotate_left(order % count);
+        if order >= 3 {
+            members.swap(0, 1);
+        }
+        let line = format!("{{{}}}", members.join(comma));
+        let expected = ServerMessage::Event(Event {
+            event,
+            data,
+            timestamp: Timestamp { seconds, microseconds },
+        });
+        prop_assert_eq!(ServerMessage::from_slice(line.as_bytes()).unwrap(), expected);
+    }
+
+    #[test]
     fn commands_survive_any_chunking(
         commands in prop::collection::vec(command(), 0..12),
         cuts in prop::collection::vec(any::<usize>(), 0..40),
