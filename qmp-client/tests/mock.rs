@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use qmp_client::mock::{MockGreeting, MockServer};
 use qmp_client::{
-    Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient, Request,
+    Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, ReconnectingClient,
+    Request,
 };
 use serde_json::{Value, json};
 
@@ -409,15 +410,12 @@ async fn bad_arguments_and_types_are_caller_errors() {
 async fn error_replies_are_typed() {
     let server = MockServer::builder()
         .handler(|conn, request| {
-            conn.error(&request.command, "DeviceNotFound", "Device 'nope' not found");
+            conn.error(&request.command, ErrorClass::DeviceNotFound, "Device 'nope' not found");
         })
         .start();
     let client = Client::connect(server.path()).await.unwrap();
     let error = client.execute("device_del", json!({"id": "nope"})).await.unwrap_err();
-    assert_eq!(
-        error.qmp_error().map(|(c, d)| (c.as_str(), d)),
-        Some(("DeviceNotFound", "Device 'nope' not found"))
-    );
+    assert_eq!(error.qmp_error(), Some((&ErrorClass::DeviceNotFound, "Device 'nope' not found")));
     assert_eq!(
         error.to_string(),
         "QMP command 'device_del' failed: DeviceNotFound: Device 'nope' not found"
