@@ -97,7 +97,10 @@ impl Shared {
         let (waiter, reply) = oneshot::channel();
         let id = match self.try_start(request, waiter)? {
             Start::Queued(id) => id,
-            Start::Full(request, waiter) => self.start_when_room(request, waiter).await?,
+            // Boxed: waiting for room is rare, and its future (a timer among it) would
+            // otherwise make every call's future (one allocation per call in a
+            // `buffer_unordered` or a spawned task) about twice as big.
+            Start::Full(request, waiter) => Box::pin(self.start_when_room(request, waiter)).await?,
         };
         let mut abandon = AbandonOnDrop { shared: self, id: Some(id) };
         let result = reply.await;

@@ -301,7 +301,14 @@ impl Command {
             serde_json::to_writer(dst.writer(), value).expect("a QMP command always serialises");
         }
         dst.put_slice(if self.oob { b"{\"exec-oob\":" } else { b"{\"execute\":" });
-        json(dst, &self.name);
+        // Command names are plain ASCII: copied as they are unless something needs escaping.
+        if self.name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            dst.put_u8(b'"');
+            dst.put_slice(self.name.as_bytes());
+            dst.put_u8(b'"');
+        } else {
+            json(dst, &self.name);
+        }
         if let Some(arguments) = &self.arguments {
             dst.put_slice(b",\"arguments\":");
             json(dst, arguments);
