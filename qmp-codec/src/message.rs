@@ -374,8 +374,11 @@ const MAX_NESTING: usize = 128;
 fn short_path(text: &str) -> Option<ServerMessage> {
     // A payload nested `MAX_NESTING - 1` deep fails inside the envelope but would parse on
     // its own; opening a level takes a byte and closing it another.
+    // (Counting stops at the limit: a big reply with many brackets just takes the general
+    // path, where its payload costs far more than the envelope anyway.)
     if text.len() >= 2 * (MAX_NESTING - 1)
-        && memchr::memchr2_iter(b'[', b'{', text.as_bytes()).count() >= MAX_NESTING - 1
+        && memchr::memchr2_iter(b'[', b'{', text.as_bytes()).take(MAX_NESTING - 1).count()
+            >= MAX_NESTING - 1
     {
         return None;
     }
