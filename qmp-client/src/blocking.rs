@@ -14,9 +14,10 @@
 //! ```
 
 use std::io::{ErrorKind, Read};
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -26,20 +27,27 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
-use crate::client::ClientBuilder;
+use crate::client::{ClientBuilder, FIRST_BUSY_BACKOFF, MAX_BUSY_BACKOFF, is_busy};
 use crate::error::{DisconnectReason, Error};
 use crate::events::EventFilter;
 use crate::request::{self, Request};
-use crate::session::{EventItem, Phase, Session, Stats};
+use crate::session::{EventItem, Phase, Session, Stats, deadline_after};
 
 impl ClientBuilder {
     /// Connects a [`blocking::Client`](Client) with these options.
     ///
+    /// Like [`ClientBuilder::connect`], a monitor whose backlog is full is retried until
+    /// the handshake timeout ([`Error::MonitorBusy`]); `connect(2)` itself never blocks.
+    ///
     /// # Errors
     /// As [`ClientBuilder::connect`].
     pub fn connect_blocking(self, path: impl AsRef<Path>) -> Result<Client, Error> {
-        let stream = UnixStream::connect(path.as_ref()).map_err(Error::io)?;
         let started = Instant::now();
+        let stream = connect_retrying_busy(
+            path.as_ref(),
+            started,
+            deadline_after(started, self.session_config().handshake_timeout),
+        )?;
         let mut client = Client {
             session: Session::new(self.session_config().clone(), started),
             started,
@@ -56,6 +64,41 @@ impl ClientBuilder {
             return Err(error.clone());
         }
         Ok(client)
+    }
+}
+
+/// Connects to the unix socket at `path` without blocking in `connect(2)` (which waits
+/// for room in a full backlog), retrying `EAGAIN` until `deadline`.
+fn connect_retrying_busy(
+    path: &Path,
+    started: Instant,
+    deadline: Instant,
+) -> Result<UnixStream, Error> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, UnixAddr, connect, socket};
+    let io = |errno: nix::errno::Errno| Error::io(errno.into());
+    let address = UnixAddr::new(path).map_err(io)?;
+    let mut backoff = FIRST_BUSY_BACKOFF;
+    loop {
+        let flags = SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC;
+        let socket = socket(AddressFamily::Unix, SockType::Stream, flags, None).map_err(io)?;
+        match connect(socket.as_raw_fd(), &address) {
+            Ok(()) => {
+                let stream = UnixStream::from(socket);
+                stream.set_nonblocking(false).map_err(Error::io)?;
+                return Ok(stream);
+            }
+            Err(errno) if is_busy(&errno.into()) || errno == nix::errno::Errno::EINTR => {
+                let now = Instant::now();
+                let left = deadline.saturating_duration_since(now);
+                if left.is_zero() {
+                    let waited = now.saturating_duration_since(started);
+                    return Err(Error::MonitorBusy { path: path.to_owned(), waited });
+                }
+                std::thread::sleep(backoff.min(left));
+                backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
+            }
+            Err(errno) => return Err(io(errno)),
+        }
     }
 }
 
@@ -145,10 +188,53 @@ impl Client {
     /// As [`Client::execute`]; [`Error::Timeout`] or [`Error::NotSent`] when the
     /// deadline passes.
     pub fn call(&mut self, request: Request) -> Result<Value, Error> {
-        let now =
-            if self.session.deadline_applies(&request) { Instant::now() } else { self.started };
+        let applies = self.session.deadline_applies(&request);
+        let now = if applies { Instant::now() } else { self.started };
+        if self.session.needs_schema() {
+            // The first checked command: the schema first, within the command's timeout.
+            let timeout = request.timeout.or(self.session.config().default_command_timeout);
+            let deadline = timeout.map(|timeout| deadline_after(now, timeout));
+            if !self.settle_schema(deadline)? {
+                let timeout = timeout.unwrap_or_default();
+                return Err(Error::NotSent { command: request.name, timeout });
+            }
+        }
         let id = self.session.start_command(request, (), now)?;
         self.wait_for(id)
+    }
+
+    /// Drives the connection until the schema is settled (see
+    /// [`crate::Client::schema`]) or `deadline` passes: `false` then.
+    fn settle_schema(&mut self, deadline: Option<Instant>) -> Result<bool, Error> {
+        if !self.session.load_schema(())? {
+            return Ok(true);
+        }
+        while !self.session.schema_settled() {
+            if let Some(error) = self.session.close_error() {
+                return Err(error.clone());
+            }
+            if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
+                return Ok(false);
+            }
+            self.step(deadline);
+        }
+        Ok(true)
+    }
+
+    /// QEMU's schema, fetched on first use and kept for the connection; see
+    /// [`crate::Client::schema`].
+    ///
+    /// # Errors
+    /// The connection's error when it ends first; [`Error::Timeout`] after the default
+    /// command timeout, if one is set.
+    pub fn schema(&mut self) -> Result<Option<Arc<qmp_schema::Schema>>, Error> {
+        let timeout = self.session.config().default_command_timeout;
+        let deadline = timeout.map(|timeout| deadline_after(Instant::now(), timeout));
+        if !self.settle_schema(deadline)? {
+            let timeout = timeout.unwrap_or_default();
+            return Err(Error::Timeout { command: "query-qmp-schema".into(), timeout });
+        }
+        Ok(self.session.schema().cloned())
     }
 
     /// [`Client::call`], deserialising the `return` value into `T`.
@@ -166,6 +252,16 @@ impl Client {
     /// As [`Client::execute`].
     pub fn human_monitor_command(&mut self, command_line: &str) -> Result<String, Error> {
         request::decode(request::HMP, self.call(request::hmp(command_line))?)
+    }
+
+    /// Runs an HMP command line and fails with [`Error::Hmp`] when HMP's text is one of
+    /// its known error shapes; see [`crate::Client::hmp`].
+    ///
+    /// # Errors
+    /// [`Error::Hmp`], else as [`Client::execute`].
+    pub fn hmp(&mut self, command_line: &str) -> Result<String, Error> {
+        let text = self.human_monitor_command(command_line)?;
+        request::hmp_result(command_line, text)
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), in the same `sendmsg` as the command.
@@ -280,7 +376,7 @@ impl Client {
         timeout: Duration,
         wanted: impl Fn(&Event) -> bool,
     ) -> Result<EventItem, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         loop {
             if let Some(item) = self.session.poll_event_matching(&wanted) {
                 return Ok(item);

@@ -1,6 +1,7 @@
 //! The async client's public face: [`ClientBuilder`] and the cheap, cloneable [`Client`]
 //! handle. Everything that touches the socket lives in the [driver](crate::driver).
 
+use std::io;
 use std::os::fd::AsFd;
 use std::path::Path;
 use std::sync::Arc;
@@ -17,7 +18,21 @@ use crate::driver::{self, CloseOnDrop, Shared, Transport};
 use crate::error::{DisconnectReason, Error};
 use crate::events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, EventHub, Subscription};
 use crate::request::{self, Request};
-use crate::session::{Phase, SessionConfig, Stats};
+use crate::session::{Phase, SessionConfig, Stats, deadline_after};
+
+/// The environment variable that turns argument checking on by default
+/// ([`ClientBuilder::check_arguments`]): `1` (or `true`, `yes`, `on`) turns it on.
+pub const CHECK_ARGUMENTS_ENV: &str = "QMP_CHECK_ARGUMENTS";
+
+/// The first pause before connecting again to a busy monitor; it doubles up to
+/// [`MAX_BUSY_BACKOFF`].
+pub(crate) const FIRST_BUSY_BACKOFF: Duration = Duration::from_millis(10);
+pub(crate) const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(200);
+
+/// Whether `connect(2)` failed because the monitor's backlog is full (`EAGAIN`).
+pub(crate) fn is_busy(error: &io::Error) -> bool {
+    error.kind() == io::ErrorKind::WouldBlock
+}
 
 /// How to connect. `Client::builder()` gives the defaults.
 #[derive(Debug, Clone)]
@@ -35,10 +50,14 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// Defaults: `oob` enabled when offered, 10 s handshake timeout, no default command
-    /// timeout, 10 MiB message limit, 256 commands queued while the server is not reading.
+    /// timeout, 10 MiB message limit, 256 commands queued while the server is not reading,
+    /// argument checking off unless the environment variable `QMP_CHECK_ARGUMENTS` is `1`
+    /// ([`CHECK_ARGUMENTS_ENV`]).
     pub fn new() -> Self {
+        let check_arguments = std::env::var(CHECK_ARGUMENTS_ENV)
+            .is_ok_and(|value| matches!(value.trim(), "1" | "true" | "yes" | "on"));
         Self {
-            session: SessionConfig::default(),
+            session: SessionConfig { check_arguments, ..SessionConfig::default() },
             max_frame_len: qmp_codec::DEFAULT_MAX_FRAME_LEN,
             hub: None,
         }
@@ -51,7 +70,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Time allowed for greeting, negotiation and the capability query (default 10 s).
+    /// Time allowed for connecting (retried while the monitor is busy), the greeting,
+    /// negotiation and the capability query (default 10 s; [`Duration::MAX`] waits as
+    /// long as it takes).
     #[must_use]
     pub fn handshake_timeout(mut self, timeout: Duration) -> Self {
         self.session.handshake_timeout = timeout;
@@ -62,6 +83,24 @@ impl ClientBuilder {
     #[must_use]
     pub fn default_command_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.session.default_command_timeout = timeout;
+        self
+    }
+
+    /// Check every command's arguments against the server's own schema before sending it
+    /// (default off, or on when `QMP_CHECK_ARGUMENTS=1` is set in the environment).
+    ///
+    /// The schema (`query-qmp-schema`, about 207 KB on QEMU 7.2) is fetched once per
+    /// connection, by the first command, which waits for it within its own timeout;
+    /// concurrent first commands share the one request. Arguments QEMU would refuse fail
+    /// with [`Error::InvalidArguments`], and nothing is sent; deprecated or unstable use is
+    /// logged as a `tracing` warning. What the schema cannot judge (`device_add`'s device
+    /// properties, `any`-typed values) is sent unchecked. A server without a usable schema
+    /// (not in `query-commands`, an error reply, a reply that does not parse) gets one
+    /// warning, and its commands go unchecked: checking never turns a command that works
+    /// into a failure.
+    #[must_use]
+    pub fn check_arguments(mut self, check: bool) -> Self {
+        self.session.check_arguments = check;
         self
     }
 
@@ -97,11 +136,36 @@ impl ClientBuilder {
 
     /// Connects to a QMP unix socket; the connection can pass file descriptors.
     ///
+    /// QEMU serves one client per QMP socket. While one is connected, the next two
+    /// connections wait in the socket's backlog without a greeting, and `connect(2)` fails
+    /// with `EAGAIN` once the backlog is full: that is retried (10 to 200 ms apart) until
+    /// the handshake timeout, then fails with [`Error::MonitorBusy`]. A connection that got
+    /// in but no greeting in time fails with [`Error::GreetingTimeout`].
+    ///
     /// # Errors
-    /// [`Error::Io`] if the socket cannot be reached, then as [`ClientBuilder::connect_stream`].
+    /// [`Error::Io`] if the socket cannot be reached, [`Error::MonitorBusy`], then as
+    /// [`ClientBuilder::connect_stream`].
     pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, Error> {
-        let stream = UnixStream::connect(path.as_ref()).await.map_err(Error::io)?;
-        self.start(Transport::unix(stream).map_err(Error::io)?).await
+        let path = path.as_ref();
+        let started = driver::now();
+        let deadline = deadline_after(started, self.session.handshake_timeout);
+        let mut backoff = FIRST_BUSY_BACKOFF;
+        let stream = loop {
+            match UnixStream::connect(path).await {
+                Ok(stream) => break stream,
+                Err(error) if is_busy(&error) => {
+                    let left = deadline.saturating_duration_since(driver::now());
+                    if left.is_zero() {
+                        let waited = driver::now().saturating_duration_since(started);
+                        return Err(Error::MonitorBusy { path: path.to_owned(), waited });
+                    }
+                    tokio::time::sleep(backoff.min(left)).await;
+                    backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
+                }
+                Err(error) => return Err(Error::io(error)),
+            }
+        };
+        self.start(Transport::unix(stream).map_err(Error::io)?, started).await
     }
 
     /// Runs QMP over any byte stream (a socket pair, an in-memory duplex, a TCP stream).
@@ -114,11 +178,17 @@ impl ClientBuilder {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        self.start(Transport::stream(stream)).await
+        self.start(Transport::stream(stream), driver::now()).await
     }
 
-    async fn start(self, transport: Transport) -> Result<Client, Error> {
-        let guard = driver::connect(self.session, self.max_frame_len, self.hub, transport).await?;
+    async fn start(
+        self,
+        transport: Transport,
+        started: std::time::Instant,
+    ) -> Result<Client, Error> {
+        let guard =
+            driver::connect(self.session, self.max_frame_len, self.hub, transport, started)
+                .await?;
         let (greeting, oob) = {
             let state = guard.0.lock();
             (state.session.greeting().cloned(), state.session.oob_enabled())
@@ -270,15 +340,65 @@ impl Client {
         self.call(Request::new(command).arguments(arguments)?.oob(true)).await
     }
 
-    /// Runs an HMP (human monitor) command line, e.g. `info version` or `drive_del d0`.
+    /// Runs an HMP (human monitor) command line, e.g. `info version` or `drive_del d0`,
+    /// and returns its text as it is.
     ///
     /// HMP reports its own errors as text in a *successful* reply
-    /// (`"Device 'nope' not found\r\n"`), so check the output where that matters.
+    /// (`"Device 'nope' not found\r\n"`); [`Client::hmp`] tells them apart.
     ///
     /// # Errors
     /// As [`Client::execute`].
     pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, Error> {
         request::decode(request::HMP, self.call(request::hmp(command_line)).await?)
+    }
+
+    /// Runs an HMP command line like [`Client::human_monitor_command`], but fails with
+    /// [`Error::Hmp`] when HMP's text is one of its known error shapes
+    /// ([`hmp::ERROR_SHAPES`](crate::hmp::ERROR_SHAPES): `unknown command: ...`,
+    /// `Error: ...`, `Device '...' not found`, `Node ... is in use`, `Could not ...`,
+    /// `Failed to ...`, `Invalid ...`, `Try "help ..."`, ...). Any other text is the
+    /// command's output: `info` commands, `help`, `x`/`xp`, `i`, `print`, `sum` and a few
+    /// others print text when they succeed (`drive_add` prints `OK`); most others print
+    /// nothing.
+    ///
+    /// # Errors
+    /// [`Error::Hmp`], else as [`Client::execute`].
+    pub async fn hmp(&self, command_line: &str) -> Result<String, Error> {
+        let text = self.human_monitor_command(command_line).await?;
+        request::hmp_result(command_line, text)
+    }
+
+    /// QEMU's schema (`query-qmp-schema`), for feature probes
+    /// ([`Schema::has`](qmp_schema::Schema::has)) and descriptions: fetched on first use
+    /// (or by the first checked command) and kept for the connection. `None` when the
+    /// server has no usable schema (see [`ClientBuilder::check_arguments`]).
+    ///
+    /// ```no_run
+    /// # async fn example(client: qmp_client::Client) -> Result<(), Box<dyn std::error::Error>> {
+    /// if let Some(schema) = client.schema().await? {
+    ///     let direct_io = schema.has("blockdev-add/arg-type/+file/cache/direct")?;
+    /// #   let _ = direct_io;
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] (or the connection's error) when it ends first;
+    /// [`Error::Timeout`] after the default command timeout, if one is set.
+    pub async fn schema(&self) -> Result<Option<Arc<qmp_schema::Schema>>, Error> {
+        let timeout = self.shared.lock().session.config().default_command_timeout;
+        let settled = self.shared.settle_schema();
+        match timeout {
+            Some(timeout) => {
+                let deadline = tokio::time::Instant::from_std(deadline_after(driver::now(), timeout));
+                tokio::time::timeout_at(deadline, settled).await.map_err(|_| Error::Timeout {
+                    command: "query-qmp-schema".into(),
+                    timeout,
+                })??;
+            }
+            None => settled.await?,
+        }
+        Ok(self.shared.lock().session.schema().cloned())
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), e.g. a tap device for `netdev_add`.

@@ -35,7 +35,7 @@ use tokio_util::codec::Decoder;
 use crate::error::{DisconnectReason, Error};
 use crate::events::EventHub;
 use crate::request::Request;
-use crate::session::{EventItem, Phase, Session};
+use crate::session::{EventItem, Phase, Session, deadline_after};
 
 /// How a finished command reaches the task that waits for it.
 pub(crate) type Waiter = oneshot::Sender<Result<Value, Error>>;
@@ -95,12 +95,15 @@ impl Shared {
             return Err(Error::FdPassingUnsupported);
         }
         let (waiter, reply) = oneshot::channel();
-        let id = match self.try_start(request, waiter)? {
+        let id = match self.try_start(request, waiter, None)? {
             Start::Queued(id) => id,
-            // Boxed: waiting for room is rare, and its future (a timer among it) would
-            // otherwise make every call's future (one allocation per call in a
-            // `buffer_unordered` or a spawned task) about twice as big.
+            // Boxed: waiting for room or for the schema is rare, and their futures (a timer
+            // among them) would otherwise make every call's future (one allocation per call
+            // in a `buffer_unordered` or a spawned task) about twice as big.
             Start::Full(request, waiter) => Box::pin(self.start_when_room(request, waiter)).await?,
+            Start::Schema(request, waiter) => {
+                Box::pin(self.start_after_schema(request, waiter)).await?
+            }
         };
         let mut abandon = AbandonOnDrop { shared: self, id: Some(id) };
         let result = reply.await;
@@ -123,16 +126,73 @@ impl Shared {
         result.unwrap_or(Err(Error::Disconnected(DisconnectReason::Closed))).map(drop)
     }
 
-    /// Queues `request` in the session unless the queue is full.
-    fn try_start(&self, request: Request, waiter: Waiter) -> Result<Start, Error> {
+    /// Queues `request` in the session unless the queue is full or the schema is needed
+    /// first. `since` is when the call started, if that was before now.
+    fn try_start(
+        &self,
+        request: Request,
+        waiter: Waiter,
+        since: Option<std::time::Instant>,
+    ) -> Result<Start, Error> {
         let mut state = self.lock();
+        if state.session.needs_schema() {
+            return Ok(Start::Schema(request, waiter));
+        }
         if state.session.queue_is_full() {
             return Ok(Start::Full(request, waiter));
         }
-        let now = if state.session.deadline_applies(&request) { now() } else { state.started };
+        let now = match since {
+            _ if !state.session.deadline_applies(&request) => state.started,
+            Some(since) => since,
+            None => now(),
+        };
         let id = state.session.start_command(request, waiter, now)?;
         wake_driver(state);
         Ok(Start::Queued(id))
+    }
+
+    /// The first command with argument checking on: waits until the schema is settled
+    /// (loaded or known to be unusable; one request for all callers), within the
+    /// command's timeout, then queues the command, checked. Cancel-safe: nothing is queued
+    /// until it returns.
+    async fn start_after_schema(&self, request: Request, waiter: Waiter) -> Result<u64, Error> {
+        let started = now();
+        let timeout = {
+            let state = self.lock();
+            request.timeout.or(state.session.config().default_command_timeout)
+        };
+        let settled = self.settle_schema();
+        match timeout {
+            Some(timeout) => {
+                let deadline = tokio::time::Instant::from_std(deadline_after(started, timeout));
+                tokio::time::timeout_at(deadline, settled)
+                    .await
+                    .map_err(|_| Error::NotSent { command: request.name.clone(), timeout })??;
+            }
+            None => settled.await?,
+        }
+        match self.try_start(request, waiter, Some(started))? {
+            Start::Queued(id) => Ok(id),
+            Start::Full(request, waiter) => self.start_when_room(request, waiter).await,
+            Start::Schema(request, _) => Err(Error::Protocol(format!(
+                "QEMU's schema was not settled for '{}' after loading it",
+                request.name
+            ))),
+        }
+    }
+
+    /// Waits until the connection's schema is settled: loaded, or known to be unusable.
+    /// The first caller sends `query-qmp-schema`; the others wait for its reply.
+    pub(crate) async fn settle_schema(&self) -> Result<(), Error> {
+        let (waiter, settled) = oneshot::channel();
+        {
+            let mut state = self.lock();
+            if !state.session.load_schema(waiter)? {
+                return Ok(());
+            }
+            wake_driver(state);
+        }
+        settled.await.unwrap_or(Err(Error::Disconnected(DisconnectReason::Closed))).map(drop)
     }
 
     /// When the queue is full (the server is not reading its socket): waits for
@@ -142,7 +202,8 @@ impl Shared {
             let state = self.lock();
             request.timeout.or(state.session.config().default_command_timeout)
         };
-        let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let deadline = timeout
+            .map(|timeout| tokio::time::Instant::from_std(deadline_after(now(), timeout)));
         loop {
             let room = self.room.notified();
             tokio::pin!(room);
@@ -254,6 +315,8 @@ impl Shared {
 enum Start {
     Queued(u64),
     Full(Request, Waiter),
+    /// Argument checking needs the schema first.
+    Schema(Request, Waiter),
 }
 
 /// Wakes the driver if it is parked, after letting go of the lock.
@@ -297,14 +360,15 @@ impl Drop for CloseOnDrop {
 
 /// Starts the driver of a new connection over `transport` and waits until the session
 /// is ready (greeting, negotiation, capability cache).
+/// `started` is when connecting began: the handshake's deadline counts from it.
 pub(crate) async fn connect(
     config: crate::session::SessionConfig,
     max_frame_len: usize,
     hub: Option<Arc<EventHub>>,
     transport: Transport,
+    started: std::time::Instant,
 ) -> Result<CloseOnDrop, Error> {
     let (ready, handshake) = oneshot::channel();
-    let started = now();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             session: Session::new(config, started),

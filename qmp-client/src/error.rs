@@ -1,20 +1,31 @@
 use std::fmt;
 use std::io;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use qmp_codec::ErrorClass;
+use qmp_schema::Problem;
+
+use crate::limits::ParserLimit;
 
 /// Everything a QMP client call can fail with.
 ///
-/// Three kinds are kept apart: the server's own answer ([`Error::Qmp`]), the transport
-/// ([`Error::Disconnected`], [`Error::Io`], [`Error::Timeout`], ...), and caller mistakes
-/// ([`Error::InvalidRequest`], [`Error::CommandNotSupported`]). The type is `Clone` so one
-/// terminal error can be handed to every pending and later call.
+/// Three kinds are kept apart: the server's own answer ([`Error::Qmp`], [`Error::Hmp`]), the
+/// transport ([`Error::Disconnected`], [`Error::Io`], [`Error::Timeout`], ...), and requests
+/// refused before anything was sent ([`Error::InvalidRequest`],
+/// [`Error::CommandNotSupported`], [`Error::InvalidArguments`],
+/// [`Error::ExceedsParserLimit`]). [`Error::outcome_unknown`] says whether a failed command
+/// may still have been carried out. The type is `Clone` so one terminal error can be handed
+/// to every pending and later call.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// The server answered the command with an error reply.
+    ///
+    /// This includes an error QEMU sent without an `id` (input it could not parse) when
+    /// the command was the only one written and unanswered, so the error can only be its
+    /// own; see [`Error::Unattributed`] for when it cannot be told.
     #[error("QMP command '{command}' failed: {class}: {desc}")]
     Qmp {
         /// The command that failed.
@@ -68,8 +79,88 @@ pub enum Error {
         /// The queue's limit.
         capacity: usize,
     },
-    /// The server sent no greeting in time after connecting.
-    #[error("no QMP greeting within {0:?}")]
+    /// QEMU answered with an error without an `id` (it could not parse some of its input,
+    /// for example over its JSON limits) while `among` commands were written and
+    /// unanswered, this one among them: the error is one of theirs, but which one cannot
+    /// be told, so the outcome of this command is unknown (a late reply to it is
+    /// discarded). See the [session docs](crate::session#replies-without-an-id) for the rule.
+    #[error(
+        "QEMU could not parse one of {among} QMP commands in flight, '{command}' among them \
+         ({class}: {desc}); the outcome of '{command}' is unknown"
+    )]
+    Unattributed {
+        /// The command.
+        command: String,
+        /// QEMU's error class.
+        class: ErrorClass,
+        /// QEMU's description, e.g. `JSON nesting depth limit exceeded`.
+        desc: String,
+        /// How many commands the error may belong to.
+        among: usize,
+    },
+    /// The command as encoded would exceed a limit of QEMU's JSON parser, which would
+    /// refuse it without an `id`; nothing was sent.
+    #[error(
+        "QMP command '{command}' not sent: its {limit} is {found}, over QEMU's limit of {}",
+        limit.max()
+    )]
+    ExceedsParserLimit {
+        /// The command.
+        command: String,
+        /// The limit.
+        limit: ParserLimit,
+        /// What the command has.
+        found: u64,
+    },
+    /// QEMU's schema (`query-qmp-schema`) refuses the command's arguments, so QEMU would
+    /// too; nothing was sent. `path`, `expected`, `found` and `suggestion` are those of
+    /// the first problem; `problems` holds them all (up to
+    /// [`qmp_schema::MAX_PROBLEMS`]). Only with argument checking on
+    /// ([`ClientBuilder::check_arguments`](crate::ClientBuilder::check_arguments)).
+    #[error("{command}: {}; nothing was sent", problem_list(.problems))]
+    InvalidArguments {
+        /// The command.
+        command: String,
+        /// Where the first problem is: `arguments.file.filename`.
+        path: String,
+        /// What the schema wants there: `str`, `one of "threads", "native"`.
+        expected: String,
+        /// What was there: `nothing`, `string "nativ"`, `member "filenme"`.
+        found: String,
+        /// A close match for a misspelt member or value.
+        suggestion: Option<String>,
+        /// Every problem found, the first one included.
+        problems: Vec<Problem>,
+    },
+    /// HMP answered a command line with one of its known error texts (see
+    /// [`Client::hmp`](crate::Client::hmp)); QEMU reports these as a successful reply.
+    #[error("HMP command '{command}' failed: {message}")]
+    Hmp {
+        /// The command line.
+        command: String,
+        /// HMP's text, without its trailing line end.
+        message: String,
+    },
+    /// The monitor is held by another client and the connections waiting for it fill the
+    /// socket's backlog: `connect(2)` failed with `EAGAIN` until the handshake deadline.
+    #[error(
+        "the QMP monitor at {} is busy: another client holds it, and the connections waiting \
+         for it fill the socket's queue (retried for {waited:.1?})",
+        path.display()
+    )]
+    MonitorBusy {
+        /// The socket.
+        path: PathBuf,
+        /// How long connecting was retried.
+        waited: Duration,
+    },
+    /// The server sent no greeting in time after connecting. QEMU serves one client per
+    /// QMP socket and keeps further connections waiting, without a greeting, until the
+    /// one it serves leaves: the likely cause.
+    #[error(
+        "no QMP greeting within {0:?}: the monitor is probably held by another client \
+         (QEMU serves one client at a time per QMP socket)"
+    )]
     GreetingTimeout(Duration),
     /// The connection is gone. Commands in flight fail with this: their outcome is unknown.
     #[error("QMP connection lost: {0}")]
@@ -129,9 +220,24 @@ impl Error {
     }
 
     /// `true` if the command may have been carried out although no success was seen:
-    /// it timed out, or the connection went away while it was in flight.
+    /// it timed out, the connection went away while it was in flight, or an error without
+    /// an `id` may have been another command's ([`Error::Unattributed`]).
     pub fn outcome_unknown(&self) -> bool {
-        matches!(self, Self::Timeout { .. } | Self::Disconnected(_))
+        matches!(self, Self::Timeout { .. } | Self::Disconnected(_) | Self::Unattributed { .. })
+    }
+
+    /// The [`Error::InvalidArguments`] for `problems` (not empty) of `command`.
+    pub(crate) fn invalid_arguments(command: &str, problems: Vec<Problem>) -> Self {
+        let first = problems.first();
+        let field = |get: fn(&Problem) -> &String| first.map(get).cloned().unwrap_or_default();
+        Self::InvalidArguments {
+            command: command.to_owned(),
+            path: field(|p| &p.path),
+            expected: field(|p| &p.expected),
+            found: field(|p| &p.found),
+            suggestion: first.and_then(|p| p.suggestion.clone()),
+            problems,
+        }
     }
 
     pub(crate) fn io(error: io::Error) -> Self {
@@ -152,6 +258,12 @@ impl From<fdpass::Error> for Error {
     fn from(error: fdpass::Error) -> Self {
         Self::FdPassing(Arc::new(io::Error::from(error)))
     }
+}
+
+/// The problems of an [`Error::InvalidArguments`], one after the other.
+fn problem_list(problems: &[Problem]) -> String {
+    let texts: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    texts.join("; ")
 }
 
 /// Why a connection ended.

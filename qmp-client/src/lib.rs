@@ -61,6 +61,8 @@ mod client;
 mod driver;
 mod error;
 mod events;
+pub mod hmp;
+mod limits;
 #[cfg(feature = "mock")]
 pub mod mock;
 mod reconnect;
@@ -68,13 +70,15 @@ mod request;
 pub mod session;
 mod socket;
 
-pub use client::{Client, ClientBuilder};
+pub use client::{CHECK_ARGUMENTS_ENV, Client, ClientBuilder};
 pub use error::{DisconnectReason, Error};
 pub use events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, Subscription};
+pub use limits::ParserLimit;
 pub use qmp_codec::{self, Capability, ErrorClass, Event, Greeting, QemuVersion, Timestamp};
 pub use qmp_codec::{AddFdInfo, FdsetFdInfo, FdsetInfo};
 pub use reconnect::ReconnectingClient;
 pub use request::Request;
+pub use qmp_schema::{self, Schema};
 pub use session::{EventItem, Stats};
 
 /// Locks `mutex`, going on after a panic elsewhere: every critical section in this crate

@@ -135,6 +135,14 @@ pub(crate) fn hmp(command_line: &str) -> Request {
     Request::new(HMP).with_map(object(json!({ "command-line": command_line })))
 }
 
+/// The result of [`Client::hmp`](crate::Client::hmp): HMP's `text`, or the error it holds.
+pub(crate) fn hmp_result(command_line: &str, text: String) -> Result<String, Error> {
+    match crate::hmp::error_message(&text) {
+        Some(message) => Err(Error::Hmp { command: command_line.to_owned(), message }),
+        None => Ok(text),
+    }
+}
+
 /// `getfd` of `fd` under `name`.
 pub(crate) fn getfd(name: &str, fd: OwnedFd) -> Request {
     Request::new(GETFD).with_map(object(json!({ "fdname": name }))).fd(fd)

@@ -36,19 +36,73 @@
 //! A command with descriptors is always the only one in its [`Transmit`], so the
 //! descriptors go with its own first byte and nothing else is written in between.
 //!
+//! # Replies without an id
+//!
+//! QEMU answers input it cannot parse (over its nesting or token limits, or not JSON)
+//! with an error that has no `id`, and then one more per token left over from that
+//! input. Such an error belongs to a command that was *written* (at least one byte) and
+//! not yet answered, so it never fails a command still waiting in the queue. The rule:
+//!
+//! * When exactly one command is written and unanswered (counting commands given up on
+//!   after they were sent) and no earlier error without an id may still be echoing, the
+//!   error is that command's: it fails with [`Error::Qmp`] carrying QEMU's class and
+//!   description, a definite error.
+//! * Otherwise it cannot be told whose it is. QEMU answers in-band commands in order, but
+//!   the leftovers of an earlier unparsable command come as the same kind of error, and with
+//!   `oob` QEMU reads ahead. Every written and unanswered command then fails with
+//!   [`Error::Unattributed`] (its outcome is unknown), naming how many it may belong to; a
+//!   reply that still comes for one of them is discarded as late.
+//! * An earlier error "may still be echoing" until the reply to an in-band command written
+//!   after every command it could have belonged to arrives: QEMU has parsed past its
+//!   leftovers by then.
+//! * During the handshake the error closes the session; on the schema request (see below)
+//!   it leaves argument checking off for the connection.
+//!
+//! Each such error is counted in [`Stats::parse_errors`] (and, having no id, in
+//! [`Stats::unmatched_replies`]). The client makes them rare: a command over QEMU's parser
+//! limits is refused before it is queued ([`Error::ExceedsParserLimit`]).
+//!
+//! # Argument checking
+//!
+//! With [`SessionConfig::check_arguments`], [`Session::start_command`] checks a command's
+//! arguments against QEMU's own schema (`query-qmp-schema`) and refuses what QEMU would
+//! refuse ([`Error::InvalidArguments`]), before anything is queued. The schema is loaded
+//! once per connection, by the first caller that needs it: [`Session::load_schema`] sends
+//! `query-qmp-schema` (or, when the server does not list it, decides at once that there is
+//! none) and completes every waiter given to it when the reply is in. A server without a
+//! usable schema (not listed, an error reply, a reply that does not parse) gets one
+//! warning and no checking; what the schema cannot judge (`device_add`'s properties) is
+//! sent unchecked, and deprecated or unstable use is logged as a warning.
+//!
 //! The session never blocks and never panics on anything the server sends.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use qmp_codec::{Capability, Command, ErrorReply, Event, Greeting, Return, ServerMessage};
+use qmp_codec::{Capability, Command, ErrorReply, Event, Greeting, QmpError, Return, ServerMessage};
+use qmp_schema::{ProblemKind, Schema, Verdict};
 use serde_json::{Map, Value};
 
 use crate::error::{DisconnectReason, Error};
 use crate::request::Request;
+
+/// The command that fetches QEMU's schema.
+const QUERY_SCHEMA: &str = "query-qmp-schema";
+
+/// `now + after`, or, when that is beyond what an [`Instant`] can hold (a timeout of
+/// [`Duration::MAX`]), an instant a century away: every duration a caller passes
+/// saturates instead of overflowing.
+pub(crate) fn deadline_after(now: Instant, after: Duration) -> Instant {
+    const CENTURY: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+    now.checked_add(after)
+        .or_else(|| now.checked_add(CENTURY))
+        .or_else(|| now.checked_add(Duration::from_secs(24 * 3600)))
+        .unwrap_or(now)
+}
 
 /// How a session negotiates and buffers.
 #[derive(Debug, Clone)]
@@ -71,6 +125,9 @@ pub struct SessionConfig {
     /// [`Session::start_command`] fails with [`Error::QueueFull`]; the async client waits
     /// for room instead. A written command no longer counts.
     pub max_queued_commands: usize,
+    /// Check every command's arguments against QEMU's schema before queueing it (default
+    /// `false`); see [Argument checking](self#argument-checking).
+    pub check_arguments: bool,
 }
 
 impl Default for SessionConfig {
@@ -81,6 +138,7 @@ impl Default for SessionConfig {
             default_command_timeout: None,
             event_queue_capacity: 1024,
             max_queued_commands: 256,
+            check_arguments: false,
         }
     }
 }
@@ -131,6 +189,9 @@ pub enum EventItem {
 pub struct Stats {
     /// Replies whose id matched no command ever sent, or that carried no id.
     pub unmatched_replies: u64,
+    /// Error replies without an id: QEMU could not parse some input. Each failed the
+    /// commands it may belong to (see [Replies without an id](self#replies-without-an-id)).
+    pub parse_errors: u64,
     /// Replies that came after their command timed out or was cancelled (discarded).
     pub late_replies: u64,
     /// Lines the codec could not turn into a message (too long, not JSON, unknown shape).
@@ -160,11 +221,12 @@ pub struct Transmit<'a> {
     pub fds: &'a [OwnedFd],
 }
 
-/// Commands the session sends on its own during the handshake.
+/// Commands the session sends on its own: the handshake's, and the schema request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Internal {
     Capabilities,
     QueryCommands,
+    Schema,
 }
 
 #[derive(Debug)]
@@ -176,8 +238,21 @@ enum Pending<W> {
         waiter: W,
         deadline: Option<(Instant, Duration)>,
         refresh: bool,
+        oob: bool,
     },
     Internal(Internal),
+}
+
+/// Where the connection's schema is.
+#[derive(Debug)]
+enum SchemaState<W> {
+    /// Nobody asked for it yet.
+    Unknown,
+    /// `query-qmp-schema` (command `id`) is in flight; `waiters` complete when it is in.
+    Loading { id: u64, waiters: Vec<W> },
+    Ready(Arc<Schema>),
+    /// The server has none that can be used; arguments go unchecked.
+    Unusable,
 }
 
 /// A hasher for the session's own small keys: command ids (sequential `u64`s, spread by
@@ -215,24 +290,25 @@ type FastSet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
 /// forgotten first.
 #[derive(Debug, Default)]
 struct Abandoned {
-    names: FastMap<u64, String>,
+    /// Each command's name and whether it went out-of-band.
+    names: FastMap<u64, (String, bool)>,
     order: VecDeque<u64>,
 }
 
 impl Abandoned {
     const CAPACITY: usize = 4096;
 
-    fn insert(&mut self, id: u64, name: String) {
+    fn insert(&mut self, id: u64, name: String, oob: bool) {
         if self.order.len() == Self::CAPACITY {
             if let Some(oldest) = self.order.pop_front() {
                 self.names.remove(&oldest);
             }
         }
         self.order.push_back(id);
-        self.names.insert(id, name);
+        self.names.insert(id, (name, oob));
     }
 
-    fn take(&mut self, id: u64) -> Option<String> {
+    fn take(&mut self, id: u64) -> Option<(String, bool)> {
         // The id stays in `order` until it ages out; `names` is the truth.
         self.names.remove(&id)
     }
@@ -262,12 +338,14 @@ struct Outgoing {
 }
 
 impl Outgoing {
-    fn push(&mut self, id: u64, encode: impl FnOnce(&mut BytesMut), fds: Vec<OwnedFd>) {
+    /// Queues a command encoded by `encode`; returns where its bytes start in `bytes`.
+    fn push(&mut self, id: u64, encode: impl FnOnce(&mut BytesMut), fds: Vec<OwnedFd>) -> usize {
         let start = self.bytes.len();
         encode(&mut self.bytes);
         let len = self.bytes.len() - start;
         self.with_fds += usize::from(!fds.is_empty());
         self.commands.push_back(Queued { id, len, fds });
+        start
     }
 
     fn next(&self) -> Option<Transmit<'_>> {
@@ -311,6 +389,23 @@ impl Outgoing {
             self.commands.pop_front();
         }
         self.written = done;
+    }
+
+    /// Whether any byte of command `id` (queued at some point) was written.
+    fn is_written(&self, id: u64) -> bool {
+        match self.commands.binary_search_by_key(&id, |queued| queued.id) {
+            Err(_) => true,
+            Ok(0) => self.written > 0,
+            Ok(_) => false,
+        }
+    }
+
+    /// Takes back the command just pushed (nothing was written since).
+    fn pop_last(&mut self) {
+        if let Some(last) = self.commands.pop_back() {
+            self.bytes.truncate(self.bytes.len() - last.len);
+            self.with_fds -= usize::from(!last.fds.is_empty());
+        }
     }
 
     /// Removes command `id` if none of its bytes was written yet; `true` if it was.
@@ -357,13 +452,18 @@ pub struct Session<W> {
     events: VecDeque<Event>,
     events_missed: u64,
     stats: Stats,
+    schema: SchemaState<W>,
+    /// After an error without an id: the newest command it could have belonged to. Until
+    /// an in-band command newer than that is answered, QEMU may still be sending errors
+    /// for the leftovers of the input it could not parse.
+    parse_echo_until: Option<u64>,
 }
 
 impl<W> Session<W> {
     /// A session whose transport has just connected at `now`; it waits for the greeting.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
         Self {
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: deadline_after(now, config.handshake_timeout),
             config,
             phase: Phase::AwaitingGreeting,
             close_error: None,
@@ -380,6 +480,8 @@ impl<W> Session<W> {
             events: VecDeque::new(),
             events_missed: 0,
             stats: Stats::default(),
+            schema: SchemaState::Unknown,
+            parse_echo_until: None,
         }
     }
 
@@ -422,6 +524,26 @@ impl<W> Session<W> {
         commands
     }
 
+    /// QEMU's schema, once [`Session::load_schema`] fetched a usable one.
+    pub fn schema(&self) -> Option<&Arc<Schema>> {
+        match &self.schema {
+            SchemaState::Ready(schema) => Some(schema),
+            _ => None,
+        }
+    }
+
+    /// Whether the schema is settled: fetched, or known to be unusable (so
+    /// [`Session::load_schema`] would not wait).
+    pub fn schema_settled(&self) -> bool {
+        matches!(self.schema, SchemaState::Ready(_) | SchemaState::Unusable)
+    }
+
+    /// Whether commands are to be checked and the schema is not settled yet: a driver then
+    /// calls [`Session::load_schema`] and waits before starting a command.
+    pub fn needs_schema(&self) -> bool {
+        self.config.check_arguments && !self.schema_settled()
+    }
+
     /// The counters.
     pub fn stats(&self) -> Stats {
         self.stats
@@ -461,7 +583,10 @@ impl<W> Session<W> {
     /// # Errors
     /// Before anything is registered: [`Error::Disconnected`] (or the close error) once
     /// closed, [`Error::InvalidRequest`] before the session is ready or for `exec-oob`
-    /// without `oob`, [`Error::CommandNotSupported`] for a command the server lacks, and
+    /// without `oob`, [`Error::CommandNotSupported`] for a command the server lacks,
+    /// [`Error::InvalidArguments`] for arguments the schema refuses (with
+    /// [`SessionConfig::check_arguments`] and the schema loaded),
+    /// [`Error::ExceedsParserLimit`] for a command QEMU's JSON parser would refuse, and
     /// [`Error::QueueFull`] when [`SessionConfig::max_queued_commands`] are waiting.
     pub fn start_command(
         &mut self,
@@ -479,7 +604,41 @@ impl<W> Session<W> {
                 request.name
             )));
         }
-        Ok(self.enqueue_user(request, waiter, now, false))
+        if self.config.check_arguments {
+            self.check_arguments(&request)?;
+        }
+        self.enqueue_user(request, waiter, now, false)
+    }
+
+    /// Makes sure the schema gets loaded, for argument checking or [`Session::schema`]:
+    /// `Ok(true)` if `waiter` was registered and completes with `Ok(Value::Null)` once the
+    /// schema is settled (then see [`Session::schema`]), `Ok(false)` if it is settled
+    /// already (`waiter` is dropped). The first call sends `query-qmp-schema`, unless the
+    /// server does not list it; later calls before its reply wait for the same request.
+    /// The request has no deadline of its own: a waiter that has one gives up on its own
+    /// (the load goes on for the others). Its waiters cannot be [`Session::cancel`]ed.
+    ///
+    /// # Errors
+    /// [`Error::Disconnected`] (or the close error) once closed,
+    /// [`Error::InvalidRequest`] before the session is ready.
+    pub fn load_schema(&mut self, waiter: W) -> Result<bool, Error> {
+        match &mut self.schema {
+            SchemaState::Ready(_) | SchemaState::Unusable => return Ok(false),
+            SchemaState::Loading { waiters, .. } => {
+                waiters.push(waiter);
+                return Ok(true);
+            }
+            SchemaState::Unknown => {}
+        }
+        self.check_phase()?;
+        if !self.commands.contains(QUERY_SCHEMA) {
+            self.schema_unusable("the server does not list query-qmp-schema");
+            return Ok(false);
+        }
+        // Outside the queue's limit: it is one command per connection.
+        let id = self.send_internal(Internal::Schema, Command::new(QUERY_SCHEMA));
+        self.schema = SchemaState::Loading { id, waiters: vec![waiter] };
+        Ok(true)
     }
 
     /// Fetches `query-commands` again: when its reply comes the capability cache is
@@ -491,7 +650,7 @@ impl<W> Session<W> {
     pub fn refresh_commands(&mut self, waiter: W, now: Instant) -> Result<u64, Error> {
         let request = Request::new("query-commands");
         self.check_startable(&request)?;
-        Ok(self.enqueue_user(request, waiter, now, true))
+        self.enqueue_user(request, waiter, now, true)
     }
 
     /// Gives up on command `id`: its waiter is returned. If none of its bytes was written
@@ -501,14 +660,14 @@ impl<W> Session<W> {
         if !matches!(self.pending.get(&id), Some(Pending::User { .. })) {
             return None;
         }
-        let Some(Pending::User { name, waiter, .. }) = self.take_pending(id) else {
+        let Some(Pending::User { name, waiter, oob, .. }) = self.take_pending(id) else {
             return None;
         };
         if self.outgoing.withdraw(id) {
             self.stats.withdrawn += 1;
             tracing::debug!(command = %name, id, "QMP command withdrawn before it was sent");
         } else {
-            self.abandoned.insert(id, name);
+            self.abandoned.insert(id, name, oob);
         }
         Some(waiter)
     }
@@ -563,6 +722,7 @@ impl<W> Session<W> {
                 Some(Internal::QueryCommands) => {
                     Error::Timeout { command: "query-commands".into(), timeout }
                 }
+                Some(Internal::Schema) => Error::Timeout { command: QUERY_SCHEMA.into(), timeout },
             };
             return self.close(error);
         }
@@ -571,7 +731,8 @@ impl<W> Session<W> {
                 break;
             }
             self.deadlines.pop_first();
-            let Some(Pending::User { name, waiter, deadline, .. }) = self.take_pending(id) else {
+            let Some(Pending::User { name, waiter, deadline, oob, .. }) = self.take_pending(id)
+            else {
                 continue;
             };
             let timeout = deadline.map_or(Duration::ZERO, |(_, t)| t);
@@ -581,7 +742,7 @@ impl<W> Session<W> {
                 Error::NotSent { command: name, timeout }
             } else {
                 tracing::warn!(command = %name, id, ?timeout, "QMP command timed out; outcome unknown");
-                self.abandoned.insert(id, name.clone());
+                self.abandoned.insert(id, name.clone(), oob);
                 Error::Timeout { command: name, timeout }
             };
             self.completions.push_back(Completion { id, waiter, result: Err(error) });
@@ -665,21 +826,20 @@ impl<W> Session<W> {
 
     // ---- internals ----
 
-    fn check_startable(&self, request: &Request) -> Result<(), Error> {
+    /// `Ok` once ready; the close error once closed.
+    fn check_phase(&self) -> Result<(), Error> {
         match self.phase {
-            Phase::Ready => {}
-            Phase::Closed => {
-                return Err(self
-                    .close_error
-                    .clone()
-                    .unwrap_or(Error::Disconnected(DisconnectReason::Closed)));
-            }
-            _ => {
-                return Err(Error::InvalidRequest(
-                    "the QMP connection is not negotiated yet".into(),
-                ));
-            }
+            Phase::Ready => Ok(()),
+            Phase::Closed => Err(self
+                .close_error
+                .clone()
+                .unwrap_or(Error::Disconnected(DisconnectReason::Closed))),
+            _ => Err(Error::InvalidRequest("the QMP connection is not negotiated yet".into())),
         }
+    }
+
+    fn check_startable(&self, request: &Request) -> Result<(), Error> {
+        self.check_phase()?;
         if self.queue_is_full() {
             return Err(Error::QueueFull {
                 command: request.name.clone(),
@@ -689,26 +849,66 @@ impl<W> Session<W> {
         Ok(())
     }
 
-    fn enqueue_user(&mut self, request: Request, waiter: W, now: Instant, refresh: bool) -> u64 {
-        let id = self.allocate_id();
-        let deadline = request
-            .timeout
-            .or(self.config.default_command_timeout)
-            .map(|timeout| (now + timeout, timeout));
-        if let Some((at, _)) = deadline {
-            self.deadlines.insert((at, id));
+    /// Refuses what the schema refuses; see [Argument checking](self#argument-checking).
+    fn check_arguments(&self, request: &Request) -> Result<(), Error> {
+        let SchemaState::Ready(schema) = &self.schema else { return Ok(()) };
+        let report = schema.check_map(&request.name, request.arguments.as_ref());
+        for warning in &report.warnings {
+            tracing::warn!(command = %request.name, %warning, "QMP command uses what QEMU's schema marks deprecated or unstable");
         }
+        match report.verdict {
+            Verdict::Invalid(problems)
+                if problems.iter().any(|p| p.kind != ProblemKind::UnknownCommand) =>
+            {
+                Err(Error::invalid_arguments(&request.name, problems))
+            }
+            Verdict::Invalid(_) => {
+                // query-commands lists it: the server's word wins over its schema's.
+                tracing::debug!(command = %request.name, "QMP command missing from the schema; sent unchecked");
+                Ok(())
+            }
+            Verdict::NotChecked(unchecked) => {
+                tracing::debug!(command = %request.name, %unchecked, "QMP arguments not checked");
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn enqueue_user(
+        &mut self,
+        request: Request,
+        waiter: W,
+        now: Instant,
+        refresh: bool,
+    ) -> Result<u64, Error> {
+        let id = self.allocate_id();
         let command = Command {
             name: request.name,
             arguments: request.arguments,
             id: Some(Value::from(id)),
             oob: request.oob,
         };
-        self.outgoing.push(id, |bytes| command.encode(bytes), request.fds);
-        let name = command.name;
-        self.pending.insert(id, Pending::User { name, waiter, deadline, refresh });
+        let encoded = self.outgoing.push(id, |bytes| command.encode(bytes), request.fds);
+        if command.arguments.is_some() {
+            // Without arguments a command is far below every limit.
+            if let Err((limit, found)) = crate::limits::check(&self.outgoing.bytes[encoded..]) {
+                self.outgoing.pop_last();
+                self.next_id = id;
+                return Err(Error::ExceedsParserLimit { command: command.name, limit, found });
+            }
+        }
+        let deadline = request
+            .timeout
+            .or(self.config.default_command_timeout)
+            .map(|timeout| (deadline_after(now, timeout), timeout));
+        if let Some((at, _)) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        let Command { name, oob, .. } = command;
+        self.pending.insert(id, Pending::User { name, waiter, deadline, refresh, oob });
         self.user_in_flight += 1;
-        id
+        Ok(id)
     }
 
     fn allocate_id(&mut self) -> u64 {
@@ -736,11 +936,12 @@ impl<W> Session<W> {
         })
     }
 
-    fn send_internal(&mut self, which: Internal, command: Command) {
+    fn send_internal(&mut self, which: Internal, command: Command) -> u64 {
         let id = self.allocate_id();
         self.pending.insert(id, Pending::Internal(which));
         let command = command.id(id);
         self.outgoing.push(id, |bytes| command.encode(bytes), Vec::new());
+        id
     }
 
     fn handle_greeting(&mut self, greeting: Greeting) {
@@ -763,14 +964,20 @@ impl<W> Session<W> {
         self.phase = Phase::Negotiating;
     }
 
-    fn handle_reply(&mut self, id: Option<&Value>, result: Result<Value, qmp_codec::QmpError>) {
+    fn handle_reply(&mut self, id: Option<&Value>, result: Result<Value, QmpError>) {
         let Some(id) = id.and_then(Value::as_u64) else {
             self.stats.unmatched_replies += 1;
-            tracing::warn!(?id, ?result, "QMP reply without a usable id ignored");
+            match result {
+                Err(error) if id.is_none() => self.handle_unattributed_error(error),
+                result => tracing::warn!(?id, ?result, "QMP reply without a usable id ignored"),
+            }
             return;
         };
         match self.take_pending(id) {
-            Some(Pending::User { name, waiter, refresh, .. }) => {
+            Some(Pending::User { name, waiter, refresh, oob, .. }) => {
+                if self.parse_echo_until.is_some() {
+                    self.answered_in_order(id, oob);
+                }
                 let result = match result {
                     Ok(value) if refresh => parse_command_list(&value).map(|commands| {
                         self.commands = commands;
@@ -781,9 +988,13 @@ impl<W> Session<W> {
                 };
                 self.completions.push_back(Completion { id, waiter, result });
             }
-            Some(Pending::Internal(which)) => self.handle_internal_reply(which, result),
+            Some(Pending::Internal(which)) => {
+                self.answered_in_order(id, false);
+                self.handle_internal_reply(which, result);
+            }
             None => {
-                if let Some(name) = self.abandoned.take(id) {
+                if let Some((name, oob)) = self.abandoned.take(id) {
+                    self.answered_in_order(id, oob);
                     self.stats.late_replies += 1;
                     tracing::debug!(command = %name, id, "late reply to an abandoned QMP command discarded");
                 } else {
@@ -794,11 +1005,100 @@ impl<W> Session<W> {
         }
     }
 
-    fn handle_internal_reply(
-        &mut self,
-        which: Internal,
-        result: Result<Value, qmp_codec::QmpError>,
-    ) {
+    /// Command `id` was answered: if it went in-band and was written after every command
+    /// an earlier error without an id could have belonged to, that error's leftovers are
+    /// over (QEMU answers in-band input in order).
+    fn answered_in_order(&mut self, id: u64, oob: bool) {
+        if !oob && self.parse_echo_until.is_some_and(|newest| id > newest) {
+            self.parse_echo_until = None;
+        }
+    }
+
+    /// An error reply without an id; see [Replies without an id](self#replies-without-an-id).
+    fn handle_unattributed_error(&mut self, error: QmpError) {
+        self.stats.parse_errors += 1;
+        let mut candidates: Vec<u64> = self
+            .pending
+            .keys()
+            .copied()
+            .filter(|&id| self.outgoing.is_written(id))
+            .chain(self.abandoned.names.keys().copied())
+            .collect();
+        candidates.sort_unstable();
+        let echoing = self.parse_echo_until.is_some();
+        if let Some(&newest) = candidates.last() {
+            self.parse_echo_until = Some(self.parse_echo_until.map_or(newest, |n| n.max(newest)));
+        }
+        let among = candidates.len() + usize::from(echoing);
+        tracing::warn!(
+            class = %error.class, desc = %error.desc, among,
+            "QMP error without an id: QEMU could not parse some of its input"
+        );
+        if candidates.iter().any(|id| {
+            matches!(
+                self.pending.get(id),
+                Some(Pending::Internal(Internal::Capabilities | Internal::QueryCommands))
+            )
+        }) {
+            return self.close(Error::Protocol(format!(
+                "QEMU could not parse the handshake: {}: {}",
+                error.class, error.desc
+            )));
+        }
+        let definite = among == 1;
+        for id in candidates {
+            match self.take_pending(id) {
+                Some(Pending::User { name, waiter, oob, .. }) => {
+                    let result = if definite {
+                        Err(Error::Qmp { command: name, class: error.class.clone(), desc: error.desc.clone() })
+                    } else {
+                        self.abandoned.insert(id, name.clone(), oob);
+                        Err(Error::Unattributed {
+                            command: name,
+                            class: error.class.clone(),
+                            desc: error.desc.clone(),
+                            among,
+                        })
+                    };
+                    self.completions.push_back(Completion { id, waiter, result });
+                }
+                Some(Pending::Internal(_)) => {
+                    if !definite {
+                        self.abandoned.insert(id, QUERY_SCHEMA.into(), false);
+                    }
+                    self.schema_unusable(&format!(
+                        "query-qmp-schema may have been refused: {}: {}",
+                        error.class, error.desc
+                    ));
+                }
+                None if definite => {
+                    // The one candidate was given up on already: this was its answer.
+                    self.abandoned.take(id);
+                    self.stats.late_replies += 1;
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// There is no usable schema on this connection: say so once, and let the commands
+    /// waiting for it go on unchecked.
+    fn schema_unusable(&mut self, why: &str) {
+        tracing::warn!(reason = why, "QEMU's schema is unusable: QMP arguments go unchecked on this connection");
+        self.settle_schema(SchemaState::Unusable);
+    }
+
+    /// The schema is settled: completes every waiter.
+    fn settle_schema(&mut self, settled: SchemaState<W>) {
+        if let SchemaState::Loading { id, waiters } = std::mem::replace(&mut self.schema, settled)
+        {
+            for waiter in waiters {
+                self.completions.push_back(Completion { id, waiter, result: Ok(Value::Null) });
+            }
+        }
+    }
+
+    fn handle_internal_reply(&mut self, which: Internal, result: Result<Value, QmpError>) {
         match (which, result) {
             (Internal::Capabilities, Ok(_)) => {
                 self.send_internal(Internal::QueryCommands, Command::new("query-commands"));
@@ -817,6 +1117,16 @@ impl<W> Session<W> {
             (Internal::QueryCommands, Err(error)) => {
                 self.close(Error::Protocol(format!("query-commands failed: {error}")));
             }
+            (Internal::Schema, Ok(value)) => match Schema::from_value(&value) {
+                Ok(schema) => {
+                    tracing::debug!("QEMU's schema loaded");
+                    self.settle_schema(SchemaState::Ready(Arc::new(schema)));
+                }
+                Err(error) => self.schema_unusable(&format!("its reply does not parse: {error}")),
+            },
+            (Internal::Schema, Err(error)) => {
+                self.schema_unusable(&format!("query-qmp-schema failed: {error}"));
+            }
         }
     }
 
@@ -834,6 +1144,9 @@ impl<W> Session<W> {
                 let result =
                     Err(Error::BadReply { command: name, reason: frame_error.to_string() });
                 self.completions.push_back(Completion { id, waiter, result });
+            }
+            Some(Pending::Internal(Internal::Schema)) => {
+                self.schema_unusable(&format!("its reply is unreadable: {frame_error}"));
             }
             Some(Pending::Internal(_)) => {
                 self.close(Error::Protocol(format!(
@@ -866,6 +1179,14 @@ impl<W> Session<W> {
         self.user_in_flight = 0;
         for (id, pending) in self.pending.drain() {
             if let Pending::User { waiter, .. } = pending {
+                let result = Err(Error::Disconnected(reason.clone()));
+                self.completions.push_back(Completion { id, waiter, result });
+            }
+        }
+        if let SchemaState::Loading { id, waiters } =
+            std::mem::replace(&mut self.schema, SchemaState::Unknown)
+        {
+            for waiter in waiters {
                 let result = Err(Error::Disconnected(reason.clone()));
                 self.completions.push_back(Completion { id, waiter, result });
             }

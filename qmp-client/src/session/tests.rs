@@ -583,3 +583,344 @@ fn ids_are_found_in_raw_reply_bytes() {
     assert_eq!(find_id(br#"{"id": "text"}"#), None);
     assert_eq!(find_id(b""), None);
 }
+
+const NESTING_ERROR: &str =
+    r#"{"error": {"class": "GenericError", "desc": "JSON nesting depth limit exceeded"}}"#;
+const LEFTOVER_ERROR: &str =
+    r#"{"error": {"class": "GenericError", "desc": "JSON parse error, expecting value"}}"#;
+
+#[test]
+fn an_error_without_id_fails_the_one_written_command_definitely() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let written = s.start_command(Request::new("query-status"), "written", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
+    let queued = s.start_command(Request::new("stop"), "queued", t0).unwrap();
+    s.handle_message(msg(NESTING_ERROR));
+    let done = completions(&mut s);
+    assert_eq!(done.len(), 1, "the command not written yet is not touched");
+    assert_eq!((done[0].id, done[0].waiter), (written, "written"));
+    let error = done[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(error, Error::Qmp { command, class: ErrorClass::GenericError, desc }
+            if command == "query-status" && desc == "JSON nesting depth limit exceeded"),
+        "{error:?}"
+    );
+    assert!(!error.outcome_unknown(), "a definite error: QEMU never ran it");
+    assert_eq!((s.stats().parse_errors, s.stats().unmatched_replies), (1, 1));
+    // The queued one goes out and is answered normally.
+    assert_eq!(id_of(&sent_one(&mut s)), queued);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {queued}}}"#)));
+    assert_eq!(completions(&mut s)[0].waiter, "queued");
+}
+
+#[test]
+fn an_error_without_id_among_several_written_commands_leaves_each_outcome_unknown() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let ids: Vec<u64> = ["a", "b", "c"]
+        .into_iter()
+        .map(|waiter| s.start_command(Request::new("query-status"), waiter, t0).unwrap())
+        .collect();
+    // Only part of the third command is written.
+    let mut wire = BytesMut::new();
+    let transmit = s.poll_transmit().unwrap();
+    let partial = transmit.bytes.len() - 5;
+    wire.extend_from_slice(&transmit.bytes[..partial]);
+    s.transmitted(partial);
+    let unwritten = s.start_command(Request::new("stop"), "d", t0).unwrap();
+
+    s.handle_message(msg(NESTING_ERROR));
+    let done = completions(&mut s);
+    let waiters: Vec<&str> = done.iter().map(|c| c.waiter).collect();
+    assert_eq!(waiters, ["a", "b", "c"], "in id order, the unwritten one left alone");
+    for completion in &done {
+        let error = completion.result.as_ref().unwrap_err();
+        assert!(
+            matches!(error, Error::Unattributed { among: 3, desc, .. } if desc == "JSON nesting depth limit exceeded"),
+            "{error:?}"
+        );
+        assert!(error.outcome_unknown());
+        assert!(error.to_string().contains("one of 3 QMP commands"), "{error}");
+    }
+    assert_eq!(s.in_flight(), 1);
+    // Their replies, if they still come, are late; the unwritten command is served.
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, ids[1])));
+    assert_eq!(s.stats().late_replies, 1);
+    // The partly written command is finished on the wire, then the unwritten one follows.
+    while let Some(transmit) = s.poll_transmit() {
+        wire.extend_from_slice(transmit.bytes);
+        let count = transmit.bytes.len();
+        s.transmitted(count);
+    }
+    let on_wire: Vec<u64> = decode_commands(&mut wire).iter().map(id_of).collect();
+    assert_eq!(on_wire, [ids[0], ids[1], ids[2], unwritten]);
+    s.handle_message(msg(&format!(r#"{{"return": 4, "id": {unwritten}}}"#)));
+    assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), 4);
+}
+
+#[test]
+fn leftover_errors_of_an_unparsable_command_never_pass_for_a_later_ones() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let bad = s.start_command(Request::new("query-status"), "bad", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
+    s.handle_message(msg(NESTING_ERROR));
+    assert!(matches!(completions(&mut s)[0].result, Err(Error::Qmp { .. })));
+    // Leftovers with nothing written: counted, nothing failed.
+    s.handle_message(msg(LEFTOVER_ERROR));
+    assert!(completions(&mut s).is_empty());
+
+    // A command written while QEMU may still be echoing: an error now could be a leftover
+    // of `bad` or its own, so its outcome is unknown.
+    let next = s.start_command(Request::new("stop"), "next", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
+    s.handle_message(msg(LEFTOVER_ERROR));
+    let done = completions(&mut s);
+    assert!(matches!(done[0].result, Err(Error::Unattributed { among: 2, .. })), "{done:?}");
+    // An out-of-band reply may overtake the leftovers: it closes nothing.
+    let oob = s.start_command(Request::new("migrate-pause").oob(true), "oob", t0).unwrap();
+    sent(&mut s);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {oob}}}"#)));
+    completions(&mut s);
+    let third = s.start_command(Request::new("cont"), "third", t0).unwrap();
+    sent(&mut s);
+    s.handle_message(msg(LEFTOVER_ERROR));
+    assert!(matches!(completions(&mut s)[0].result, Err(Error::Unattributed { .. })));
+    // An in-band reply to a command written after all of them: QEMU is past the leftovers.
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {next}}}"#)));
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {third}}}"#)));
+    let last = s.start_command(Request::new("query-status"), "last", t0).unwrap();
+    sent(&mut s);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {last}}}"#)));
+    assert_eq!(completions(&mut s)[0].waiter, "last");
+    let definite = s.start_command(Request::new("stop"), "definite", t0).unwrap();
+    sent(&mut s);
+    s.handle_message(msg(NESTING_ERROR));
+    let done = completions(&mut s);
+    assert_eq!(done[0].id, definite);
+    assert!(matches!(done[0].result, Err(Error::Qmp { .. })), "{done:?}");
+    assert_eq!(s.stats().parse_errors, 5);
+    assert!(bad < next);
+}
+
+#[test]
+fn an_error_without_id_for_a_command_given_up_on_fails_nothing_else() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let abandoned = s.start_command(Request::new("stop"), "gone", t0).unwrap();
+    sent(&mut s);
+    assert_eq!(s.cancel(abandoned), Some("gone"));
+    s.handle_message(msg(NESTING_ERROR));
+    assert!(completions(&mut s).is_empty());
+    assert_eq!(s.stats().late_replies, 1, "it was the abandoned command's answer");
+
+    // With a live command written too, it cannot be told whose it is.
+    let gone = s.start_command(Request::new("stop"), "gone", t0).unwrap();
+    sent(&mut s);
+    s.cancel(gone);
+    // (An in-band reply after the first error's command closes its echo.)
+    let live = s.start_command(Request::new("cont"), "live", t0).unwrap();
+    sent(&mut s);
+    s.handle_message(msg(NESTING_ERROR));
+    let done = completions(&mut s);
+    assert_eq!(done[0].id, live);
+    assert!(matches!(done[0].result, Err(Error::Unattributed { among: 3, .. })), "{done:?}");
+}
+
+#[test]
+fn an_error_without_id_during_the_handshake_ends_the_session() {
+    let t0 = Instant::now();
+    let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
+    s.handle_message(msg(GREETING_OOB));
+    sent_one(&mut s);
+    s.handle_message(msg(NESTING_ERROR));
+    assert_eq!(s.phase(), Phase::Closed);
+    let error = s.close_error().unwrap();
+    assert!(error.to_string().contains("JSON nesting depth limit exceeded"), "{error}");
+}
+
+#[test]
+fn commands_over_qemus_parser_limits_are_refused_before_anything_is_queued() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let nested = |depth: usize| {
+        let mut value = json!(0);
+        for _ in 0..depth {
+            value = json!([value]);
+        }
+        value
+    };
+    // The message's own object and `arguments` are two levels more.
+    let value = nested(1023);
+    let request = Request::new("query-status").arguments(json!({"a": value})).unwrap();
+    let error = s.start_command(request, "deep", t0).unwrap_err();
+    assert!(
+        matches!(&error, Error::ExceedsParserLimit { command, limit: crate::ParserLimit::NestingDepth, found: 1025 } if command == "query-status"),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("over QEMU's limit of 1024"), "{error}");
+    assert_eq!((s.in_flight(), s.queued()), (0, 0));
+    assert!(sent(&mut s).is_empty(), "nothing was queued");
+    // One level less goes, and the refused command left no gap in the ids.
+    let request = Request::new("query-status").arguments(json!({"a": nested(1022)})).unwrap();
+    let id = s.start_command(request, "deepest", t0).unwrap();
+    assert_eq!(id, 2, "the ids go on from the handshake's 0 and 1");
+    let transmit = s.poll_transmit().unwrap();
+    assert!(transmit.bytes.ends_with(b"]]]]},\"id\":2}\r\n"), "one whole command");
+    let len = transmit.bytes.len();
+    s.transmitted(len);
+    assert!(s.poll_transmit().is_none());
+}
+
+#[test]
+fn durations_saturate_instead_of_overflowing() {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        handshake_timeout: Duration::MAX,
+        default_command_timeout: Some(Duration::MAX),
+        ..SessionConfig::default()
+    };
+    let s: Session<&str> = Session::new(config.clone(), t0);
+    assert!(s.poll_timeout().unwrap() > t0 + Duration::from_secs(50 * 365 * 24 * 3600));
+    let mut s = ready(config, t0);
+    s.start_command(Request::new("stop"), "default", t0).unwrap();
+    s.start_command(Request::new("cont").timeout(Duration::MAX), "own", t0).unwrap();
+    let far = s.poll_timeout().unwrap();
+    assert!(far > t0 + Duration::from_secs(50 * 365 * 24 * 3600));
+    s.handle_timeout(t0 + Duration::from_secs(3600));
+    assert!(completions(&mut s).is_empty());
+    assert_eq!(deadline_after(t0, Duration::from_secs(1)), t0 + Duration::from_secs(1));
+}
+
+/// QEMU 7.2's `query-qmp-schema` reply.
+const SCHEMA_REPLY: &str = include_str!("../../../qmp-schema/tests/data/qemu-7.2-schema.json");
+
+/// A session that lists `query-qmp-schema` and checks arguments (or not).
+fn checking(check_arguments: bool, t0: Instant) -> Session<&'static str> {
+    let mut s = Session::new(SessionConfig { check_arguments, ..SessionConfig::default() }, t0);
+    s.handle_message(msg(GREETING_OOB));
+    let caps = sent_one(&mut s);
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))));
+    let query = sent_one(&mut s);
+    let names = ["query-qmp-schema", "query-status", "blockdev-add", "device_add", "query-commands", "x-not-in-the-schema"];
+    let list: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
+    s.handle_message(msg(&json!({"return": list, "id": id_of(&query)}).to_string()));
+    assert_eq!(s.phase(), Phase::Ready);
+    s
+}
+
+/// The schema reply for command `id`.
+fn schema_reply(id: u64) -> String {
+    let body = SCHEMA_REPLY.trim_end().strip_suffix('}').unwrap();
+    format!(r#"{body}, "id": {id}}}"#)
+}
+
+#[test]
+fn the_schema_is_loaded_once_for_every_waiter_and_then_checks_arguments() {
+    let t0 = Instant::now();
+    let mut s = checking(true, t0);
+    assert!(s.needs_schema());
+    assert!(s.load_schema("first").unwrap());
+    assert!(s.load_schema("second").unwrap(), "the second waits for the same request");
+    let request = sent_one(&mut s);
+    assert_eq!((request.name.as_str(), request.arguments.as_ref()), ("query-qmp-schema", None));
+    s.handle_message(msg(&schema_reply(id_of(&request))));
+    let done = completions(&mut s);
+    let waiters: Vec<&str> = done.iter().map(|c| c.waiter).collect();
+    assert_eq!(waiters, ["first", "second"]);
+    assert!(done.iter().all(|c| c.result.as_ref().unwrap().is_null()));
+    assert!(!s.needs_schema() && s.schema().is_some());
+    assert!(!s.load_schema("third").unwrap(), "settled: no more waiting");
+    assert_eq!(s.in_flight(), 0, "the schema request is the session's own");
+
+    let typo = json!({"driver": "raw", "node-name": "d0",
+                      "file": {"driver": "file", "filenme": "/dev/fdset/0"}});
+    let request = Request::new("blockdev-add").arguments(typo).unwrap();
+    let error = s.start_command(request, "typo", t0).unwrap_err();
+    let Error::InvalidArguments { command, path, expected, found, suggestion, problems } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(command, "blockdev-add");
+    assert_eq!(path, "arguments.file.filenme");
+    assert_eq!(found, "member \"filenme\"");
+    assert_eq!(suggestion.as_deref(), Some("filename"));
+    assert!(!expected.is_empty());
+    assert_eq!(problems.len(), 2);
+    assert_eq!(
+        error.to_string(),
+        "blockdev-add: arguments.file.filenme: unexpected member (did you mean \"filename\"?); \
+         arguments.file.filename: missing (required for driver \"file\"), expected str; \
+         nothing was sent"
+    );
+    assert!(sent(&mut s).is_empty() && s.in_flight() == 0, "nothing was queued");
+
+    // Valid, not checkable (device_add's properties), and unknown to the schema but
+    // listed by query-commands: all sent.
+    let good = json!({"driver": "raw", "node-name": "d0",
+                      "file": {"driver": "file", "filename": "/dev/fdset/0"}});
+    s.start_command(Request::new("blockdev-add").arguments(good).unwrap(), "good", t0).unwrap();
+    let free_form = json!({"driver": "virtio-net-pci", "netdev": "n0", "bogus-property": 1});
+    s.start_command(Request::new("device_add").arguments(free_form).unwrap(), "dev", t0).unwrap();
+    s.start_command(Request::new("x-not-in-the-schema"), "x", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 3);
+}
+
+#[test]
+fn without_a_usable_schema_commands_go_unchecked() {
+    let t0 = Instant::now();
+    // Not listed: settled at once, nothing sent.
+    let mut s = ready(SessionConfig { check_arguments: true, ..SessionConfig::default() }, t0);
+    assert!(s.needs_schema());
+    assert!(!s.load_schema("w").unwrap());
+    assert!(!s.needs_schema() && s.schema().is_none());
+    assert!(sent(&mut s).is_empty());
+    let wrong = json!({"no-such-argument": 1});
+    s.start_command(Request::new("query-status").arguments(wrong.clone()).unwrap(), "w", t0)
+        .unwrap();
+
+    for reply in [
+        r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": ID}"#,
+        r#"{"return": {}, "id": ID}"#,
+        r#"{"return": [{"name": "x", "meta-type": "command", "arg-type": "404"}], "id": ID}"#,
+    ] {
+        let mut s = checking(true, t0);
+        assert!(s.load_schema("w").unwrap());
+        let id = id_of(&sent_one(&mut s));
+        s.handle_message(msg(&reply.replace("ID", &id.to_string())));
+        assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), &Value::Null, "{reply}");
+        assert!(s.schema_settled() && s.schema().is_none(), "{reply}");
+        let request = Request::new("query-status").arguments(wrong.clone()).unwrap();
+        s.start_command(request, "w", t0).unwrap();
+    }
+
+    // Checking off: the schema can still be loaded for probes, and checks nothing.
+    let mut s = checking(false, t0);
+    assert!(!s.needs_schema());
+    assert!(s.load_schema("probe").unwrap());
+    let id = id_of(&sent_one(&mut s));
+    s.handle_message(msg(&schema_reply(id)));
+    assert!(s.schema().unwrap().has("blockdev-add/arg-type/+file/aio").unwrap());
+    s.start_command(Request::new("query-status").arguments(wrong).unwrap(), "w", t0).unwrap();
+}
+
+#[test]
+fn schema_waiters_learn_of_the_end_of_the_connection() {
+    let t0 = Instant::now();
+    let mut s = checking(true, t0);
+    assert!(s.load_schema("w").unwrap());
+    s.handle_closed(DisconnectReason::Eof);
+    let done = completions(&mut s);
+    assert!(matches!(done[0].result, Err(Error::Disconnected(DisconnectReason::Eof))));
+    assert!(s.load_schema("late").is_err());
+
+    // An error without an id that may be the schema request's: checking is off, and the
+    // waiters go on.
+    let mut s = checking(true, t0);
+    assert!(s.load_schema("w").unwrap());
+    sent(&mut s);
+    s.handle_message(msg(NESTING_ERROR));
+    assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), &Value::Null);
+    assert!(s.schema_settled() && s.schema().is_none());
+}
