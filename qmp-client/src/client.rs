@@ -103,8 +103,14 @@ impl ClientBuilder {
     /// [`Error::Io`] if the socket cannot be reached, then as [`ClientBuilder::connect_stream`].
     pub async fn connect(self, path: impl AsRef<Path>) -> Result<Client, Error> {
         let stream = UnixStream::connect(path.as_ref()).await.map_err(Error::io)?;
+        // SO_PEERCRED: the process that listens on the socket (QEMU), kept for callers that
+        // read its /proc entries.
+        let peer_pid =
+            stream.peer_cred().ok().and_then(|cred| cred.pid()).and_then(|pid| pid.try_into().ok());
         let (read, write) = stream.into_split();
-        self.start(Box::new(read), Writer::Unix(Arc::new(write))).await
+        let mut client = self.start(Box::new(read), Writer::Unix(Arc::new(write))).await?;
+        client.peer_pid = peer_pid;
+        Ok(client)
     }
 
     /// Runs QMP over any byte stream (a socket pair, an in-memory duplex, a TCP stream).
@@ -168,7 +174,7 @@ impl ClientBuilder {
         };
         let greeting =
             greeting.ok_or_else(|| Error::Protocol("negotiated without a greeting".into()))?;
-        Ok(Client { inner, _guard: guard, greeting: Arc::new(greeting), oob })
+        Ok(Client { inner, _guard: guard, greeting: Arc::new(greeting), oob, peer_pid: None })
     }
 }
 
@@ -193,6 +199,7 @@ pub struct Client {
     _guard: Arc<HandleGuard>,
     greeting: Arc<Greeting>,
     oob: bool,
+    peer_pid: Option<u32>,
 }
 
 impl Client {
@@ -217,6 +224,13 @@ impl Client {
     /// Whether `oob` was negotiated (so [`Client::execute_oob`] is available).
     pub fn oob_enabled(&self) -> bool {
         self.oob
+    }
+
+    /// The process id of the server (QEMU), as the kernel gave it for the unix socket at
+    /// connect time (`SO_PEERCRED`); `None` for [`ClientBuilder::connect_stream`] or when
+    /// the kernel did not say.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.peer_pid
     }
 
     /// Whether the server has `command`, per the capability cache (`query-commands`,
