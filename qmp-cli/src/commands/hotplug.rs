@@ -3,7 +3,7 @@
 use std::os::fd::OwnedFd;
 
 use hostdev::tap::Tap;
-use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
+use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, RemoveOptions, Vhost};
 use serde_json::json;
 
 use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
@@ -30,7 +30,7 @@ pub(crate) async fn run(
         HotplugCommand::Nic(NicCommand::Del(args)) => {
             let id = args.id.clone();
             with_progress(&format!("waiting for the guest to release {id}"), async {
-                hotplug.del_nic(&id, args.wait).await
+                hotplug.del_nic(&id, &RemoveOptions::new(args.wait)).await.map(drop)
             })
             .await
             .map_err(Failure::from)
@@ -40,11 +40,14 @@ pub(crate) async fn run(
             let id = args.del.id.clone();
             with_progress(&format!("waiting for the guest to release {id}"), async {
                 match &args.drive {
-                    Some(drive) => hotplug.del_drive(&id, drive, args.del.wait).await,
-                    None => hotplug.del_disk(&id, args.del.wait).await,
+                    Some(drive) => {
+                        hotplug.del_drive(&id, drive, &RemoveOptions::new(args.del.wait)).await
+                    }
+                    None => hotplug.del_disk(&id, &RemoveOptions::new(args.del.wait)).await,
                 }
             })
             .await
+            .map(drop)
             .map_err(Failure::from)
         }
     }
@@ -100,7 +103,7 @@ async fn add_nic(
         slot: args.slot,
         ..NicSpec::new(args.name.clone())
     };
-    let id = hotplug.add_nic(&spec, &taps, &vhost_fds).await?;
+    let id = hotplug.add_nic(&spec, &taps, &vhost_fds).await?.id;
     let report =
         json!({"id": id.to_string(), "slot": id.slot(), "netdev": id.netdev_id(), "tap": tap_name});
     output::print_line(&style.render(&report))
@@ -121,7 +124,7 @@ async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result
         slot: args.slot,
         ..DiskSpec::new(args.name.clone(), source)
     };
-    let id = hotplug.add_disk(&spec, None).await?;
+    let id = hotplug.add_disk(&spec, None).await?.id;
     let report = json!({"id": id.to_string(), "slot": id.slot(), "node": id.node_name()});
     output::print_line(&style.render(&report))
 }
