@@ -992,7 +992,7 @@ impl Hotplug {
     ) -> RollbackFailures {
         let deadline = Deadline::after(self.rollback_budget);
         let mut failures = RollbackFailures::default();
-        for step in undo {
+        for (index, step) in undo.iter().enumerate() {
             let steps = match (step.resolved(new_fdset), opaque) {
                 (Step::RemoveFdset { fdset: FdsetRef::Planned }, Some(opaque)) => {
                     match self.fdsets_with_opaque(opaque, &deadline).await {
@@ -1009,11 +1009,21 @@ impl Hotplug {
                 (resolved, _) => vec![resolved],
             };
             for step in steps {
-                if let Err(error) =
+                let Err(error) =
                     self.run_step(&step, &PlanFds::default(), &deadline, run_state).await
-                {
-                    warn!(%step, %error, "undo failed");
-                    failures.0.push((step.to_string(), error.to_string()));
+                else {
+                    continue;
+                };
+                warn!(%step, %error, "undo failed");
+                failures.0.push((step.to_string(), error.to_string()));
+                if matches!(step, Step::DeviceDel { .. }) {
+                    // The device still uses its backend: deleting the netdev or node now
+                    // would leave it without one. Everything after stays, and says so.
+                    for kept in &undo[index + 1..] {
+                        let why = format!("not attempted: {step} did not complete");
+                        failures.0.push((kept.resolved(new_fdset).to_string(), why));
+                    }
+                    return failures;
                 }
             }
         }

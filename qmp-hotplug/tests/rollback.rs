@@ -599,3 +599,27 @@ async fn a_slow_host_times_out_before_anything_is_sent() {
         matches!(error, Error::HostTimeout { timeout, .. } if timeout <= Duration::from_millis(300))
     );
 }
+
+/// A paused VM, and `device_add`'s reply lost: the rollback's `device_del` cannot
+/// complete until the VM runs, so the netdev it would delete next stays (the device still
+/// uses it), and the error says so. (Found by the property test in `model.rs`.)
+#[tokio::test]
+async fn a_rollback_never_takes_the_backend_of_a_device_it_could_not_remove() {
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    hotplug.client().execute("stop", ()).await.unwrap();
+    let device_add = fake.state().changes + 3; // object-add, getfd, netdev_add, device_add
+    fake.state().fault = Some((device_add, Fault::DoButStaySilent));
+    let error = hotplug.add_nic(&nic(1), &pipe_fds(1), NO_FDS).await.unwrap_err();
+    let text = error.to_string();
+    assert!(text.contains("not attempted: device_del nic-n1-pci-2 did not complete"), "{text}");
+    {
+        let state = fake.state();
+        assert!(state.devices["nic-n1-pci-2"].unplug_pending);
+        assert!(state.netdevs.contains_key("nic-n1-pci-2"), "the NIC keeps its backend");
+    }
+    hotplug.client().execute("cont", ()).await.unwrap();
+    let leftovers = hotplug.leftovers().await.unwrap();
+    assert!(hotplug.clean_leftovers(&leftovers).await.unwrap().is_complete());
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
+}
