@@ -146,14 +146,14 @@ impl World {
                     .id_of("nic", NAMES[*name])
                     .unwrap_or(format!("nic-{}-pci-9", NAMES[*name]));
                 let result = hotplug.del_nic(&id, &remove).await;
-                check_removal(result, &id)?;
+                check_removal(&result, &id)?;
             }
             Op::DelDisk { name } => {
                 let id = self
                     .id_of("disk", NAMES[*name])
                     .unwrap_or(format!("disk-{}-pci-9", NAMES[*name]));
                 let result = hotplug.del_disk(&id, &remove).await;
-                check_removal(result, &id)?;
+                check_removal(&result, &id)?;
             }
             Op::Pause => drop(hotplug.client().execute("stop", ()).await),
             Op::Cont => drop(hotplug.client().execute("cont", ()).await),
@@ -286,7 +286,7 @@ fn check_disk(
         .map_err(|why| format!("{} disk differs from its spec: {why}", report.outcome))
 }
 
-fn check_removal(result: Result<Outcome, Error>, id: &str) -> Result<(), String> {
+fn check_removal(result: &Result<Outcome, Error>, id: &str) -> Result<(), String> {
     match result {
         Ok(Outcome::Removed | Outcome::Absent) | Err(_) => Ok(()),
         Ok(other) => Err(format!("removing {id} gave {other}")),
@@ -305,8 +305,7 @@ async fn play(ops: Vec<(Op, Option<(usize, Fault)>)>) -> Result<(), String> {
         .collect();
     let fake = FakeQemu::start(None);
     let observer = Hotplug::new(Client::connect(fake.server.path()).await.unwrap());
-    let mut world =
-        World { fake, hotplug: None, observer, images, asked: Vec::new(), _dir: dir };
+    let mut world = World { fake, hotplug: None, observer, images, asked: Vec::new(), _dir: dir };
     for (index, (op, fault)) in ops.iter().enumerate() {
         {
             let mut state = world.fake.state();
