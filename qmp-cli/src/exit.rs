@@ -6,9 +6,10 @@
 //! | status | meaning |
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
-//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, or a hotplug step was refused (after rollback) |
-//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback), a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
+//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given; hotplug arguments that name the wrong thing: a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`) |
 //! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
+//! | 4 | a hotplug removal that cannot complete now: prelaunch (nothing sent) or a paused VM (`device_del` sent; rerun after `cont`) |
 
 use std::io;
 use std::process::ExitCode;
@@ -31,6 +32,8 @@ pub(crate) enum Status {
     Usage = 2,
     /// The monitor could not be reached or talked to.
     Connection = 3,
+    /// A hotplug removal cannot complete now (prelaunch, or paused: rerun after `cont`).
+    NotNow = 4,
 }
 
 impl From<Status> for ExitCode {
@@ -109,8 +112,20 @@ impl Failure {
                 };
             }
             E::Client(client) => return Self::from_client(client),
-            E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
-            E::UnplugTimeout { .. } | E::PciData(_) => Status::Connection,
+            E::InvalidName { .. }
+            | E::InvalidSpec(_)
+            | E::InvalidSource { .. }
+            | E::FormatMismatch { .. }
+            | E::WrongKind { .. }
+            | E::DriveMismatch { .. } => Status::Usage,
+            E::UnplugTimeout { .. } | E::Deadline { .. } | E::PciData(_) => Status::Connection,
+            E::NotRunning { .. } | E::UnplugPending { .. } => Status::NotNow,
+            E::Raced { last, .. } => {
+                return Self {
+                    message: Some(format!("qmp: {}", one_line(&error.to_string()))),
+                    ..Self::from_hotplug(last)
+                };
+            }
             _ => Status::CommandFailed,
         };
         Self::new(status, error.to_string())
@@ -188,6 +203,37 @@ mod tests {
         let gone = Error::Disconnected(qmp_client::DisconnectReason::Eof);
         assert_eq!(Failure::from_client(&gone).status, Status::Connection);
         assert_eq!(Failure::from_client(&Error::Protocol("x".into())).status, Status::Connection);
+    }
+
+    #[test]
+    fn hotplug_errors_follow_the_documented_table() {
+        use qmp_hotplug::{DeviceKind, DiskFormat, Error as E, PendingReason, RunState};
+        let status = |error: E| Failure::from_hotplug(&error).status;
+        assert_eq!(status(E::NotFound { id: "nic-a-pci-2".into() }), Status::CommandFailed);
+        assert_eq!(
+            status(E::Conflict { id: "x".into(), differences: vec![] }),
+            Status::CommandFailed
+        );
+        let wrong = E::WrongKind { id: "x".into(), expected: DeviceKind::Disk, found: "y".into() };
+        assert_eq!(status(wrong), Status::Usage);
+        let drive = E::DriveMismatch { id: "x".into(), drive: "d".into(), uses: None, owner: None };
+        assert_eq!(status(drive), Status::Usage);
+        let format = E::FormatMismatch { declared: DiskFormat::Raw, found: None };
+        assert_eq!(status(format), Status::Usage);
+        let prelaunch = E::NotRunning { state: RunState::Prelaunch, reason: "r".into() };
+        assert_eq!(status(prelaunch), Status::NotNow);
+        let pending = E::UnplugPending { id: "x".into(), reason: PendingReason::Paused };
+        assert_eq!(status(pending), Status::NotNow);
+        let refused = E::Client(Error::Qmp {
+            command: "device_add".into(),
+            class: ErrorClass::GenericError,
+            desc: "PCI: slot 2 function 0 not available".into(),
+        });
+        let raced = E::Raced { attempts: 3, last: Box::new(refused) };
+        let failure = Failure::from_hotplug(&raced);
+        assert_eq!(failure.status, Status::CommandFailed);
+        assert!(failure.message.unwrap().contains("gave up after 3 attempts"));
+        assert_eq!(ExitCode::from(Status::NotNow), ExitCode::from(4));
     }
 
     #[test]

@@ -34,13 +34,22 @@ Exit status:
   1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
      not in the server's query-commands, HMP rejected the command line (`unknown command:`),
      or the output could not be written; `hotplug`: QEMU refused a step (the steps before it
-     were undone), the guest refused an unplug, a tap or image could not be opened
+     were undone), the guest refused an unplug, a tap or image could not be opened, a
+     device of that name exists and differs (each difference named), `del` of an id of
+     which nothing exists (without --if-exists), another manager kept taking the slot,
+     `gc` could not remove a part
   2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket,
-     a hotplug name or descriptor that cannot be used
+     a hotplug name or descriptor that cannot be used; `hotplug`: an --image that is not a
+     regular file or block device, an image whose header contradicts --format (without
+     --allow-format-mismatch), a NIC's id given to `disk del` (or the reverse), a --drive
+     that is not the device's
   3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
      the server hung up, or a timeout (the command's outcome is then unknown); `events`
      also when --count events did not come within --timeout; `hotplug ... del` also when
      the guest did not acknowledge the unplug within --wait
+  4  `hotplug ... del` cannot complete now: the VM is in prelaunch (nothing was sent: QEMU
+     7.2 wedges a device unplugged before the guest first ran; `cont` first) or paused
+     (device_del was sent; run the removal again after `cont`)
 
 Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
 
@@ -52,7 +61,8 @@ Examples:
   qmp pci
   qmp hotplug nic add --name web1 --queues 2
   qmp hotplug disk add --name data1 --image /var/lib/vm/data1.qcow2 --format qcow2
-  qmp hotplug nic del nic-web1-pci-2 --wait 10
+  qmp hotplug nic del nic-web1-pci-2 --wait 10 --if-exists
+  qmp hotplug gc --dry-run
   echo 'qom-list path=/machine' | qmp shell";
 
 /// `qmp`: a command-line QMP client.
