@@ -29,13 +29,17 @@ fn pipe_fds(n: usize) -> Vec<OwnedFd> {
 
 const NO_FDS: &[OwnedFd] = &[];
 
+/// How long the tests' client waits for a reply: long enough that a loaded machine does
+/// not turn a slow reply into a lost one, short enough for the lost-reply tests.
+const LOST_REPLY: Duration = Duration::from_secs(1);
+
 fn remove() -> RemoveOptions {
     RemoveOptions::new(Duration::from_secs(5))
 }
 
 async fn hotplug(fake: &FakeQemu) -> Hotplug {
     let client = Client::builder()
-        .default_command_timeout(Some(Duration::from_millis(300)))
+        .default_command_timeout(Some(LOST_REPLY))
         .connect(fake.server.path())
         .await
         .unwrap();
