@@ -268,6 +268,20 @@ impl Hotplug {
         Ok(output)
     }
 
+    /// Waits for this `Hotplug`'s other operations (one runs at a time), for at most what
+    /// is left of `deadline`.
+    async fn serialise(
+        &self,
+        deadline: &Deadline,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+        tokio::time::timeout(deadline.remaining(), self.serial.lock()).await.map_err(|_| {
+            Error::Deadline {
+                timeout: deadline.budget(),
+                next: "the end of another operation on this Hotplug".into(),
+            }
+        })
+    }
+
     /// A client call with what is left of `deadline` as its time. Nothing is sent once the
     /// deadline has passed; a call that runs out of time has an unknown outcome.
     async fn call<T>(
@@ -425,7 +439,7 @@ impl Hotplug {
             image: None,
         };
         let deadline = Deadline::after(self.operation_timeout);
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let span = info_span!("add_nic", name = %spec.name);
         for attempt in 1..=MAX_ATTEMPTS {
             let snapshot = self
@@ -566,7 +580,7 @@ impl Hotplug {
             image: opened.as_ref().map(|(image, _)| image.as_fd()),
             ..PlanFds::default()
         };
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let span = info_span!("add_disk", name = %spec.name);
         for attempt in 1..=MAX_ATTEMPTS {
             let snapshot = self
@@ -690,8 +704,8 @@ impl Hotplug {
     /// # Errors
     /// A failed query.
     pub async fn leftovers(&self) -> Result<Leftovers, Error> {
-        let _serial = self.serial.lock().await;
         let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
         let snapshot = self.inventory(&Focus::Everything, &deadline).await?;
         Ok(Leftovers { items: leftovers::find(&snapshot), run_state: snapshot.run_state })
     }
@@ -707,8 +721,8 @@ impl Hotplug {
     /// # Errors
     /// A failed query; a part that cannot be removed is reported, not an error.
     pub async fn clean_leftovers(&self, leftovers: &Leftovers) -> Result<CleanReport, Error> {
-        let _serial = self.serial.lock().await;
         let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
         let mut report = CleanReport::default();
         for item in &leftovers.items {
             let snapshot = self.inventory(&Focus::Everything, &deadline).await?;
@@ -747,7 +761,7 @@ impl Hotplug {
     pub async fn del_nic(&self, id: &str, options: &RemoveOptions) -> Result<Outcome, Error> {
         let device = our_id(id, DeviceKind::Nic)?;
         let deadline = Deadline::after(options.timeout);
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let focus = Focus::Device(id.to_owned(), DeviceKind::Nic);
         let snapshot = self.inventory(&focus, &deadline).await?;
         if let Some(driver) = snapshot.peripherals.get(id) {
@@ -777,7 +791,7 @@ impl Hotplug {
     pub async fn del_disk(&self, id: &str, options: &RemoveOptions) -> Result<Outcome, Error> {
         let device = our_id(id, DeviceKind::Disk)?;
         let deadline = Deadline::after(options.timeout);
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
         let snapshot = self.inventory(&focus, &deadline).await?;
         if let Some(driver) = snapshot.peripherals.get(id) {
@@ -832,7 +846,7 @@ impl Hotplug {
         options: &RemoveOptions,
     ) -> Result<Outcome, Error> {
         let deadline = Deadline::after(options.timeout);
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
         let snapshot = self.inventory(&focus, &deadline).await?;
         let backend = snapshot.block_backends.iter().find(|backend| backend.drive == drive);
@@ -938,7 +952,7 @@ impl Hotplug {
         timeout: Duration,
     ) -> Result<(), Error> {
         let deadline = Deadline::after(timeout);
-        let _serial = self.serial.lock().await;
+        let _serial = self.serialise(&deadline).await?;
         let run_state = self.query::<Value>(Query::Status, &deadline).await?;
         let run_state = RunState::from_status(run_state["status"].as_str().unwrap_or_default());
         self.execute_plan(plan, fds, &deadline, &run_state).await

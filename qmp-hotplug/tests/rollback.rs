@@ -627,3 +627,23 @@ async fn a_rollback_never_takes_the_backend_of_a_device_it_could_not_remove() {
     assert!(hotplug.clean_leftovers(&leftovers).await.unwrap().is_complete());
     assert!(fake.state().is_clean(), "{:?}", fake.state());
 }
+
+/// Two operations on clones of one `Hotplug` run one at a time: the second reads QEMU
+/// after the first is done, so neither races the other for a slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_on_one_hotplug_run_one_at_a_time() {
+    let fake = FakeQemu::start(None);
+    let first = hotplug(&fake).await;
+    let second = first.clone();
+    let (spec_a, spec_b) = (NicSpec::new("a"), NicSpec::new("b"));
+    let (taps_a, taps_b) = (pipe_fds(1), pipe_fds(1));
+    let (a, b) = tokio::join!(
+        first.add_nic(&spec_a, &taps_a, NO_FDS),
+        second.add_nic(&spec_b, &taps_b, NO_FDS),
+    );
+    let mut slots = [a.unwrap().id.slot(), b.unwrap().id.slot()];
+    slots.sort_unstable();
+    assert_eq!(slots, [2, 3]);
+    let one_add = ["object-add", "getfd", "netdev_add", "device_add", "object-del"];
+    assert_eq!(fake.state().log, [one_add, one_add].concat(), "not interleaved");
+}
