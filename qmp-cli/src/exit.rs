@@ -6,8 +6,8 @@
 //! | status | meaning |
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
-//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback), a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
-//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given; hotplug arguments that name the wrong thing: a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`) |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback); hotplug refusals found once connected, with nothing changed: a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`), a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
+//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
 //! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
 //! | 4 | a hotplug removal that cannot complete now: prelaunch (nothing sent) or a paused VM (`device_del` sent; rerun after `cont`) |
 
@@ -112,12 +112,7 @@ impl Failure {
                 };
             }
             E::Client(client) => return Self::from_client(client),
-            E::InvalidName { .. }
-            | E::InvalidSpec(_)
-            | E::InvalidSource { .. }
-            | E::FormatMismatch { .. }
-            | E::WrongKind { .. }
-            | E::DriveMismatch { .. } => Status::Usage,
+            E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
             E::UnplugTimeout { .. } | E::Deadline { .. } | E::PciData(_) => Status::Connection,
             E::NotRunning { .. } | E::UnplugPending { .. } => Status::NotNow,
             E::Raced { last, .. } => {
@@ -214,12 +209,13 @@ mod tests {
             status(E::Conflict { id: "x".into(), differences: vec![] }),
             Status::CommandFailed
         );
+        // Refusals found once connected: 1 (2 is for what is wrong before connecting).
         let wrong = E::WrongKind { id: "x".into(), expected: DeviceKind::Disk, found: "y".into() };
-        assert_eq!(status(wrong), Status::Usage);
+        assert_eq!(status(wrong), Status::CommandFailed);
         let drive = E::DriveMismatch { id: "x".into(), drive: "d".into(), uses: None, owner: None };
-        assert_eq!(status(drive), Status::Usage);
+        assert_eq!(status(drive), Status::CommandFailed);
         let format = E::FormatMismatch { declared: DiskFormat::Raw, found: None };
-        assert_eq!(status(format), Status::Usage);
+        assert_eq!(status(format), Status::CommandFailed);
         let prelaunch = E::NotRunning { state: RunState::Prelaunch, reason: "r".into() };
         assert_eq!(status(prelaunch), Status::NotNow);
         let pending = E::UnplugPending { id: "x".into(), reason: PendingReason::Paused };

@@ -34,15 +34,14 @@ Exit status:
   1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
      not in the server's query-commands, HMP rejected the command line (`unknown command:`),
      or the output could not be written; `hotplug`: QEMU refused a step (the steps before it
-     were undone), the guest refused an unplug, a tap or image could not be opened, a
-     device of that name exists and differs (each difference named), `del` of an id of
-     which nothing exists (without --if-exists), another manager kept taking the slot,
-     `gc` could not remove a part
+     were undone), the guest refused an unplug, a tap or image could not be opened, an
+     --image that is not a regular file or block device, an image whose header contradicts
+     --format (without --allow-format-mismatch), a device of that name exists and differs
+     (each difference named), `del` of an id of which nothing exists (without
+     --if-exists), a NIC's id given to `disk del` (or the reverse), a --drive that is not
+     the device's, another manager kept taking the slot, `gc` could not remove a part
   2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket,
-     a hotplug name or descriptor that cannot be used; `hotplug`: an --image that is not a
-     regular file or block device, an image whose header contradicts --format (without
-     --allow-format-mismatch), a NIC's id given to `disk del` (or the reverse), a --drive
-     that is not the device's
+     a hotplug name or descriptor that cannot be used
   3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
      the server hung up, or a timeout (the command's outcome is then unknown); `events`
      also when --count events did not come within --timeout; `hotplug ... del` also when
