@@ -72,35 +72,36 @@ fn exercise_protocol(path: &Path) {
     for i in 0..n {
         let event = peer.recv();
         assert_eq!(event["event"], "BENCH", "{event}");
-        assert_eq!(event["data"]["i"], i, "{event}");
+        assert_eq!(event["data"]["n"], i, "{event}");
         assert!(event["timestamp"]["seconds"].as_i64().unwrap() > 0, "{event}");
     }
     assert_eq!(peer.recv(), json!({"return": {}, "id": 9}));
 }
 
-fn start_in_process(dir: &Path) -> (tokio::runtime::Runtime, std::path::PathBuf) {
+fn start_in_process(
+    dir: &Path,
+) -> (tokio::runtime::Runtime, qmp_client::mock::MockServer, std::path::PathBuf) {
     let path = dir.join("mock.sock");
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
-    let listener = {
+    let server = {
         let _enter = runtime.enter();
-        tokio::net::UnixListener::bind(&path).unwrap()
+        qmp_bench::mock_server().start_at(&path).unwrap()
     };
-    runtime.spawn(qmp_bench::mock::serve(listener));
-    (runtime, path)
+    (runtime, server, path)
 }
 
 #[test]
 fn mock_answers_like_qemu_and_emits_n_events() {
     let dir = tempfile::tempdir().unwrap();
-    let (_runtime, path) = start_in_process(dir.path());
+    let (_runtime, _server, path) = start_in_process(dir.path());
     exercise_protocol(&path);
 }
 
 #[test]
 fn qmp_client_negotiates_oob_and_receives_every_event() {
     let dir = tempfile::tempdir().unwrap();
-    let (_server, path) = start_in_process(dir.path());
+    let (_runtime, _server, path) = start_in_process(dir.path());
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     runtime.block_on(async {
         let client = Client::connect(&path).await.unwrap();
@@ -113,7 +114,7 @@ fn qmp_client_negotiates_oob_and_receives_every_event() {
         client.execute("x-bench-events", json!({"count": n})).await.unwrap();
         for i in 0..n {
             match events.recv().await {
-                Some(EventItem::Event(event)) => assert_eq!(event.data.unwrap()["i"], i),
+                Some(EventItem::Event(event)) => assert_eq!(event.data.unwrap()["n"], i),
                 other => panic!("event {i}: {other:?}"),
             }
         }

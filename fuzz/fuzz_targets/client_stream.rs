@@ -10,7 +10,7 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use qmp_client::{CallOptions, Client, EventFilter};
+use qmp_client::{Client, EventFilter, Request};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
@@ -45,7 +45,7 @@ fuzz_target!(|input: &[u8]| {
             match mode % 4 {
                 0 => drop(client.execute("query-status", ()).await),
                 1 => {
-                    let calls = (0..4).map(|_| client.execute_with("query-status", (), CallOptions::new()));
+                    let calls = (0..4).map(|_| client.call(Request::new("query-status")));
                     drop(futures::future::join_all(calls).await);
                 }
                 2 => drop(client.execute_oob("migrate-pause", ()).await),

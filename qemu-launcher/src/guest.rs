@@ -262,17 +262,41 @@ impl Qemu {
         needle: &str,
         timeout: Duration,
     ) -> Result<SerialLine, StartError> {
-        self.poll_serial(offset, needle, timeout).map_err(|end| {
-            let log = self.serial_bytes();
-            let tail = log.get(offset.max(log.len().saturating_sub(LOG_TAIL_BYTES))..);
-            StartError::NoSerialLine {
-                needle: needle.to_owned(),
-                end,
-                offset,
-                log_tail: String::from_utf8_lossy(tail.unwrap_or_default()).into_owned(),
-                stderr: self.stderr(),
-            }
-        })
+        self.poll_serial(offset, needle, timeout)
+            .map_err(|end| self.no_serial_line(offset, needle, end))
+    }
+
+    /// Looks once, without waiting, for a complete serial line at or after byte `offset`
+    /// that contains `needle`: `Ok(None)` when there is none yet. For callers that wait in
+    /// their own way, such as an async runtime's timer, and ask again until an answer
+    /// comes; [`Qemu::wait_for_serial_after`] is the blocking wait.
+    ///
+    /// # Errors
+    /// [`StartError::NoSerialLine`] when the line can no longer come: QEMU has exited (the
+    /// log was read once more after it did), or the machine keeps no serial log.
+    pub fn find_serial_after(
+        &self,
+        offset: usize,
+        needle: &str,
+    ) -> Result<Option<SerialLine>, StartError> {
+        match self.scan_serial(offset, needle) {
+            Ok(Scan::Found(line)) => Ok(Some(line)),
+            Ok(Scan::NotYet { .. }) => Ok(None),
+            Err(end) => Err(self.no_serial_line(offset, needle, end)),
+        }
+    }
+
+    /// The error for a wait from `offset` for `needle` that ended with `end`.
+    fn no_serial_line(&self, offset: usize, needle: &str, end: SerialWaitEnd) -> StartError {
+        let log = self.serial_bytes();
+        let tail = log.get(offset.max(log.len().saturating_sub(LOG_TAIL_BYTES))..);
+        StartError::NoSerialLine {
+            needle: needle.to_owned(),
+            end,
+            offset,
+            log_tail: String::from_utf8_lossy(tail.unwrap_or_default()).into_owned(),
+            stderr: self.stderr(),
+        }
     }
 
     /// The current length of the serial log in bytes: a starting point for
@@ -295,29 +319,13 @@ impl Qemu {
         needle: &str,
         timeout: Duration,
     ) -> Result<SerialLine, SerialWaitEnd> {
-        if self.serial_path.is_none() {
-            return Err(SerialWaitEnd::NoSerial);
-        }
         // A timeout too large for the clock waits without end.
         let deadline = Instant::now().checked_add(timeout);
         let mut pos = offset; // start of the first line not yet looked at
         loop {
-            // Checked before reading, so a line printed just before QEMU exited still counts.
-            let exited = self.has_exited();
-            let log = self.serial_bytes();
-            while let Some(newline) =
-                log.get(pos..).and_then(|rest| rest.iter().position(|&b| b == b'\n'))
-            {
-                let end = pos + newline + 1;
-                let line = String::from_utf8_lossy(&log[pos..pos + newline]);
-                let line = line.trim_end_matches('\r');
-                pos = end;
-                if line.contains(needle) {
-                    return Ok(SerialLine { line: line.to_owned(), end });
-                }
-            }
-            if exited {
-                return Err(SerialWaitEnd::Exited);
+            match self.scan_serial(pos, needle)? {
+                Scan::Found(line) => return Ok(line),
+                Scan::NotYet { next } => pos = next,
             }
             if deadline.is_some_and(|deadline| Instant::now() >= deadline) {
                 return Err(SerialWaitEnd::Timeout(timeout));
@@ -325,4 +333,36 @@ impl Qemu {
             std::thread::sleep(SERIAL_POLL);
         }
     }
+
+    /// One look at the complete lines from byte `from` on for one containing `needle`.
+    fn scan_serial(&self, from: usize, needle: &str) -> Result<Scan, SerialWaitEnd> {
+        if self.serial_path.is_none() {
+            return Err(SerialWaitEnd::NoSerial);
+        }
+        // Checked before reading, so a line printed just before QEMU exited still counts.
+        let exited = self.has_exited();
+        let log = self.serial_bytes();
+        let mut pos = from;
+        while let Some(newline) =
+            log.get(pos..).and_then(|rest| rest.iter().position(|&b| b == b'\n'))
+        {
+            let end = pos + newline + 1;
+            let line = String::from_utf8_lossy(&log[pos..pos + newline]);
+            let line = line.trim_end_matches('\r');
+            pos = end;
+            if line.contains(needle) {
+                return Ok(Scan::Found(SerialLine { line: line.to_owned(), end }));
+            }
+        }
+        if exited { Err(SerialWaitEnd::Exited) } else { Ok(Scan::NotYet { next: pos }) }
+    }
+}
+
+/// What one look at the serial log found.
+enum Scan {
+    Found(SerialLine),
+    /// Not yet; the complete lines before byte `next` need no second look.
+    NotYet {
+        next: usize,
+    },
 }

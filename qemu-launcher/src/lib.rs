@@ -253,6 +253,11 @@ mod tests {
         assert!(why.to_string().contains("boots no guest"), "{why}");
         let err = qemu.wait_guest_ready(Duration::from_secs(10)).unwrap_err();
         assert!(matches!(err, StartError::GuestNotReady { .. }), "{err}");
+        let err = qemu.find_serial_after(0, GUEST_READY).unwrap_err();
+        assert!(
+            matches!(err, StartError::NoSerialLine { end: SerialWaitEnd::NoSerial, .. }),
+            "{err}"
+        );
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::io::{self, BufRead, BufReader, ErrorKind, Write};
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use qemu_launcher::{GUEST_READY, Qemu, QemuBuilder, StartError, guest_or_skip};
+use qemu_launcher::{GUEST_READY, Qemu, QemuBuilder, SerialWaitEnd, StartError, guest_or_skip};
 use serde_json::{Value, json};
 
 const STEP: Duration = Duration::from_secs(20);
@@ -224,9 +224,15 @@ fn coldplugged_devices_are_reported_before_ready_and_a_dead_guest_is_an_error() 
     let why = qemu.wait_for_serial("never printed", STEP).unwrap_err().to_string();
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
     assert!(why.contains("QEMU exited"), "{why}");
+    let why = qemu.find_serial_after(0, "never printed").unwrap_err();
+    assert!(matches!(why, StartError::NoSerialLine { end: SerialWaitEnd::Exited, .. }), "{why}");
     // What was printed before stays readable.
     let ready = qemu.wait_guest_ready(STEP).unwrap();
     assert!(ready.line.starts_with(GUEST_READY), "{ready:?}");
+    let found = qemu.find_serial_after(0, GUEST_READY).unwrap().expect("printed before");
+    assert_eq!(found, ready);
+    // Nothing after it, and nothing more can come.
+    assert!(qemu.find_serial_after(found.end, GUEST_READY).is_err());
 }
 
 #[test]
@@ -237,4 +243,6 @@ fn a_paused_guest_is_not_waited_for_and_not_ready() {
     assert!(matches!(err, StartError::GuestNotReady { .. }), "{err}");
     let text = err.to_string();
     assert!(text.contains("did not print GUEST-READY") && text.contains("serial log"), "{text}");
+    // Not yet, and it can still come: no error.
+    assert_eq!(qemu.find_serial_after(0, GUEST_READY).unwrap(), None);
 }

@@ -3,6 +3,9 @@
 
 use std::io;
 use std::path::Path;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use qmp_client::{Client, Error};
 
@@ -20,31 +23,68 @@ fn socket(global: &GlobalArgs) -> Result<&Path, Failure> {
     }
 }
 
-/// Why a QMP socket may accept a connection and then stay silent.
-const BUSY_HINT: &str = " (QEMU serves one client at a time per QMP socket: is another connected?)";
+/// The first pause before connecting again to a monitor whose queue of waiting
+/// connections is full; it doubles up to [`MAX_BUSY_BACKOFF`].
+const FIRST_BUSY_BACKOFF: Duration = Duration::from_millis(10);
+const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(200);
 
 /// Connects to the socket and negotiates, all within the command timeout; every command on
 /// the returned client has that timeout too.
 ///
+/// QEMU serves one client at a time on a QMP socket: while one is connected, the next
+/// connections wait in the socket's backlog (two of them), and connecting fails at once
+/// with `EAGAIN` when the backlog is full. Such a connect is retried, with a backoff from
+/// 10 to 200 ms, until the timeout; a connection that waits in the backlog gets no
+/// greeting until the holder leaves. Either way the failure names the monitor as busy.
+///
 /// # Errors
 /// Status 3 with a line naming the socket: not there, not a socket, nothing listening, not
-/// a QMP monitor (bad greeting), or too slow.
+/// a QMP monitor (bad greeting), busy, or too slow.
 pub(crate) async fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
     let path = socket(global)?;
     let timeout = global.command_timeout();
-    let connecting = Client::builder()
-        .handshake_timeout(timeout)
-        .default_command_timeout(Some(timeout))
-        .connect(path);
-    // The handshake has its own deadline; this one also bounds the connect(2) itself.
-    match tokio::time::timeout(timeout, connecting).await {
-        Ok(Ok(client)) => Ok(client),
-        Ok(Err(error)) => Err(connect_failure(path, &error)),
-        Err(_) => Err(Failure::connection(format!(
-            "timed out: {} did not complete the QMP handshake within {timeout:?}{BUSY_HINT}",
-            path.display()
-        ))),
+    let start = Instant::now();
+    // `--timeout` is at most a year, so the deadline exists; were it ever out of the
+    // clock's range, there would be none.
+    let deadline = start.checked_add(timeout);
+    let left = || deadline.map_or(timeout, |at| at.saturating_duration_since(Instant::now()));
+    let mut backoff = FIRST_BUSY_BACKOFF;
+    loop {
+        let connecting = Client::builder()
+            .handshake_timeout(left())
+            .default_command_timeout(Some(timeout))
+            .connect(path);
+        // The handshake has its own deadline; this one also bounds the connect(2) itself.
+        match tokio::time::timeout(left(), connecting).await {
+            Ok(Ok(client)) => return Ok(client),
+            Ok(Err(Error::Io(error))) if error.kind() == io::ErrorKind::WouldBlock => {
+                let pause = backoff.min(left());
+                if pause.is_zero() {
+                    return Err(Failure::connection(format!(
+                        "the monitor at {} is busy: another client holds it, and the \
+                         connections waiting for it fill the socket's queue (retried for \
+                         {:.1}s)",
+                        path.display(),
+                        start.elapsed().as_secs_f64()
+                    )));
+                }
+                tokio::time::sleep(pause).await;
+                backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
+            }
+            Ok(Err(error)) => return Err(connect_failure(path, &error)),
+            Err(_) => return Err(no_greeting(path, timeout)),
+        }
     }
+}
+
+/// A connection that never got the greeting: QEMU queued it behind another client.
+fn no_greeting(path: &Path, timeout: Duration) -> Failure {
+    Failure::connection(format!(
+        "timed out: the monitor at {} took the connection but sent no greeting within \
+         {timeout:?}; it is probably held by another client (QEMU serves one client at a time \
+         per QMP socket)",
+        path.display()
+    ))
 }
 
 /// Describes why connecting to `path` failed, with a hint where the OS error is terse.
@@ -68,8 +108,9 @@ fn connect_failure(path: &Path, error: &Error) -> Failure {
         Error::Protocol(_) | Error::Disconnected(_) | Error::BadReply { .. } => {
             Failure::connection(format!("{shown} is not a usable QMP monitor: {error}"))
         }
-        Error::GreetingTimeout(_) | Error::Timeout { .. } => {
-            Failure::connection(format!("timed out connecting to {shown}: {error}{BUSY_HINT}"))
+        Error::GreetingTimeout(timeout) => no_greeting(path, *timeout),
+        Error::Timeout { .. } => {
+            Failure::connection(format!("timed out connecting to {shown}: {error}"))
         }
         other => Failure::from_client(other),
     }

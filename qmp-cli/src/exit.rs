@@ -7,9 +7,10 @@
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
 //! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback); hotplug refusals found once connected, with nothing changed: a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`), a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
-//! | 2 | usage: clap's own errors, malformed or non-object `ARGS_JSON`, no socket given |
-//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
+//! | 2 | usage, found before anything is connected or opened: an unknown option or a bad option value (one line, like every error), malformed or non-object `ARGS_JSON`, no socket given, unusable inherited descriptors |
+//! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), a busy monitor (after retrying until the timeout), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
 //! | 4 | a hotplug removal that cannot complete now: prelaunch (nothing sent) or a paused VM (`device_del` sent; rerun after `cont`) |
+//! | 130, 143 | `qmp demo` ended by SIGINT or SIGTERM, after undoing what it made |
 
 use std::io;
 use std::process::ExitCode;
@@ -34,6 +35,10 @@ pub(crate) enum Status {
     Connection = 3,
     /// A hotplug removal cannot complete now (prelaunch, or paused: rerun after `cont`).
     NotNow = 4,
+    /// `qmp demo` was ended by SIGINT (and cleaned up): 128 + 2, as a shell reports it.
+    Interrupted = 130,
+    /// `qmp demo` was ended by SIGTERM (and cleaned up): 128 + 15.
+    Terminated = 143,
 }
 
 impl From<Status> for ExitCode {
@@ -113,7 +118,10 @@ impl Failure {
             }
             E::Client(client) => return Self::from_client(client),
             E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
-            E::UnplugTimeout { .. } | E::Deadline { .. } | E::PciData(_) => Status::Connection,
+            E::UnplugTimeout { .. }
+            | E::HostTimeout { .. }
+            | E::Deadline { .. }
+            | E::PciData(_) => Status::Connection,
             E::NotRunning { .. } | E::UnplugPending { .. } => Status::NotNow,
             E::Raced { last, .. } => {
                 return Self {

@@ -3,7 +3,8 @@
 //! `qmp exec`, `hmp`, `events`, `shell`, `pci`, `hotplug` and `demo` over [`qmp_client`] and
 //! [`qmp_hotplug`]; see `qmp --help`.
 //! The exit statuses are in [`exit`]: 0 success, 1 the server refused the command, 2 usage,
-//! 3 connection (cannot connect, not QMP, disconnect, timeout).
+//! 3 connection (cannot connect, not QMP, busy, disconnect, timeout), 130 / 143 `demo`
+//! ended by SIGINT / SIGTERM.
 //!
 //! Layout: [`cli`] is the command line (options and their value parsers), [`commands`] one
 //! module per subcommand, and what commands share sits here: [`connect`] (reaching the
@@ -22,13 +23,14 @@ mod output;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 use crate::exit::Failure;
 
 fn main() -> ExitCode {
-    // Usage errors exit here with clap's status 2; --help and --version with 0.
-    let cli = cli::Cli::parse();
+    // Usage errors exit here with status 2; --help and --version with 0.
+    let cli = match cli::Cli::from_command_line() {
+        Ok(cli) => cli,
+        Err(code) => return code,
+    };
     // Before anything opens a descriptor of its own, the runtime included.
     let inherited = match inherited::adopt(&cli.command) {
         Ok(inherited) => inherited,

@@ -149,8 +149,12 @@ fn failures_map_to_the_documented_statuses() {
     // A name outside the id rules: usage.
     let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "bad-name"]));
     assert_status(&output, USAGE);
-    // QEMU refuses a step: 1, naming the step and QEMU's reason; the rollback leaves nothing.
+    // A malformed MAC: usage, refused before QEMU hears of it.
     let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "m", "--mac", "zz"]));
+    assert_status(&output, USAGE);
+    // QEMU refuses a step: 1, naming the step and QEMU's reason; the rollback leaves nothing.
+    let output =
+        run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "m", "--model", "no-such-nic"]));
     assert_status(&output, COMMAND_FAILED);
     let line = one_error_line(&output, "qmp: ");
     assert!(

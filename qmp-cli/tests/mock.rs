@@ -128,6 +128,29 @@ async fn events_with_a_timeout_end_with_0_or_3() {
 }
 
 #[tokio::test]
+async fn events_with_an_absurd_timeout_listen_instead_of_panicking() {
+    let server = MockServer::builder().start();
+    // 1e19 s does not fit the clock: it saturates to a year (once: a panic, status 101).
+    let mut command = qmp_at(server.path(), ["--timeout", "1e19", "events", "--count", "1"]);
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = tokio::task::spawn_blocking(move || run(command));
+    let conn = tokio::select! {
+        conn = server.accepted() => conn,
+        output = &mut child => panic!("qmp ended before it connected: {:?}", output.unwrap()),
+    };
+    negotiated(&server).await;
+    let start = Instant::now();
+    while !child.is_finished() && conn.is_open() {
+        assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
+        conn.event("RESUME", None);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let output = child.await.unwrap();
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("RESUME"), "{}", stdout(&output));
+}
+
+#[tokio::test]
 async fn events_end_with_3_when_the_server_hangs_up() {
     let server = MockServer::builder().start();
     let child = tokio::task::spawn_blocking({
@@ -298,13 +321,24 @@ fn usage_errors_exit_2_and_help_documents_the_statuses() {
     }
 }
 
-/// Bytes a terminal acts on instead of showing: ESC and the one-byte CSI (UTF-8 `c2 9b`).
+/// Whether `bytes` hold anything a terminal acts on instead of showing, other than line
+/// ends and tabs: C0 controls, DEL, C1 controls (CSI U+009B among them) and the
+/// bidirectional controls.
 fn has_terminal_control(bytes: &[u8]) -> bool {
-    bytes.contains(&0x1b) || bytes.windows(2).any(|w| w == [0xc2, 0x9b])
+    String::from_utf8_lossy(bytes).chars().any(|c| {
+        (c.is_control() && !matches!(c, '\n' | '\t' | '\r'))
+            || matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    })
 }
 
+/// Text of several lines with everything a terminal could act on: ESC sequences, a C1 CSI,
+/// DEL, a lone carriage return that would overwrite its line, bidi overrides.
+const HOSTILE_TEXT: &str =
+    "line 1\u{1b}]0;owned\u{7}\r\nfake\rline\u{9b}2J\u{7f}\tcol\u{202e}txt\u{2066}\r\n";
+
 /// A server that puts escape sequences in every string the CLI shows: device ids and
-/// descriptions in `query-pci`, an error's class and description, an event's name and data.
+/// descriptions in `query-pci`, an error's class and description, an event's name and data,
+/// HMP's text, a command's return value.
 fn hostile_server() -> MockServer {
     MockServer::builder()
         .handler(|conn, request| match request.command.name.as_str() {
@@ -320,9 +354,14 @@ fn hostile_server() -> MockServer {
             ),
             "device_del" => conn.error(&request.command, "Evil\u{1b}[31m", "gone\u{9b}2J"),
             "stop" => {
-                conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{9b}31m"})));
+                conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{9b}31m\u{202e}"})));
                 conn.reply(&request.command, json!({}));
             }
+            "human-monitor-command" => conn.reply(&request.command, json!(HOSTILE_TEXT)),
+            "query-version" => conn.reply(
+                &request.command,
+                json!({"package": HOSTILE_TEXT, HOSTILE_TEXT: [HOSTILE_TEXT]}),
+            ),
             _ => conn.reply(&request.command, json!({})),
         })
         .start()
@@ -342,10 +381,11 @@ async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
     assert!(row.contains("Ether\\u{9b}2Jnet\\nslot 4 free"), "{row}");
     assert!(!table.lines().any(|l| l.starts_with("slot 4")), "{table}");
 
-    // --json: valid JSON carrying the strings exactly, control characters JSON-escaped.
+    // --json: valid JSON carrying the strings exactly, control characters JSON-escaped
+    // (C1 ones too: the JSON encoder alone would leave U+009B raw).
     let output = run_async(qmp_at(server.path(), ["pci", "--json"])).await;
     assert_status(&output, OK);
-    assert!(!output.stdout.contains(&0x1b), "{:?}", stdout(&output));
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
     let slots: Value = serde_json::from_str(&stdout(&output)).unwrap();
     let function = &slots[3]["functions"][0];
     assert_eq!(function["id"], "nic\u{1b}]0;owned\u{7}");
@@ -362,7 +402,51 @@ async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
     assert_status(&output, OK);
     assert!(!has_terminal_control(&output.stderr), "{:?}", stderr(&output));
     let events = stderr(&output);
-    assert!(events.contains(r#"[event] STOP\u{1b}[2J {"why":"\u{9b}31m"}"#), "{events}");
+    assert!(events.contains(r#"[event] STOP\u{1b}[2J {"why":"\u{9b}31m\u{202e}"}"#), "{events}");
+}
+
+#[tokio::test]
+async fn hmp_text_keeps_its_lines_and_nothing_else_raw() {
+    let server = hostile_server();
+    let output = run_async(qmp_at(server.path(), ["hmp", "info", "version"])).await;
+    assert_status(&output, OK);
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
+    // CRLF line ends and tabs as QEMU sent them; the lone CR escaped.
+    assert_eq!(
+        stdout(&output),
+        "line 1\\u{1b}]0;owned\\u{7}\r\nfake\\rline\\u{9b}2J\\u{7f}\tcol\\u{202e}txt\\u{2066}\r\n"
+    );
+    let raw_cr = output.stdout.windows(2).filter(|w| w[0] == b'\r' && w[1] != b'\n').count();
+    assert_eq!(raw_cr, 0, "{:?}", stdout(&output));
+}
+
+#[tokio::test]
+async fn json_results_are_exact_and_carry_no_terminal_control() {
+    let server = hostile_server();
+    for args in [&["exec", "query-version"][..], &["exec", "query-version", "--json"]] {
+        let output = run_async(qmp_at(server.path(), args)).await;
+        assert_status(&output, OK);
+        assert!(!has_terminal_control(&output.stdout), "{args:?}: {:?}", stdout(&output));
+        let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
+        assert_eq!(value, json!({"package": HOSTILE_TEXT, HOSTILE_TEXT: [HOSTILE_TEXT]}));
+    }
+    // The shell prints results the same way.
+    let output = run_with_input_async(qmp_at(server.path(), ["shell"]), "query-version\n").await;
+    assert_status(&output, OK);
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
+    let value: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(value["package"], HOSTILE_TEXT);
+}
+
+#[tokio::test]
+async fn the_shell_help_escapes_the_servers_command_names() {
+    let server = MockServer::builder()
+        .commands(["qmp_capabilities", "query-commands", "query-status", "evil\u{1b}[2J\u{9b}"])
+        .start();
+    let output = run_with_input_async(qmp_at(server.path(), ["shell"]), "help\n").await;
+    assert_status(&output, OK);
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
+    assert!(stdout(&output).contains("evil\\u{1b}[2J\\u{9b}"), "{}", stdout(&output));
 }
 
 #[tokio::test]
@@ -376,13 +460,13 @@ async fn events_from_a_hostile_server_stay_exact_json() {
     let start = Instant::now();
     while !child.is_finished() {
         assert!(start.elapsed() < Duration::from_secs(30), "qmp events did not end");
-        conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{1b}[31m"})));
+        conn.event("STOP\u{1b}[2J\u{9b}", Some(json!({"why": HOSTILE_TEXT})));
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let output = child.await.unwrap();
     assert_status(&output, OK);
-    assert!(!output.stdout.contains(&0x1b), "{:?}", stdout(&output));
+    assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
     let event: Value = serde_json::from_str(stdout(&output).trim_end()).unwrap();
-    assert_eq!(event["event"], "STOP\u{1b}[2J");
-    assert_eq!(event["data"]["why"], "\u{1b}[31m");
+    assert_eq!(event["event"], "STOP\u{1b}[2J\u{9b}");
+    assert_eq!(event["data"]["why"], HOSTILE_TEXT);
 }

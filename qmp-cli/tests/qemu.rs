@@ -192,3 +192,73 @@ fn a_missing_socket_next_to_a_running_qemu_exits_3() {
     assert_status(&output, CONNECTION);
     one_error_line(&output, "qmp: cannot connect to ");
 }
+
+#[test]
+fn absurd_timeouts_saturate_instead_of_overflowing_the_clock() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    // 1e19 s is past the end of the monotonic clock: once a panic (status 101) in the
+    // client's handshake deadline; now taken as a year.
+    let output = run(qmp_at(qemu.qmp_path(), ["--timeout", "1e19", "exec", "query-status"]));
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("prelaunch"), "{}", stdout(&output));
+    let output =
+        run_with_input(qmp_at(qemu.qmp_path(), ["--timeout", "1e19", "shell"]), "query-status\n");
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("prelaunch"), "{}", stdout(&output));
+}
+
+/// Connects to `path` and waits for QEMU's greeting: this connection holds the monitor.
+fn hold_monitor(path: &std::path::Path) -> std::os::unix::net::UnixStream {
+    use std::io::BufRead;
+    let stream = std::os::unix::net::UnixStream::connect(path).unwrap();
+    let mut greeting = String::new();
+    std::io::BufReader::new(&stream).read_line(&mut greeting).unwrap();
+    assert!(greeting.starts_with("{\"QMP\""), "{greeting}");
+    stream
+}
+
+#[test]
+fn a_busy_monitor_is_retried_until_the_timeout_and_named_as_busy() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let path = qemu.qmp_path();
+    let connect = || std::os::unix::net::UnixStream::connect(path).unwrap();
+
+    // One client holds the monitor and two connections wait (QEMU's listen backlog is 1,
+    // so Linux queues two): connect(2) fails with EAGAIN, which is retried until the
+    // timeout, then named. (A connection stays queued, closed or not, until QEMU accepts
+    // it, which it does only once the holder leaves.)
+    let holder = hold_monitor(path);
+    let queued = [connect(), connect()];
+    let start = Instant::now();
+    let output = run(qmp_at(path, ["--timeout", "1", "exec", "query-status"]));
+    let took = start.elapsed();
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: the monitor at ");
+    assert!(line.contains("is busy: another client holds it"), "{line}");
+    assert!(line.contains(&path.display().to_string()), "{line}");
+    assert!(took >= Duration::from_millis(900), "it did not retry: {took:?}");
+    assert!(took < Duration::from_secs(10), "{took:?}");
+
+    // Released while `qmp` retries: it gets through.
+    let mut child = qmp_at(path, ["--timeout", "20", "exec", "query-status"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "qmp gave up on a busy monitor at once");
+    drop((queued, holder));
+    let output = child.wait_with_output().unwrap();
+    assert_status(&output, OK);
+    assert!(stdout(&output).contains("prelaunch"), "{}", stdout(&output));
+
+    // Held, with room in the backlog: `qmp`'s connection is queued and gets no greeting.
+    let _holder = hold_monitor(path);
+    let start = Instant::now();
+    let output = run(qmp_at(path, ["--timeout", "1", "exec", "query-status"]));
+    assert_status(&output, CONNECTION);
+    let line = one_error_line(&output, "qmp: timed out: the monitor at ");
+    assert!(line.contains("sent no greeting within 1s"), "{line}");
+    assert!(line.contains("probably held by another client"), "{line}");
+    assert!(start.elapsed() < Duration::from_secs(10), "{:?}", start.elapsed());
+}

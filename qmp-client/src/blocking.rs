@@ -13,14 +13,14 @@
 //! # Ok::<(), qmp_client::Error>(())
 //! ```
 
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read};
 use std::os::fd::AsFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use qmp_codec::{Command, Event, Greeting, QmpCodec};
+use qmp_codec::{AddFdInfo, Event, FdsetInfo, Greeting, QmpCodec};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -29,12 +29,8 @@ use tokio_util::codec::Decoder;
 use crate::client::ClientBuilder;
 use crate::error::{DisconnectReason, Error};
 use crate::events::EventFilter;
-use qmp_codec::{AddFdInfo, FdsetInfo};
-
-use crate::requests::{self, CallOptions};
-use crate::session::{EventItem, Phase, Request, Session, Stats};
-
-const READ_CHUNK: usize = 64 * 1024;
+use crate::request::{self, Request};
+use crate::session::{EventItem, Phase, Session, Stats};
 
 impl ClientBuilder {
     /// Connects a [`blocking::Client`](Client) with these options.
@@ -43,21 +39,22 @@ impl ClientBuilder {
     /// As [`ClientBuilder::connect`].
     pub fn connect_blocking(self, path: impl AsRef<Path>) -> Result<Client, Error> {
         let stream = UnixStream::connect(path.as_ref()).map_err(Error::io)?;
+        let started = Instant::now();
         let mut client = Client {
-            session: Session::new(self.session_config().clone(), Instant::now()),
+            session: Session::new(self.session_config().clone(), started),
+            started,
             stream,
             codec: QmpCodec::with_max_frame_len(self.frame_limit()),
-            buf: BytesMut::new(),
-            chunk: vec![0; READ_CHUNK],
-            greeting: None,
+            incoming: BytesMut::new(),
+            read_timeout: None,
+            write_timeout: None,
         };
         while !matches!(client.session.phase(), Phase::Ready | Phase::Closed) {
-            client.read_once(None);
+            client.step(None);
         }
         if let Some(error) = client.session.close_error() {
             return Err(error.clone());
         }
-        client.greeting = client.session.greeting().cloned();
         Ok(client)
     }
 }
@@ -68,9 +65,14 @@ pub struct Client {
     session: Session<()>,
     stream: UnixStream,
     codec: QmpCodec,
-    buf: BytesMut,
-    chunk: Vec<u8>,
-    greeting: Option<Greeting>,
+    /// Bytes read and not yet decoded.
+    incoming: BytesMut,
+    /// The socket's timeouts as last set, so an unchanged one costs no system call.
+    read_timeout: Option<Duration>,
+    write_timeout: Option<Duration>,
+    /// When the connection started: the instant given to the session for commands without
+    /// a deadline, where it is not read (so the clock is not either).
+    started: Instant,
 }
 
 impl Client {
@@ -87,7 +89,7 @@ impl Client {
     /// # Panics
     /// Never: a client only exists once the greeting was received.
     pub fn greeting(&self) -> &Greeting {
-        self.greeting.as_ref().expect("connected clients have a greeting")
+        self.session.greeting().expect("connected clients have a greeting")
     }
 
     /// Whether `oob` was negotiated.
@@ -108,10 +110,10 @@ impl Client {
     /// Fetches `query-commands` again and replaces the capability cache.
     ///
     /// # Errors
-    /// As [`Client::execute`].
-    pub fn refresh(&mut self) -> Result<(), Error> {
-        let value = self.execute("query-commands", ())?;
-        self.session.update_commands(&value)
+    /// As [`crate::Client::refresh_commands`].
+    pub fn refresh_commands(&mut self) -> Result<(), Error> {
+        let id = self.session.refresh_commands((), Instant::now())?;
+        self.wait_for(id).map(drop)
     }
 
     /// Runs `command` and returns its `return` value; see
@@ -120,7 +122,7 @@ impl Client {
     /// # Errors
     /// [`Error::Qmp`] when the server answers with an error; see [`Error`] for the rest.
     pub fn execute(&mut self, command: &str, arguments: impl Serialize) -> Result<Value, Error> {
-        self.execute_with(command, arguments, CallOptions::default())
+        self.call(Request::new(command).arguments(arguments)?)
     }
 
     /// [`Client::execute`], deserialising the `return` value into `T`.
@@ -133,21 +135,29 @@ impl Client {
         arguments: impl Serialize,
     ) -> Result<T, Error> {
         let value = self.execute(command, arguments)?;
-        requests::decode(command, value)
+        request::decode(command, value)
     }
 
-    /// [`Client::execute`] with a per-call timeout and/or out-of-band execution.
+    /// Runs a [`Request`] (a command with its timeout, `exec-oob`, descriptors); see
+    /// [`crate::Client::call`].
     ///
     /// # Errors
-    /// As [`Client::execute`]; [`Error::Timeout`] when the deadline passes.
-    pub fn execute_with(
-        &mut self,
-        command: &str,
-        arguments: impl Serialize,
-        options: CallOptions,
-    ) -> Result<Value, Error> {
-        let request = requests::request(command, arguments, options)?;
-        self.call(request, None)
+    /// As [`Client::execute`]; [`Error::Timeout`] or [`Error::NotSent`] when the
+    /// deadline passes.
+    pub fn call(&mut self, request: Request) -> Result<Value, Error> {
+        let now =
+            if self.session.deadline_applies(&request) { Instant::now() } else { self.started };
+        let id = self.session.start_command(request, (), now)?;
+        self.wait_for(id)
+    }
+
+    /// [`Client::call`], deserialising the `return` value into `T`.
+    ///
+    /// # Errors
+    /// As [`Client::call`], plus [`Error::Decode`].
+    pub fn call_as<T: DeserializeOwned>(&mut self, request: Request) -> Result<T, Error> {
+        let command = request.name.clone();
+        request::decode(&command, self.call(request)?)
     }
 
     /// Runs an HMP command line; see [`crate::Client::human_monitor_command`].
@@ -155,21 +165,16 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub fn human_monitor_command(&mut self, command_line: &str) -> Result<String, Error> {
-        let value = self.execute(requests::HMP, requests::hmp_arguments(command_line))?;
-        requests::decode(requests::HMP, value)
+        request::decode(request::HMP, self.call(request::hmp(command_line))?)
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), in the same `sendmsg` as the command.
     ///
     /// # Errors
-    /// As [`Client::execute`], plus [`Error::FdPassing`].
+    /// As [`Client::call`].
     pub fn get_fd(&mut self, name: &str, fd: impl AsFd) -> Result<(), Error> {
-        let request = requests::request(
-            requests::GETFD,
-            requests::fdname_arguments(name),
-            CallOptions::default(),
-        )?;
-        self.call(request, Some(fd.as_fd())).map(drop)
+        let fd = fd.as_fd().try_clone_to_owned().map_err(Error::io)?;
+        self.call(request::getfd(name, fd)).map(drop)
     }
 
     /// Closes the descriptor QEMU holds under `name` (`closefd`).
@@ -177,7 +182,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub fn close_fd(&mut self, name: &str) -> Result<(), Error> {
-        self.execute(requests::CLOSEFD, requests::fdname_arguments(name)).map(drop)
+        self.call(request::closefd(name)).map(drop)
     }
 
     /// Adds `fd` to an fdset (`add-fd`); see [`crate::Client::add_fd`].
@@ -190,10 +195,9 @@ impl Client {
         fdset_id: Option<u64>,
         opaque: Option<&str>,
     ) -> Result<AddFdInfo, Error> {
-        let arguments = requests::add_fd_arguments(fdset_id, opaque);
-        let request = requests::request(requests::ADD_FD, arguments, CallOptions::default())?;
-        let value = self.call(request, Some(fd.as_fd()))?;
-        requests::decode(requests::ADD_FD, value)
+        let fd = fd.as_fd().try_clone_to_owned().map_err(Error::io)?;
+        let value = self.call(request::add_fd(fd, fdset_id, opaque))?;
+        request::decode(request::ADD_FD, value)
     }
 
     /// Removes a descriptor, or the whole set, from an fdset (`remove-fd`).
@@ -201,7 +205,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub fn remove_fd(&mut self, fdset_id: u64, fd: Option<i64>) -> Result<(), Error> {
-        self.execute(requests::REMOVE_FD, requests::remove_fd_arguments(fdset_id, fd)).map(drop)
+        self.call(request::remove_fd(fdset_id, fd)).map(drop)
     }
 
     /// The fdsets QEMU holds (`query-fdsets`).
@@ -209,7 +213,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute_as`].
     pub fn query_fdsets(&mut self) -> Result<Vec<FdsetInfo>, Error> {
-        self.execute_as(requests::QUERY_FDSETS, ())
+        self.execute_as(request::QUERY_FDSETS, ())
     }
 
     /// The next event (or lag marker), reading the socket for up to `timeout`.
@@ -239,7 +243,7 @@ impl Client {
         }
     }
 
-    /// Counters of discarded replies, bad frames and events.
+    /// Counters of discarded replies, bad frames, withdrawn commands and events.
     pub fn stats(&self) -> Stats {
         self.session.stats()
     }
@@ -255,17 +259,11 @@ impl Client {
         let _ = self.stream.shutdown(std::net::Shutdown::Both);
     }
 
-    fn call(
-        &mut self,
-        request: Request,
-        fd: Option<std::os::fd::BorrowedFd<'_>>,
-    ) -> Result<Value, Error> {
-        let command = self.session.start_command(request, (), Instant::now())?;
-        let id = command.id.as_ref().and_then(Value::as_u64);
-        self.send(&command, fd);
+    /// Drives the connection until command `id` completes.
+    fn wait_for(&mut self, id: u64) -> Result<Value, Error> {
         loop {
             while let Some(done) = self.session.poll_completion() {
-                if Some(done.id) == id {
+                if done.id == id {
                     return done.result;
                 }
             }
@@ -273,7 +271,7 @@ impl Client {
                 // Unreachable in practice (closing completes every command), but never spin.
                 return Err(error.clone());
             }
-            self.read_once(None);
+            self.step(None);
         }
     }
 
@@ -293,73 +291,105 @@ impl Client {
             if Instant::now() >= deadline {
                 return Err(Error::EventTimeout(timeout));
             }
-            self.read_once(Some(deadline));
+            self.step(Some(deadline));
         }
     }
 
-    /// Writes one command, with a descriptor when given; a failure closes the session,
-    /// which fails the command.
-    fn send(&mut self, command: &Command, fd: Option<std::os::fd::BorrowedFd<'_>>) {
-        let bytes = requests::encode(command);
-        let sent = match fd {
-            None => self.stream.write_all(&bytes).map_err(fdpass::Error::Io),
-            Some(fd) => fdpass::send_all_with_fds(&self.stream, &bytes, &[fd]),
-        };
-        if let Err(error) = sent {
-            self.session.handle_closed(DisconnectReason::from_io(&std::io::Error::from(error)));
-        }
-    }
-
-    /// Reads once (until data, EOF, the session's next deadline or `limit`) and feeds the
-    /// session; then writes whatever the session wants sent.
-    fn read_once(&mut self, limit: Option<Instant>) {
+    /// One step of the connection: write what the session has to send, else read once
+    /// (until data, EOF, the session's next deadline or `limit`).
+    fn step(&mut self, limit: Option<Instant>) {
         if self.session.phase() == Phase::Closed {
             return;
         }
-        let now = Instant::now();
         let deadline = match (self.session.poll_timeout(), limit) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        if deadline.is_some_and(|at| at <= now) {
-            self.session.handle_timeout(now);
-        } else {
-            // A zero timeout would mean "block forever"; the check above rules it out.
-            let timeout = deadline.map(|at| at - now);
-            let _ = self.stream.set_read_timeout(timeout);
-            match self.stream.read(&mut self.chunk) {
-                Ok(0) => self.handle_eof(),
-                Ok(n) => {
-                    self.buf.extend_from_slice(&self.chunk[..n]);
-                    self.decode_buffered();
+        // The clock is read only when there is a deadline. A zero timeout would mean "block
+        // forever" to the socket; expire it here instead.
+        let timeout = match deadline {
+            None => None,
+            Some(at) => {
+                let now = Instant::now();
+                match at.checked_duration_since(now) {
+                    Some(left) if !left.is_zero() => Some(left),
+                    _ => {
+                        self.session.handle_timeout(now);
+                        return;
+                    }
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
-                    ) =>
-                {
-                    self.session.handle_timeout(Instant::now());
-                }
-                Err(e) => self.session.handle_closed(DisconnectReason::from_io(&e)),
             }
-        }
-        while let Some(command) = self.session.poll_transmit() {
-            self.send(&command, None);
+        };
+        if self.session.poll_transmit().is_some() {
+            self.write_once(timeout);
+        } else {
+            self.read_once(timeout);
         }
     }
 
-    fn decode_buffered(&mut self) {
-        // The codec's `decode` only fails with stream errors, and it has none without I/O.
-        while let Ok(Some(item)) = self.codec.decode(&mut self.buf) {
-            self.session.handle_message(item);
+    /// Writes the next [`Transmit`](crate::session::Transmit): the only place this client
+    /// writes to its socket. Blocks for at most `timeout`.
+    fn write_once(&mut self, timeout: Option<Duration>) {
+        if self.write_timeout != timeout {
+            if self.stream.set_write_timeout(timeout).is_err() {
+                return;
+            }
+            self.write_timeout = timeout;
+        }
+        let Some(transmit) = self.session.poll_transmit() else { return };
+        let sent = crate::socket::send(self.stream.as_fd(), transmit.bytes, transmit.fds);
+        let had_fds = !transmit.fds.is_empty();
+        match sent {
+            Ok(count) => self.session.transmitted(count),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                self.session.handle_timeout(Instant::now());
+            }
+            Err(e) if had_fds && !crate::socket::breaks_connection(&e) => {
+                self.session.transmit_failed(Error::FdPassing(std::sync::Arc::new(e)));
+            }
+            Err(e) => self.session.handle_closed(DisconnectReason::from_io(&e)),
+        }
+    }
+
+    /// Reads once, for at most `timeout`, and hands what came to the session.
+    fn read_once(&mut self, timeout: Option<Duration>) {
+        if self.read_timeout != timeout {
+            if self.stream.set_read_timeout(timeout).is_err() {
+                return;
+            }
+            self.read_timeout = timeout;
+        }
+        let read = crate::socket::with_read_buffer(|scratch| {
+            let read = (&self.stream).read(scratch);
+            if let Ok(count) = read {
+                self.incoming.extend_from_slice(&scratch[..count]);
+            }
+            read
+        });
+        match read {
+            Ok(0) => self.handle_eof(),
+            Ok(_) => {
+                // The codec's `decode` only fails with stream errors, and it has none
+                // without I/O.
+                while let Ok(Some(item)) = self.codec.decode(&mut self.incoming) {
+                    self.session.handle_message(item);
+                }
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                ) =>
+            {
+                self.session.handle_timeout(Instant::now());
+            }
+            Err(e) => self.session.handle_closed(DisconnectReason::from_io(&e)),
         }
     }
 
     fn handle_eof(&mut self) {
-        self.decode_buffered();
         let reason = loop {
-            match self.codec.decode_eof(&mut self.buf) {
+            match self.codec.decode_eof(&mut self.incoming) {
                 Ok(Some(item)) => self.session.handle_message(item),
                 Ok(None) => break DisconnectReason::Eof,
                 Err(error) => break DisconnectReason::from_codec(&error),

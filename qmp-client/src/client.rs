@@ -1,35 +1,23 @@
-//! The tokio client: a cheap, cloneable handle over one connection, driven by two tasks
-//! (a reader that feeds the [`Session`] and a writer that owns the socket's write side).
+//! The async client's public face: [`ClientBuilder`] and the cheap, cloneable [`Client`]
+//! handle. Everything that touches the socket lives in the [driver](crate::driver).
 
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::AsFd;
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::BytesMut;
-use futures::StreamExt;
-use qmp_codec::{Command, Event, Greeting, QmpCodec};
+use qmp_codec::{AddFdInfo, Event, FdsetInfo, Greeting};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::UnixStream;
-use tokio::net::unix::OwnedWriteHalf;
-use tokio::sync::{Notify, mpsc, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::codec::FramedRead;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use crate::driver::{self, CloseOnDrop, Shared, Transport};
 use crate::error::{DisconnectReason, Error};
 use crate::events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, EventHub, Subscription};
-use crate::lock;
-use qmp_codec::{AddFdInfo, FdsetInfo};
-
-use crate::requests::{self, CallOptions};
-use crate::session::{EventItem, Phase, Request, Session, SessionConfig, Stats};
-
-type Waiter = oneshot::Sender<Result<Value, Error>>;
+use crate::request::{self, Request};
+use crate::session::{Phase, SessionConfig, Stats};
 
 /// How to connect. `Client::builder()` gives the defaults.
 #[derive(Debug, Clone)]
@@ -47,7 +35,7 @@ impl Default for ClientBuilder {
 
 impl ClientBuilder {
     /// Defaults: `oob` enabled when offered, 10 s handshake timeout, no default command
-    /// timeout, 10 MiB message limit.
+    /// timeout, 10 MiB message limit, 256 commands queued while the server is not reading.
     pub fn new() -> Self {
         Self {
             session: SessionConfig::default(),
@@ -84,6 +72,16 @@ impl ClientBuilder {
         self
     }
 
+    /// Commands that may wait to be written while the server is not reading its socket
+    /// (default 256, at least 1). When that many wait, further calls wait for room (up to
+    /// their timeout, then [`Error::NotSent`]); a caller that gives up on a command that
+    /// was not written yet takes it out of the queue, so it is never sent.
+    #[must_use]
+    pub fn max_queued_commands(mut self, max: usize) -> Self {
+        self.session.max_queued_commands = max;
+        self
+    }
+
     pub(crate) fn shared_hub(mut self, hub: Arc<EventHub>) -> Self {
         self.hub = Some(hub);
         self
@@ -107,8 +105,7 @@ impl ClientBuilder {
         // read its /proc entries.
         let peer_pid =
             stream.peer_cred().ok().and_then(|cred| cred.pid()).and_then(|pid| pid.try_into().ok());
-        let (read, write) = stream.into_split();
-        let mut client = self.start(Box::new(read), Writer::Unix(Arc::new(write))).await?;
+        let mut client = self.start(Transport::unix(stream).map_err(Error::io)?).await?;
         client.peer_pid = peer_pid;
         Ok(client)
     }
@@ -123,58 +120,24 @@ impl ClientBuilder {
     where
         S: AsyncRead + AsyncWrite + Send + 'static,
     {
-        let (read, write) = tokio::io::split(stream);
-        self.start(Box::new(read), Writer::Stream(Box::new(write))).await
+        self.start(Transport::stream(stream)).await
     }
 
-    async fn start(
-        self,
-        reader: Box<dyn AsyncRead + Send + Unpin>,
-        writer: Writer,
-    ) -> Result<Client, Error> {
-        let (ready_tx, ready_rx) = oneshot::channel();
-        let (outgoing_tx, outgoing_rx) = mpsc::unbounded_channel();
-        let fd_capable = matches!(writer, Writer::Unix(_));
-        let direct = match &writer {
-            Writer::Unix(half) => Some(Arc::clone(half)),
-            Writer::Stream(_) => None,
-        };
-        let shared_hub = self.hub.is_some();
-        let inner = Arc::new(Inner {
-            state: Mutex::new(State {
-                session: Session::new(self.session, now()),
-                ready: Some(ready_tx),
-            }),
-            gate: Mutex::new(WriteGate { busy: false, direct }),
-            outgoing: outgoing_tx,
-            timer: Notify::new(),
-            shutdown: CancellationToken::new(),
-            hub: self.hub.unwrap_or_default(),
-            shared_hub,
-            fd_capable,
-            tasks: Mutex::new(Vec::new()),
-        });
-        let span = tracing::debug_span!("qmp_connection");
-        let frames = FramedRead::new(reader, QmpCodec::with_max_frame_len(self.max_frame_len));
-        let read_task =
-            tokio::spawn(read_loop(Arc::clone(&inner), frames).instrument(span.clone()));
-        let write_task =
-            tokio::spawn(write_loop(Arc::clone(&inner), writer, outgoing_rx).instrument(span));
-        lock(&inner.tasks).extend([read_task, write_task]);
-        // From here on, dropping the guard (an error below) tears the connection down.
-        let guard = Arc::new(HandleGuard { inner: Arc::clone(&inner) });
-        match ready_rx.await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error),
-            Err(_) => return Err(Error::Disconnected(DisconnectReason::Closed)),
-        }
+    async fn start(self, transport: Transport) -> Result<Client, Error> {
+        let guard = driver::connect(self.session, self.max_frame_len, self.hub, transport).await?;
         let (greeting, oob) = {
-            let state = inner.state();
+            let state = guard.0.lock();
             (state.session.greeting().cloned(), state.session.oob_enabled())
         };
         let greeting =
             greeting.ok_or_else(|| Error::Protocol("negotiated without a greeting".into()))?;
-        Ok(Client { inner, _guard: guard, greeting: Arc::new(greeting), oob, peer_pid: None })
+        Ok(Client {
+            shared: Arc::clone(&guard.0),
+            _guard: Arc::new(guard),
+            greeting: Arc::new(greeting),
+            oob,
+            peer_pid: None,
+        })
     }
 }
 
@@ -183,6 +146,9 @@ impl ClientBuilder {
 /// Any number of tasks can run commands at once through clones; each gets its own reply,
 /// matched by id, in whatever order the server answers. Events go to every
 /// [`Subscription`], each bounded. When the last handle is dropped, the connection closes.
+///
+/// The connection is served by one task (no thread), the only code that writes to the
+/// socket: a call encodes its command into the outgoing queue and wakes that task.
 ///
 /// ```no_run
 /// # async fn example() -> Result<(), qmp_client::Error> {
@@ -195,8 +161,8 @@ impl ClientBuilder {
 /// ```
 #[derive(Debug, Clone)]
 pub struct Client {
-    inner: Arc<Inner>,
-    _guard: Arc<HandleGuard>,
+    shared: Arc<Shared>,
+    _guard: Arc<CloseOnDrop>,
     greeting: Arc<Greeting>,
     oob: bool,
     peer_pid: Option<u32>,
@@ -234,23 +200,24 @@ impl Client {
     }
 
     /// Whether the server has `command`, per the capability cache (`query-commands`,
-    /// fetched once after negotiation; see [`Client::refresh`]).
+    /// fetched once after negotiation; see [`Client::refresh_commands`]).
     pub fn supports(&self, command: &str) -> bool {
-        self.inner.state().session.supports(command)
+        self.shared.lock().session.supports(command)
     }
 
     /// Every command the server has, sorted, per the capability cache.
     pub fn commands(&self) -> Vec<String> {
-        self.inner.state().session.commands()
+        self.shared.lock().session.commands()
     }
 
-    /// Fetches `query-commands` again and replaces the capability cache.
+    /// Fetches `query-commands` again and replaces the capability cache (a QEMU whose
+    /// commands changed, or after loading a module).
     ///
     /// # Errors
-    /// As [`Client::execute`].
-    pub async fn refresh(&self) -> Result<(), Error> {
-        let value = self.execute("query-commands", ()).await?;
-        self.inner.state().session.update_commands(&value)
+    /// As [`Client::execute`]; [`Error::Protocol`] if the reply is not a command list (the
+    /// cache is then left as it was).
+    pub async fn refresh_commands(&self) -> Result<(), Error> {
+        self.shared.refresh_commands().await
     }
 
     /// Runs `command` and returns its `return` value.
@@ -259,13 +226,14 @@ impl Client {
     /// a struct), or `()` for none. A command the server does not have fails with
     /// [`Error::CommandNotSupported`] before anything is sent.
     ///
-    /// Cancel-safe: dropping the future abandons the command (its reply is discarded when
-    /// it comes) and leaves the connection in sync; QEMU may still carry the command out.
+    /// Cancel-safe: dropping the future abandons the command and leaves the connection in
+    /// sync. If it was not written yet it is never sent; otherwise its reply is discarded
+    /// when it comes, and QEMU may still carry it out.
     ///
     /// # Errors
     /// [`Error::Qmp`] when the server answers with an error; see [`Error`] for the rest.
     pub async fn execute(&self, command: &str, arguments: impl Serialize) -> Result<Value, Error> {
-        self.execute_with(command, arguments, CallOptions::default()).await
+        self.shared.call(Request::new(command).arguments(arguments)?).await
     }
 
     /// [`Client::execute`], deserialising the `return` value into `T`.
@@ -277,23 +245,30 @@ impl Client {
         command: &str,
         arguments: impl Serialize,
     ) -> Result<T, Error> {
-        requests::decode(command, self.execute(command, arguments).await?)
+        request::decode(command, self.execute(command, arguments).await?)
     }
 
-    /// [`Client::execute`] with a per-call timeout and/or out-of-band execution.
+    /// Runs a [`Request`]: a command with its options (timeout, `exec-oob`, descriptors).
     ///
-    /// A timeout fails the call with [`Error::Timeout`]; the command was sent and its
-    /// outcome is unknown, and its late reply is discarded by id.
+    /// A timeout fails the call with [`Error::Timeout`] if the command was written (its
+    /// outcome is unknown, and its late reply is discarded by id), or with
+    /// [`Error::NotSent`] if it was still waiting to be written (it is dropped then).
     ///
     /// # Errors
-    /// As [`Client::execute`].
-    pub async fn execute_with(
-        &self,
-        command: &str,
-        arguments: impl Serialize,
-        options: CallOptions,
-    ) -> Result<Value, Error> {
-        self.call(requests::request(command, arguments, options)?, Vec::new()).await
+    /// As [`Client::execute`]; [`Error::FdPassingUnsupported`] for descriptors over a
+    /// connection that is not a unix socket, [`Error::FdPassing`] if the system refused
+    /// them.
+    pub async fn call(&self, request: Request) -> Result<Value, Error> {
+        self.shared.call(request).await
+    }
+
+    /// [`Client::call`], deserialising the `return` value into `T`.
+    ///
+    /// # Errors
+    /// As [`Client::call`], plus [`Error::Decode`] if the value does not fit `T`.
+    pub async fn call_as<T: DeserializeOwned>(&self, request: Request) -> Result<T, Error> {
+        let command = request.name.clone();
+        request::decode(&command, self.call(request).await?)
     }
 
     /// Runs `command` out-of-band (`exec-oob`): QEMU runs it at once, even while an
@@ -307,7 +282,7 @@ impl Client {
         command: &str,
         arguments: impl Serialize,
     ) -> Result<Value, Error> {
-        self.execute_with(command, arguments, CallOptions::new().oob(true)).await
+        self.call(Request::new(command).arguments(arguments)?.oob(true)).await
     }
 
     /// Runs an HMP (human monitor) command line, e.g. `info version` or `drive_del d0`.
@@ -318,8 +293,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub async fn human_monitor_command(&self, command_line: &str) -> Result<String, Error> {
-        let value = self.execute(requests::HMP, requests::hmp_arguments(command_line)).await?;
-        requests::decode(requests::HMP, value)
+        request::decode(request::HMP, self.call(request::hmp(command_line)).await?)
     }
 
     /// Passes `fd` to QEMU under `name` (`getfd`), e.g. a tap device for `netdev_add`.
@@ -329,15 +303,10 @@ impl Client {
     ///
     /// # Errors
     /// [`Error::FdPassingUnsupported`] unless connected over a unix socket; otherwise as
-    /// [`Client::execute`].
+    /// [`Client::call`].
     pub async fn get_fd(&self, name: &str, fd: impl AsFd) -> Result<(), Error> {
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::io)?;
-        let request = requests::request(
-            requests::GETFD,
-            requests::fdname_arguments(name),
-            CallOptions::default(),
-        )?;
-        self.call(request, vec![fd]).await.map(drop)
+        self.call(request::getfd(name, fd)).await.map(drop)
     }
 
     /// Closes the descriptor QEMU holds under `name` (`closefd`).
@@ -345,7 +314,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub async fn close_fd(&self, name: &str) -> Result<(), Error> {
-        self.execute(requests::CLOSEFD, requests::fdname_arguments(name)).await.map(drop)
+        self.call(request::closefd(name)).await.map(drop)
     }
 
     /// Adds `fd` to an fdset (`add-fd`): a new one, or `fdset_id`. QEMU can then open it as
@@ -360,9 +329,8 @@ impl Client {
         opaque: Option<&str>,
     ) -> Result<AddFdInfo, Error> {
         let fd = fd.as_fd().try_clone_to_owned().map_err(Error::io)?;
-        let arguments = requests::add_fd_arguments(fdset_id, opaque);
-        let request = requests::request(requests::ADD_FD, arguments, CallOptions::default())?;
-        requests::decode(requests::ADD_FD, self.call(request, vec![fd]).await?)
+        let value = self.call(request::add_fd(fd, fdset_id, opaque)).await?;
+        request::decode(request::ADD_FD, value)
     }
 
     /// Removes descriptor `fd`, or the whole set, from fdset `fdset_id` (`remove-fd`).
@@ -373,9 +341,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute`].
     pub async fn remove_fd(&self, fdset_id: u64, fd: Option<i64>) -> Result<(), Error> {
-        self.execute(requests::REMOVE_FD, requests::remove_fd_arguments(fdset_id, fd))
-            .await
-            .map(drop)
+        self.call(request::remove_fd(fdset_id, fd)).await.map(drop)
     }
 
     /// The fdsets QEMU holds (`query-fdsets`).
@@ -383,7 +349,7 @@ impl Client {
     /// # Errors
     /// As [`Client::execute_as`].
     pub async fn query_fdsets(&self) -> Result<Vec<FdsetInfo>, Error> {
-        self.execute_as(requests::QUERY_FDSETS, ()).await
+        self.execute_as(request::QUERY_FDSETS, ()).await
     }
 
     /// A bounded stream of the events that pass `filter`, from now on.
@@ -393,7 +359,7 @@ impl Client {
 
     /// [`Client::subscribe`] with a queue of `capacity` events.
     pub fn subscribe_with_capacity(&self, filter: EventFilter, capacity: usize) -> Subscription {
-        self.inner.hub.subscribe(filter, capacity)
+        self.shared.hub.subscribe(filter, capacity)
     }
 
     /// Waits for the next event that passes `filter`.
@@ -415,388 +381,46 @@ impl Client {
     /// `true` if this connection can pass file descriptors (it is a unix socket), so
     /// [`Client::get_fd`] and [`Client::add_fd`] can work.
     pub fn can_pass_fds(&self) -> bool {
-        self.inner.fd_capable
+        self.shared.fd_capable
     }
 
-    /// Commands sent and not yet answered, timed out or abandoned.
+    /// Commands started and not yet answered, timed out or abandoned (written or not).
     pub fn in_flight(&self) -> usize {
-        self.inner.state().session.in_flight()
+        self.shared.lock().session.in_flight()
     }
 
-    /// Counters of discarded replies, bad frames and events.
+    /// Commands waiting to be written (the server is slow to read its socket).
+    pub fn queued(&self) -> usize {
+        self.shared.lock().session.queued()
+    }
+
+    /// Counters of discarded replies, bad frames, withdrawn commands and events.
     pub fn stats(&self) -> Stats {
-        self.inner.state().session.stats()
+        self.shared.lock().session.stats()
     }
 
     /// Whether the connection is over.
     pub fn is_closed(&self) -> bool {
-        self.inner.state().session.phase() == Phase::Closed
+        self.shared.lock().session.phase() == Phase::Closed
     }
 
     /// Why the connection ended, once it has.
     pub fn close_error(&self) -> Option<Error> {
-        self.inner.state().session.close_error().cloned()
+        self.shared.lock().session.close_error().cloned()
     }
 
     /// Resolves when the connection is over, for whatever reason.
     pub async fn closed(&self) {
-        self.inner.shutdown.cancelled().await;
+        self.shared.closed().await;
     }
 
     /// Closes the connection: commands in flight fail with
     /// [`Error::Disconnected`]`(`[`DisconnectReason::Closed`]`)`, the socket is shut down, and
-    /// the client's tasks have ended when this returns.
+    /// the client's task has ended when this returns.
     pub async fn close(&self) {
-        self.inner.close(DisconnectReason::Closed);
-        let tasks: Vec<JoinHandle<()>> = lock(&self.inner.tasks).drain(..).collect();
-        for task in tasks {
+        self.shared.close(DisconnectReason::Closed);
+        if let Some(task) = self.shared.take_task() {
             let _ = task.await;
         }
     }
-
-    async fn call(&self, request: Request, fds: Vec<OwnedFd>) -> Result<Value, Error> {
-        if !fds.is_empty() && !self.inner.fd_capable {
-            return Err(Error::FdPassingUnsupported);
-        }
-        let (waiter, reply) = oneshot::channel();
-        let id = {
-            let mut state = self.inner.state();
-            let command = state.session.start_command(request, waiter, now())?;
-            let id = command.id.as_ref().and_then(Value::as_u64).unwrap_or_default();
-            // Queued under the lock: a concurrent close either happened before (and
-            // start_command failed) or will fail this command after.
-            // Alone in flight, the command is written here, saving a hop through the
-            // writer task; with others in flight the writer batches them into one write.
-            let alone = state.session.in_flight() == 1;
-            self.inner.enqueue(&command, fds, alone);
-            if state.session.poll_timeout().is_some() {
-                // This deadline may be the earliest: let the reader re-arm its timer.
-                self.inner.timer.notify_one();
-            }
-            id
-        };
-        let mut abandon = AbandonOnDrop { inner: &self.inner, id: Some(id) };
-        let result = reply.await;
-        abandon.id = None;
-        result.unwrap_or(Err(Error::Disconnected(DisconnectReason::Closed)))
-    }
-}
-
-/// Cancels the command in the session if the caller stops waiting for it.
-struct AbandonOnDrop<'a> {
-    inner: &'a Inner,
-    id: Option<u64>,
-}
-
-impl Drop for AbandonOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Some(id) = self.id {
-            if self.inner.state().session.cancel(id).is_some() {
-                tracing::debug!(id, "QMP command abandoned by its caller");
-            }
-        }
-    }
-}
-
-/// Closes the connection when the last [`Client`] handle goes.
-#[derive(Debug)]
-struct HandleGuard {
-    inner: Arc<Inner>,
-}
-
-impl Drop for HandleGuard {
-    fn drop(&mut self) {
-        self.inner.close(DisconnectReason::Closed);
-    }
-}
-
-#[derive(Debug)]
-struct State {
-    session: Session<Waiter>,
-    ready: Option<oneshot::Sender<Result<(), Error>>>,
-}
-
-/// One thing for the writer task to send.
-#[derive(Debug)]
-struct Outgoing {
-    bytes: BytesMut,
-    fds: Vec<OwnedFd>,
-}
-
-/// Who may write to the socket now. A caller writes its command itself (no task hop)
-/// when the writer task is idle; otherwise, or when the socket is full, the bytes go to
-/// the writer task, in order. The writer is `busy` from the first queued item until its
-/// queue is empty again, checked under this lock, so writes never interleave.
-#[derive(Debug, Default)]
-struct WriteGate {
-    busy: bool,
-    /// The unix socket's write side, for callers' direct writes; `None` for other
-    /// streams and once the connection is over.
-    direct: Option<Arc<OwnedWriteHalf>>,
-}
-
-#[derive(Debug)]
-struct Inner {
-    state: Mutex<State>,
-    gate: Mutex<WriteGate>,
-    outgoing: mpsc::UnboundedSender<Outgoing>,
-    /// Wakes the reader when a new deadline may be the earliest.
-    timer: Notify,
-    /// Cancelled when the connection is over; both tasks stop.
-    shutdown: CancellationToken,
-    hub: Arc<EventHub>,
-    /// The hub outlives this connection (reconnecting client): mark a gap, don't close it.
-    shared_hub: bool,
-    fd_capable: bool,
-    tasks: Mutex<Vec<JoinHandle<()>>>,
-}
-
-/// The session's clock: tokio's, so paused-time tests drive it too.
-fn now() -> std::time::Instant {
-    tokio::time::Instant::now().into_std()
-}
-
-impl Inner {
-    fn state(&self) -> MutexGuard<'_, State> {
-        lock(&self.state)
-    }
-
-    /// Sends `command` (with `fds`): written here when `direct` is allowed, the writer task
-    /// is idle and the socket takes it all, else handed to the writer task.
-    fn enqueue(&self, command: &Command, fds: Vec<OwnedFd>, direct: bool) {
-        let mut bytes = requests::encode(command);
-        let mut gate = lock(&self.gate);
-        if direct && !gate.busy && fds.is_empty() {
-            if let Some(direct) = &gate.direct {
-                match direct.try_write(&bytes) {
-                    Ok(written) if written == bytes.len() => return,
-                    // The rest follows through the writer, before anything queued later.
-                    Ok(written) => drop(bytes.split_to(written)),
-                    // The writer meets the same error and closes the connection.
-                    Err(_) => {}
-                }
-            }
-        }
-        gate.busy = true;
-        // The writer only stops once the session is closed, which fails this command.
-        let _ = self.outgoing.send(Outgoing { bytes, fds });
-    }
-
-    /// Runs `input` on the session, then delivers everything it produced; `true` when a
-    /// subscriber's queue is filling up.
-    fn drive(&self, input: impl FnOnce(&mut Session<Waiter>)) -> bool {
-        let mut backed_up = false;
-        let mut state = self.state();
-        input(&mut state.session);
-        while let Some(command) = state.session.poll_transmit() {
-            self.enqueue(&command, Vec::new(), false);
-        }
-        while let Some(completion) = state.session.poll_completion() {
-            // The caller may have gone; its result has nowhere to go then.
-            let _ = completion.waiter.send(completion.result);
-        }
-        while let Some(item) = state.session.poll_event() {
-            backed_up |= self.hub.publish(&item);
-        }
-        match state.session.phase() {
-            Phase::Ready => {
-                if let Some(ready) = state.ready.take() {
-                    let _ = ready.send(Ok(()));
-                }
-            }
-            Phase::Closed => {
-                let error = state
-                    .session
-                    .close_error()
-                    .cloned()
-                    .unwrap_or(Error::Disconnected(DisconnectReason::Closed));
-                if let Some(ready) = state.ready.take() {
-                    let _ = ready.send(Err(error.clone()));
-                }
-                if !self.shutdown.is_cancelled() {
-                    let reason = error.disconnect_reason();
-                    if self.shared_hub {
-                        let _ = self.hub.publish(&EventItem::Gap(reason));
-                    } else {
-                        self.hub.close(&reason);
-                    }
-                    self.shutdown.cancel();
-                }
-            }
-            _ => {}
-        }
-        backed_up
-    }
-
-    fn close(&self, reason: DisconnectReason) {
-        let _ = self.drive(|session| session.handle_closed(reason));
-    }
-}
-
-/// Reads frames and feeds them, and the clock, to the session until the connection ends.
-async fn read_loop(
-    inner: Arc<Inner>,
-    mut frames: FramedRead<Box<dyn AsyncRead + Send + Unpin>, QmpCodec>,
-) {
-    loop {
-        let deadline = inner.state().session.poll_timeout();
-        let sleep = async {
-            match deadline {
-                Some(at) => tokio::time::sleep_until(at.into()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::select! {
-            biased;
-            () = inner.shutdown.cancelled() => break,
-            frame = frames.next() => match frame {
-                Some(Ok(item)) => {
-                    let backed_up = inner.drive(|session| {
-                        let now = now();
-                        session.handle_message(item);
-                        // Under a steady flood this branch always wins; expire deadlines
-                        // here too so a timed-out command is not kept waiting behind it.
-                        if deadline.is_some_and(|at| at <= now) {
-                            session.handle_timeout(now);
-                        }
-                    });
-                    if backed_up {
-                        // Buffered frames never make this task wait, so on a one-thread
-                        // runtime a burst would fill every queue before a consumer runs.
-                        // Let them run once; a consumer that is truly slow still loses
-                        // the oldest events, and never slows the connection more than this.
-                        tokio::task::yield_now().await;
-                    }
-                }
-                Some(Err(error)) => inner.close(DisconnectReason::from_codec(&error)),
-                None => inner.close(DisconnectReason::Eof),
-            },
-            () = sleep => {
-                let _ = inner.drive(|session| session.handle_timeout(now()));
-            }
-            () = inner.timer.notified() => {}
-        }
-    }
-    tracing::debug!("QMP reader stopped");
-}
-
-/// The socket's write side: a unix socket can also carry file descriptors.
-enum Writer {
-    Unix(Arc<OwnedWriteHalf>),
-    Stream(Box<dyn AsyncWrite + Send + Unpin>),
-}
-
-impl std::fmt::Debug for Writer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Self::Unix(_) => "Writer::Unix",
-            Self::Stream(_) => "Writer::Stream",
-        })
-    }
-}
-
-impl Writer {
-    async fn write_all(&mut self, mut bytes: &[u8]) -> std::io::Result<()> {
-        match self {
-            Self::Unix(half) => {
-                // `try_write` takes `&self`: callers write through the same half directly.
-                while !bytes.is_empty() {
-                    match half.try_write(bytes) {
-                        Ok(written) => bytes = &bytes[written..],
-                        Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                            (**half).as_ref().writable().await?;
-                        }
-                        Err(error) => return Err(error),
-                    }
-                }
-                Ok(())
-            }
-            Self::Stream(stream) => {
-                stream.write_all(bytes).await?;
-                stream.flush().await
-            }
-        }
-    }
-
-    async fn write_with_fds(&mut self, bytes: &[u8], fds: &[OwnedFd]) -> std::io::Result<()> {
-        let Self::Unix(half) = self else {
-            return Err(std::io::Error::other("file descriptors need a unix socket"));
-        };
-        let borrowed: Vec<_> = fds.iter().map(AsFd::as_fd).collect();
-        fdpass::tokio::send_all_with_fds((**half).as_ref(), bytes, &borrowed)
-            .await
-            .map_err(std::io::Error::from)
-    }
-
-    /// Ends the write side. The unix half shuts down when its last `Arc` goes: the gate's
-    /// was taken before this, this one goes with `self`.
-    async fn shutdown(self) {
-        if let Self::Stream(mut stream) = self {
-            let _ = stream.shutdown().await;
-        }
-    }
-}
-
-/// Owns the write side: writes queued commands in order, batching those without
-/// descriptors, so a caller that stops waiting can never leave half a command on the wire.
-async fn write_loop(
-    inner: Arc<Inner>,
-    mut writer: Writer,
-    mut queue: mpsc::UnboundedReceiver<Outgoing>,
-) {
-    let mut batch = BytesMut::new();
-    loop {
-        let first = tokio::select! {
-            biased;
-            () = inner.shutdown.cancelled() => break,
-            next = queue.recv() => match next {
-                Some(item) => item,
-                None => break,
-            },
-        };
-        let mut next = Some(first);
-        let mut result = Ok(());
-        while let Some(item) = next.take() {
-            if item.fds.is_empty() {
-                batch.extend_from_slice(&item.bytes);
-            } else {
-                // Everything queued before goes first, then this command with its fds.
-                result = flush(&mut writer, &mut batch).await;
-                if result.is_ok() {
-                    result = writer.write_with_fds(&item.bytes, &item.fds).await;
-                }
-                drop(item.fds);
-            }
-            if result.is_err() {
-                break;
-            }
-            next = queue.try_recv().ok();
-            if next.is_none() && result.is_ok() {
-                result = flush(&mut writer, &mut batch).await;
-                if result.is_ok() {
-                    // Callers queue only under the gate: empty here means idle.
-                    let mut gate = lock(&inner.gate);
-                    next = queue.try_recv().ok();
-                    gate.busy = next.is_some();
-                }
-            }
-        }
-        if let Err(error) = result {
-            tracing::debug!(%error, "QMP write failed");
-            inner.close(DisconnectReason::from_io(&error));
-            break;
-        }
-    }
-    lock(&inner.gate).direct = None;
-    writer.shutdown().await;
-    tracing::debug!("QMP writer stopped");
-}
-
-async fn flush(writer: &mut Writer, batch: &mut BytesMut) -> std::io::Result<()> {
-    if batch.is_empty() {
-        return Ok(());
-    }
-    let result = writer.write_all(batch).await;
-    batch.clear();
-    result
 }

@@ -42,6 +42,32 @@ pub enum Error {
         /// The timeout that expired.
         timeout: Duration,
     },
+    /// The command was never written: its deadline passed while it waited in the outgoing
+    /// queue (or for room in it) because the server stopped reading its socket. The
+    /// server never saw it, so it had no effect and can be retried.
+    #[error(
+        "QMP command '{command}' was not sent within {timeout:?}: the server is not reading \
+         its socket; it never saw the command"
+    )]
+    NotSent {
+        /// The command.
+        command: String,
+        /// The timeout that expired.
+        timeout: Duration,
+    },
+    /// The outgoing queue already holds its limit of commands that are not written yet
+    /// (the server is not reading its socket); nothing was queued. Only the sans-IO
+    /// [`Session`](crate::session::Session) returns this: the clients wait for room.
+    #[error(
+        "QMP command '{command}' not queued: {capacity} commands already wait to be written \
+         (the server is not reading its socket)"
+    )]
+    QueueFull {
+        /// The command.
+        command: String,
+        /// The queue's limit.
+        capacity: usize,
+    },
     /// The server sent no greeting in time after connecting.
     #[error("no QMP greeting within {0:?}")]
     GreetingTimeout(Duration),
@@ -70,9 +96,10 @@ pub enum Error {
     /// Connecting failed, or another transport I/O error outside a live connection.
     #[error("QMP I/O error: {0}")]
     Io(Arc<io::Error>),
-    /// Sending file descriptors failed.
+    /// The system refused the descriptors passed with a command (for example
+    /// `ETOOMANYREFS`), so nothing of that command was sent; the connection stays usable.
     #[error("passing file descriptors failed: {0}")]
-    FdPassing(Arc<fdpass::Error>),
+    FdPassing(Arc<io::Error>),
     /// This connection cannot carry file descriptors (it is not a unix socket).
     #[error("this QMP connection cannot pass file descriptors: it is not a unix socket")]
     FdPassingUnsupported,
@@ -121,8 +148,9 @@ impl Error {
 }
 
 impl From<fdpass::Error> for Error {
+    /// An [`Error::FdPassing`] holding the error as [`io::Error`] (its own conversion).
     fn from(error: fdpass::Error) -> Self {
-        Self::FdPassing(Arc::new(error))
+        Self::FdPassing(Arc::new(io::Error::from(error)))
     }
 }
 

@@ -1,9 +1,9 @@
 //! Event fan-out for the async client: every subscriber has its own bounded queue, so a
 //! slow one never blocks the connection, never grows memory, and is told how much it missed.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -18,7 +18,9 @@ type Predicate = Arc<dyn Fn(&Event) -> bool + Send + Sync>;
 /// Which events a subscriber wants: all, some names, and optionally a predicate.
 #[derive(Clone, Default)]
 pub struct EventFilter {
-    names: Option<HashSet<String>>,
+    /// Sorted and without duplicates: a filter names a handful of events, where a binary
+    /// search beats hashing the name of every event that arrives.
+    names: Option<Box<[String]>>,
     predicate: Option<Predicate>,
 }
 
@@ -34,7 +36,10 @@ impl EventFilter {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        Self { names: Some(names.into_iter().map(Into::into).collect()), predicate: None }
+        let mut names: Vec<String> = names.into_iter().map(Into::into).collect();
+        names.sort_unstable();
+        names.dedup();
+        Self { names: Some(names.into_boxed_slice()), predicate: None }
     }
 
     /// Also require `predicate` to hold, e.g. `|e| e.data.as_ref().is_some_and(|d| d["device"] == "nic0")`.
@@ -46,8 +51,9 @@ impl EventFilter {
 
     /// Whether `event` passes.
     pub fn matches(&self, event: &Event) -> bool {
-        self.names.as_ref().is_none_or(|names| names.contains(&event.event))
-            && self.predicate.as_ref().is_none_or(|predicate| predicate(event))
+        self.names.as_ref().is_none_or(|names| {
+            names.binary_search_by(|name| name.as_str().cmp(&event.event)).is_ok()
+        }) && self.predicate.as_ref().is_none_or(|predicate| predicate(event))
     }
 }
 
@@ -125,7 +131,9 @@ pub(crate) struct EventHub {
 
 #[derive(Debug, Default)]
 struct HubState {
-    subscribers: Vec<Weak<Shared>>,
+    /// Every live subscription's queue. The hub holds one reference and the
+    /// [`Subscription`] the other, so a count of one means the subscription was dropped.
+    subscribers: Vec<Arc<Shared>>,
     /// Set once the hub is closed: later subscriptions end at once instead of waiting forever.
     closed: Option<DisconnectReason>,
 }
@@ -145,7 +153,7 @@ impl EventHub {
         let mut state = self.lock();
         match &state.closed {
             Some(reason) => shared.close(reason.clone()),
-            None => state.subscribers.push(Arc::downgrade(&shared)),
+            None => state.subscribers.push(Arc::clone(&shared)),
         }
         Subscription { shared }
     }
@@ -154,21 +162,39 @@ impl EventHub {
         crate::lock(&self.state)
     }
 
-    /// Live subscribers; forgets the dropped ones.
-    fn live(&self) -> Vec<Arc<Shared>> {
-        let mut state = self.lock();
-        state.subscribers.retain(|weak| weak.strong_count() > 0);
-        state.subscribers.iter().filter_map(Weak::upgrade).collect()
+    /// Hands `item` to every subscriber it passes (the last one gets it without a copy);
+    /// `true` when some subscriber's queue is at least half full, so the reader can let
+    /// consumers run before it reads on.
+    pub(crate) fn publish(&self, item: EventItem) -> bool {
+        self.publish_each(item, || None)
     }
 
-    /// Hands `item` to every subscriber it passes; `true` when some subscriber's queue is
-    /// at least half full, so the reader can let consumers run before it reads on.
-    pub(crate) fn publish(&self, item: &EventItem) -> bool {
+    /// [`EventHub::publish`] for `first` and every item `next` gives, under one lock of
+    /// the hub.
+    pub(crate) fn publish_each(
+        &self,
+        first: EventItem,
+        mut next: impl FnMut() -> Option<EventItem>,
+    ) -> bool {
+        let mut state = self.lock();
+        state.subscribers.retain(|subscriber| Arc::strong_count(subscriber) > 1);
         let mut backed_up = false;
-        for subscriber in self.live() {
-            match item {
-                EventItem::Event(event) if !subscriber.filter.matches(event) => {}
-                _ => backed_up |= subscriber.push(item.clone()),
+        let mut item = Some(first);
+        while let Some(item) = item.take().or_else(&mut next) {
+            let mut previous: Option<&Shared> = None;
+            for subscriber in &state.subscribers {
+                let wanted = match &item {
+                    EventItem::Event(event) => subscriber.filter.matches(event),
+                    EventItem::Lagged(_) | EventItem::Gap(_) => true,
+                };
+                if wanted {
+                    if let Some(previous) = previous.replace(subscriber) {
+                        backed_up |= previous.push(item.clone());
+                    }
+                }
+            }
+            if let Some(last) = previous {
+                backed_up |= last.push(item);
             }
         }
         backed_up
@@ -181,7 +207,7 @@ impl EventHub {
             state.closed.get_or_insert_with(|| reason.clone());
             std::mem::take(&mut state.subscribers)
         };
-        for subscriber in subscribers.iter().filter_map(Weak::upgrade) {
+        for subscriber in subscribers {
             subscriber.close(reason.clone());
         }
     }

@@ -1,10 +1,11 @@
 //! The QMP protocol state machine, with no I/O and no clock.
 //!
 //! [`Session`] holds everything about one QMP connection that is protocol rather than
-//! transport: the greeting and capability negotiation, command ids, the commands in flight
-//! and their deadlines, the command-capability cache and a bounded event queue. The tokio
-//! [`Client`](crate::Client) and the [`blocking::Client`](crate::blocking::Client) are
-//! thin drivers over it; anyone with another event loop can drive it too.
+//! transport: the greeting and capability negotiation, command ids, the bytes to send, the
+//! commands in flight and their deadlines, the command-capability cache and a bounded
+//! event queue. The tokio [`Client`](crate::Client) and the
+//! [`blocking::Client`](crate::blocking::Client) are thin drivers over it; anyone with
+//! another event loop can drive it too.
 //!
 //! # Driving contract
 //!
@@ -12,24 +13,42 @@
 //!   (frame errors included: they are counted and, when they carry a command's id, fail
 //!   that command), call [`Session::handle_timeout`] when the instant from
 //!   [`Session::poll_timeout`] has passed, and [`Session::handle_closed`] when the
-//!   transport ends. Commands enter through [`Session::start_command`]; a caller that gives
-//!   up on one calls [`Session::cancel`].
-//! * **Outputs.** After each input drain, in this order: [`Session::poll_transmit`]
-//!   (commands the session itself sends during negotiation: write them out),
-//!   [`Session::poll_completion`] (finished commands: wake their waiters),
+//!   transport ends. Report every write with [`Session::transmitted`], and a refused
+//!   descriptor send with [`Session::transmit_failed`].
+//! * **Commands.** [`Session::start_command`] and [`Session::refresh_commands`] encode a
+//!   command into the session's outgoing queue; a caller that gives up on one calls
+//!   [`Session::cancel`]. The queue holds at most
+//!   [`SessionConfig::max_queued_commands`] commands not yet written.
+//! * **Outputs.** After each input drain, in this order: [`Session::poll_transmit`] (the
+//!   bytes to write, with the descriptors that go with them: write, then report how much
+//!   went with [`Session::transmitted`], until it returns `None` or the transport would
+//!   block), [`Session::poll_completion`] (finished commands: wake their waiters),
 //!   [`Session::poll_event`] (events and lag markers: deliver them), and re-read
-//!   [`Session::poll_timeout`]. Only `handle_*`, `start_command` and `cancel` change them.
+//!   [`Session::poll_timeout`]. Only the inputs and the command calls change them.
 //! * **Time** is passed in as an [`Instant`] wherever it matters, so tests use fake time.
+//!
+//! # What a command's bytes mean for its fate
+//!
+//! A command is *sent* once any of its bytes was reported written. Until then it can be
+//! withdrawn: cancelled or timed out, it leaves the queue and the server never sees it
+//! ([`Error::NotSent`] for a timeout). Once sent, only its reply (or its deadline, or the
+//! end of the connection) finishes it, and a reply after it was given up on is discarded.
+//! A command with descriptors is always the only one in its [`Transmit`], so the
+//! descriptors go with its own first byte and nothing else is written in between.
 //!
 //! The session never blocks and never panics on anything the server sends.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+use std::os::fd::OwnedFd;
 use std::time::{Duration, Instant};
 
+use bytes::{Buf, BytesMut};
 use qmp_codec::{Capability, Command, ErrorReply, Event, Greeting, Return, ServerMessage};
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 
 use crate::error::{DisconnectReason, Error};
+use crate::request::Request;
 
 /// How a session negotiates and buffers.
 #[derive(Debug, Clone)]
@@ -47,6 +66,11 @@ pub struct SessionConfig {
     /// Events kept when nobody drains them; the oldest are dropped beyond this and
     /// reported as [`EventItem::Lagged`] (default 1024).
     pub event_queue_capacity: usize,
+    /// Commands that may wait in the outgoing queue, not yet written, because the server
+    /// stopped reading its socket (default 256). Beyond it
+    /// [`Session::start_command`] fails with [`Error::QueueFull`]; the async client waits
+    /// for room instead. A written command no longer counts.
+    pub max_queued_commands: usize,
 }
 
 impl Default for SessionConfig {
@@ -56,48 +80,8 @@ impl Default for SessionConfig {
             handshake_timeout: Duration::from_secs(10),
             default_command_timeout: None,
             event_queue_capacity: 1024,
+            max_queued_commands: 256,
         }
-    }
-}
-
-/// A command to start.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Request {
-    /// Command name.
-    pub name: String,
-    /// Arguments object, if any.
-    pub arguments: Option<Map<String, Value>>,
-    /// Send as `exec-oob`; needs `oob` negotiated.
-    pub oob: bool,
-    /// Reply deadline for this command; `None` uses the session's default.
-    pub timeout: Option<Duration>,
-}
-
-impl Request {
-    /// A plain `execute` of `name` without arguments.
-    pub fn new(name: impl Into<String>) -> Self {
-        Self { name: name.into(), arguments: None, oob: false, timeout: None }
-    }
-
-    /// With these arguments.
-    #[must_use]
-    pub fn arguments(mut self, arguments: Option<Map<String, Value>>) -> Self {
-        self.arguments = arguments;
-        self
-    }
-
-    /// With this reply deadline.
-    #[must_use]
-    pub fn timeout(mut self, timeout: Option<Duration>) -> Self {
-        self.timeout = timeout;
-        self
-    }
-
-    /// Out-of-band (`exec-oob`).
-    #[must_use]
-    pub fn oob(mut self, oob: bool) -> Self {
-        self.oob = oob;
-        self
     }
 }
 
@@ -120,7 +104,7 @@ pub enum Phase {
 /// A finished command, handed back with the waiter given to [`Session::start_command`].
 #[derive(Debug)]
 pub struct Completion<W> {
-    /// The id the command was sent with.
+    /// The id the command was given.
     pub id: u64,
     /// The caller's waiter.
     pub waiter: W,
@@ -142,7 +126,7 @@ pub enum EventItem {
     Gap(DisconnectReason),
 }
 
-/// Counters of things that went wrong without failing a call; all only ever grow.
+/// Counters of things that went wrong without failing the connection; all only ever grow.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Stats {
     /// Replies whose id matched no command ever sent, or that carried no id.
@@ -157,6 +141,23 @@ pub struct Stats {
     pub events_dropped: u64,
     /// Messages that made no sense where they came (a second greeting, ...).
     pub unexpected_messages: u64,
+    /// Commands cancelled or timed out before any of their bytes was written: they left
+    /// the queue and were never sent.
+    pub withdrawn: u64,
+}
+
+/// What to write next: the front of the outgoing queue.
+///
+/// Write `bytes` (with `fds` attached to the first byte, as `SCM_RIGHTS`, when there are
+/// any), then report how many bytes went with [`Session::transmitted`]. `bytes` is one or
+/// more whole commands, the first of them possibly partly written already; when `fds` is
+/// not empty it is exactly the one command they belong to.
+#[derive(Debug)]
+pub struct Transmit<'a> {
+    /// The bytes to write.
+    pub bytes: &'a [u8],
+    /// Descriptors to send with the first byte of `bytes`; usually none.
+    pub fds: &'a [OwnedFd],
 }
 
 /// Commands the session sends on its own during the handshake.
@@ -168,15 +169,53 @@ enum Internal {
 
 #[derive(Debug)]
 enum Pending<W> {
-    User { name: String, waiter: W, deadline: Option<(Instant, Duration)> },
+    /// A caller's command; `refresh` marks the `query-commands` of
+    /// [`Session::refresh_commands`], whose reply replaces the capability cache.
+    User {
+        name: String,
+        waiter: W,
+        deadline: Option<(Instant, Duration)>,
+        refresh: bool,
+    },
     Internal(Internal),
 }
 
-/// Ids of commands given up on (timed out or cancelled), so their late replies are told
-/// apart from replies nobody asked for. Bounded: the oldest are forgotten first.
+/// A hasher for the session's own small keys: command ids (sequential `u64`s, spread by
+/// one multiplication) and command names (short ASCII, FNV-1a). The keys come from this
+/// process or from the server's short list of names, so `SipHash`'s flooding resistance
+/// buys nothing here and costs a few hundred instructions per command.
+#[derive(Debug, Default, Clone, Copy)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const FNV_PRIME: u64 = 0x0100_0000_01b3;
+        let mut hash = if self.0 == 0 { 0xcbf2_9ce4_8422_2325 } else { self.0 };
+        for &byte in bytes {
+            hash = (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME);
+        }
+        self.0 = hash;
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing: the high bits hashbrown uses as tags get every bit of `id`.
+        self.0 = (self.0 ^ id).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<KeyHasher>>;
+type FastSet<K> = HashSet<K, BuildHasherDefault<KeyHasher>>;
+
+/// Ids of commands given up on (timed out or cancelled) after they were sent, so their
+/// late replies are told apart from replies nobody asked for. Bounded: the oldest are
+/// forgotten first.
 #[derive(Debug, Default)]
 struct Abandoned {
-    names: HashMap<u64, String>,
+    names: FastMap<u64, String>,
     order: VecDeque<u64>,
 }
 
@@ -199,6 +238,104 @@ impl Abandoned {
     }
 }
 
+/// One command waiting in the outgoing queue.
+#[derive(Debug)]
+struct Queued {
+    id: u64,
+    /// Its encoded length in [`Outgoing::bytes`].
+    len: usize,
+    /// Descriptors to send with its first byte; emptied once that byte went.
+    fds: Vec<OwnedFd>,
+}
+
+/// Commands encoded but not yet (completely) written, in order.
+#[derive(Debug, Default)]
+struct Outgoing {
+    /// The unwritten bytes of every queued command, back to back.
+    bytes: BytesMut,
+    /// One entry per queued command, in id order (ids only grow).
+    commands: VecDeque<Queued>,
+    /// How much of the front command was written already.
+    written: usize,
+    /// Queued commands whose descriptors have not gone yet.
+    with_fds: usize,
+}
+
+impl Outgoing {
+    fn push(&mut self, id: u64, encode: impl FnOnce(&mut BytesMut), fds: Vec<OwnedFd>) {
+        let start = self.bytes.len();
+        encode(&mut self.bytes);
+        let len = self.bytes.len() - start;
+        self.with_fds += usize::from(!fds.is_empty());
+        self.commands.push_back(Queued { id, len, fds });
+    }
+
+    fn next(&self) -> Option<Transmit<'_>> {
+        let front = self.commands.front()?;
+        if !front.fds.is_empty() {
+            // Descriptors never share a write with another command's bytes.
+            return Some(Transmit { bytes: &self.bytes[..front.len], fds: &front.fds });
+        }
+        let mut end = self.bytes.len();
+        if self.with_fds > 0 {
+            end = front.len - self.written;
+            for queued in self.commands.iter().skip(1) {
+                if !queued.fds.is_empty() {
+                    break;
+                }
+                end += queued.len;
+            }
+        }
+        Some(Transmit { bytes: &self.bytes[..end], fds: &[] })
+    }
+
+    fn written(&mut self, count: usize) {
+        if count == 0 {
+            return;
+        }
+        let count = count.min(self.bytes.len());
+        self.bytes.advance(count);
+        if let Some(front) = self.commands.front_mut() {
+            if !front.fds.is_empty() {
+                // They went with this write's first byte, which is the front command's.
+                front.fds.clear();
+                self.with_fds -= 1;
+            }
+        }
+        let mut done = self.written + count;
+        while let Some(front) = self.commands.front() {
+            if done < front.len {
+                break;
+            }
+            done -= front.len;
+            self.commands.pop_front();
+        }
+        self.written = done;
+    }
+
+    /// Removes command `id` if none of its bytes was written yet; `true` if it was.
+    fn withdraw(&mut self, id: u64) -> bool {
+        let Ok(index) = self.commands.binary_search_by_key(&id, |queued| queued.id) else {
+            return false;
+        };
+        if index == 0 && self.written > 0 {
+            return false;
+        }
+        let before: usize = self.commands.iter().take(index).map(|queued| queued.len).sum();
+        let offset = before - self.written;
+        let Some(queued) = self.commands.remove(index) else { return false };
+        let mut tail = self.bytes.split_off(offset);
+        tail.advance(queued.len);
+        self.bytes.unsplit(tail);
+        self.with_fds -= usize::from(!queued.fds.is_empty());
+        true
+    }
+
+    fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
 /// The protocol state of one QMP connection. See the [module docs](self) for how to drive it.
 #[derive(Debug)]
 pub struct Session<W> {
@@ -208,12 +345,14 @@ pub struct Session<W> {
     handshake_deadline: Instant,
     greeting: Option<Greeting>,
     oob_enabled: bool,
-    commands: HashSet<String>,
+    commands: FastSet<String>,
     next_id: u64,
-    pending: HashMap<u64, Pending<W>>,
+    pending: FastMap<u64, Pending<W>>,
+    /// Caller commands in `pending` (the rest are the handshake's).
+    user_in_flight: usize,
     deadlines: BTreeSet<(Instant, u64)>,
     abandoned: Abandoned,
-    transmit: VecDeque<Command>,
+    outgoing: Outgoing,
     completions: VecDeque<Completion<W>>,
     events: VecDeque<Event>,
     events_missed: u64,
@@ -230,12 +369,13 @@ impl<W> Session<W> {
             close_error: None,
             greeting: None,
             oob_enabled: false,
-            commands: HashSet::new(),
+            commands: FastSet::default(),
             next_id: 0,
-            pending: HashMap::new(),
+            pending: FastMap::default(),
+            user_in_flight: 0,
             deadlines: BTreeSet::new(),
             abandoned: Abandoned::default(),
-            transmit: VecDeque::new(),
+            outgoing: Outgoing::default(),
             completions: VecDeque::new(),
             events: VecDeque::new(),
             events_missed: 0,
@@ -244,6 +384,11 @@ impl<W> Session<W> {
     }
 
     // ---- getters ----
+
+    /// The configuration it was made with.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
 
     /// The current phase.
     pub fn phase(&self) -> Phase {
@@ -282,41 +427,49 @@ impl<W> Session<W> {
         self.stats
     }
 
-    /// Commands sent and not yet answered, timed out or cancelled.
+    /// Caller commands started and not yet answered, timed out or cancelled.
     pub fn in_flight(&self) -> usize {
-        self.pending.values().filter(|p| matches!(p, Pending::User { .. })).count()
+        self.user_in_flight
+    }
+
+    /// Commands in the outgoing queue: not yet (completely) written.
+    pub fn queued(&self) -> usize {
+        self.outgoing.commands.len()
+    }
+
+    /// Whether `request` gets a reply deadline (its own timeout, or the default).
+    pub fn deadline_applies(&self, request: &Request) -> bool {
+        request.timeout.or(self.config.default_command_timeout).is_some()
+    }
+
+    /// Whether the outgoing queue is full, so [`Session::start_command`] would fail with
+    /// [`Error::QueueFull`].
+    pub fn queue_is_full(&self) -> bool {
+        self.queued() >= self.config.max_queued_commands.max(1)
     }
 
     // ---- commands ----
 
-    /// Registers a command and returns it, with its id, ready to be written. The session
-    /// assumes it is written: its reply (or deadline, or the end of the connection) will
-    /// produce a [`Completion`] carrying `waiter`.
+    /// Registers `request`, encodes it into the outgoing queue and returns its id. Its
+    /// reply (or its deadline, or the end of the connection) will produce a [`Completion`]
+    /// carrying `waiter`; until the first of its bytes is written, [`Session::cancel`]
+    /// withdraws it unsent.
+    ///
+    /// `now` places the command's deadline; a driver can skip reading the clock for a
+    /// command without one (see [`Session::deadline_applies`]) and pass any instant.
     ///
     /// # Errors
     /// Before anything is registered: [`Error::Disconnected`] (or the close error) once
     /// closed, [`Error::InvalidRequest`] before the session is ready or for `exec-oob`
-    /// without `oob`, and [`Error::CommandNotSupported`] for a command the server lacks.
+    /// without `oob`, [`Error::CommandNotSupported`] for a command the server lacks, and
+    /// [`Error::QueueFull`] when [`SessionConfig::max_queued_commands`] are waiting.
     pub fn start_command(
         &mut self,
         request: Request,
         waiter: W,
         now: Instant,
-    ) -> Result<Command, Error> {
-        match self.phase {
-            Phase::Ready => {}
-            Phase::Closed => {
-                return Err(self
-                    .close_error
-                    .clone()
-                    .unwrap_or(Error::Disconnected(DisconnectReason::Closed)));
-            }
-            _ => {
-                return Err(Error::InvalidRequest(
-                    "the QMP connection is not negotiated yet".into(),
-                ));
-            }
-        }
+    ) -> Result<u64, Error> {
+        self.check_startable(&request)?;
         if !self.commands.contains(&request.name) {
             return Err(Error::CommandNotSupported { command: request.name });
         }
@@ -326,48 +479,38 @@ impl<W> Session<W> {
                 request.name
             )));
         }
-        let id = self.allocate_id();
-        let deadline = request
-            .timeout
-            .or(self.config.default_command_timeout)
-            .map(|timeout| (now + timeout, timeout));
-        if let Some((at, _)) = deadline {
-            self.deadlines.insert((at, id));
-        }
-        let command = Command {
-            name: request.name.clone(),
-            arguments: request.arguments,
-            id: Some(json!(id)),
-            oob: request.oob,
-        };
-        self.pending.insert(id, Pending::User { name: request.name, waiter, deadline });
-        Ok(command)
+        Ok(self.enqueue_user(request, waiter, now, false))
     }
 
-    /// Gives up on command `id`: its waiter is returned and its reply, if it ever comes, is
-    /// discarded. `None` if it already completed.
-    pub fn cancel(&mut self, id: u64) -> Option<W> {
-        match self.take_pending(id) {
-            Some(Pending::User { name, waiter, .. }) => {
-                self.abandoned.insert(id, name);
-                Some(waiter)
-            }
-            Some(internal @ Pending::Internal(_)) => {
-                self.pending.insert(id, internal);
-                None
-            }
-            None => None,
-        }
-    }
-
-    /// Replaces the capability cache with the `return` of a `query-commands`.
+    /// Fetches `query-commands` again: when its reply comes the capability cache is
+    /// replaced and `waiter` completes with `Ok(Value::Null)`. Returns the command's id.
     ///
     /// # Errors
-    /// [`Error::Protocol`] if `value` is not a list of `{"name": ...}` objects; the cache is
-    /// left as it was.
-    pub fn update_commands(&mut self, value: &Value) -> Result<(), Error> {
-        self.commands = parse_command_list(value)?;
-        Ok(())
+    /// As [`Session::start_command`]; a reply that is not a command list completes
+    /// `waiter` with [`Error::Protocol`] and leaves the cache as it was.
+    pub fn refresh_commands(&mut self, waiter: W, now: Instant) -> Result<u64, Error> {
+        let request = Request::new("query-commands");
+        self.check_startable(&request)?;
+        Ok(self.enqueue_user(request, waiter, now, true))
+    }
+
+    /// Gives up on command `id`: its waiter is returned. If none of its bytes was written
+    /// it leaves the queue and is never sent; otherwise its reply, if it ever comes, is
+    /// discarded. `None` if it already completed.
+    pub fn cancel(&mut self, id: u64) -> Option<W> {
+        if !matches!(self.pending.get(&id), Some(Pending::User { .. })) {
+            return None;
+        }
+        let Some(Pending::User { name, waiter, .. }) = self.take_pending(id) else {
+            return None;
+        };
+        if self.outgoing.withdraw(id) {
+            self.stats.withdrawn += 1;
+            tracing::debug!(command = %name, id, "QMP command withdrawn before it was sent");
+        } else {
+            self.abandoned.insert(id, name);
+        }
+        Some(waiter)
     }
 
     // ---- inputs ----
@@ -403,8 +546,9 @@ impl<W> Session<W> {
         }
     }
 
-    /// Expires whatever deadline has passed at `now`: the handshake, or commands, which
-    /// complete with [`Error::Timeout`].
+    /// Expires whatever deadline has passed at `now`: the handshake, or commands. A sent
+    /// command completes with [`Error::Timeout`]; one still waiting to be written is
+    /// withdrawn and completes with [`Error::NotSent`].
     pub fn handle_timeout(&mut self, now: Instant) {
         if self.phase == Phase::Closed {
             return;
@@ -427,16 +571,20 @@ impl<W> Session<W> {
                 break;
             }
             self.deadlines.pop_first();
-            if let Some(Pending::User { name, waiter, deadline }) = self.pending.remove(&id) {
-                let timeout = deadline.map_or(Duration::ZERO, |(_, t)| t);
+            let Some(Pending::User { name, waiter, deadline, .. }) = self.take_pending(id) else {
+                continue;
+            };
+            let timeout = deadline.map_or(Duration::ZERO, |(_, t)| t);
+            let error = if self.outgoing.withdraw(id) {
+                self.stats.withdrawn += 1;
+                tracing::warn!(command = %name, id, ?timeout, "QMP command not sent in time; withdrawn");
+                Error::NotSent { command: name, timeout }
+            } else {
                 tracing::warn!(command = %name, id, ?timeout, "QMP command timed out; outcome unknown");
                 self.abandoned.insert(id, name.clone());
-                self.completions.push_back(Completion {
-                    id,
-                    waiter,
-                    result: Err(Error::Timeout { command: name, timeout }),
-                });
-            }
+                Error::Timeout { command: name, timeout }
+            };
+            self.completions.push_back(Completion { id, waiter, result: Err(error) });
         }
     }
 
@@ -446,12 +594,37 @@ impl<W> Session<W> {
         self.close(Error::Disconnected(reason));
     }
 
+    /// `count` bytes of the last [`Transmit`] were written (with its descriptors, if it had
+    /// any and `count` is not zero).
+    pub fn transmitted(&mut self, count: usize) {
+        self.outgoing.written(count);
+    }
+
+    /// The transport refused the last [`Transmit`], which carried descriptors, without
+    /// writing any of it, for a reason that leaves the connection usable (such as
+    /// `ETOOMANYREFS`): its command completes with `error` and is never sent.
+    pub fn transmit_failed(&mut self, error: Error) {
+        let Some(front) = self.outgoing.commands.front() else { return };
+        let id = front.id;
+        match self.take_pending(id) {
+            Some(Pending::User { waiter, .. }) => {
+                self.outgoing.withdraw(id);
+                self.completions.push_back(Completion { id, waiter, result: Err(error) });
+            }
+            Some(internal @ Pending::Internal(_)) => {
+                // Only caller commands carry descriptors; never drop the handshake.
+                self.pending.insert(id, internal);
+            }
+            None => {}
+        }
+    }
+
     // ---- outputs ----
 
-    /// A command the session wants sent (negotiation); write it out.
+    /// What to write next, if anything; see [`Transmit`].
     #[must_use]
-    pub fn poll_transmit(&mut self) -> Option<Command> {
-        self.transmit.pop_front()
+    pub fn poll_transmit(&self) -> Option<Transmit<'_>> {
+        self.outgoing.next()
     }
 
     /// A finished command.
@@ -492,6 +665,52 @@ impl<W> Session<W> {
 
     // ---- internals ----
 
+    fn check_startable(&self, request: &Request) -> Result<(), Error> {
+        match self.phase {
+            Phase::Ready => {}
+            Phase::Closed => {
+                return Err(self
+                    .close_error
+                    .clone()
+                    .unwrap_or(Error::Disconnected(DisconnectReason::Closed)));
+            }
+            _ => {
+                return Err(Error::InvalidRequest(
+                    "the QMP connection is not negotiated yet".into(),
+                ));
+            }
+        }
+        if self.queue_is_full() {
+            return Err(Error::QueueFull {
+                command: request.name.clone(),
+                capacity: self.config.max_queued_commands.max(1),
+            });
+        }
+        Ok(())
+    }
+
+    fn enqueue_user(&mut self, request: Request, waiter: W, now: Instant, refresh: bool) -> u64 {
+        let id = self.allocate_id();
+        let deadline = request
+            .timeout
+            .or(self.config.default_command_timeout)
+            .map(|timeout| (now + timeout, timeout));
+        if let Some((at, _)) = deadline {
+            self.deadlines.insert((at, id));
+        }
+        let command = Command {
+            name: request.name,
+            arguments: request.arguments,
+            id: Some(Value::from(id)),
+            oob: request.oob,
+        };
+        self.outgoing.push(id, |bytes| command.encode(bytes), request.fds);
+        let name = command.name;
+        self.pending.insert(id, Pending::User { name, waiter, deadline, refresh });
+        self.user_in_flight += 1;
+        id
+    }
+
     fn allocate_id(&mut self) -> u64 {
         let id = self.next_id;
         self.next_id += 1;
@@ -501,8 +720,11 @@ impl<W> Session<W> {
     /// Removes command `id` from the commands in flight, with its deadline.
     fn take_pending(&mut self, id: u64) -> Option<Pending<W>> {
         let pending = self.pending.remove(&id)?;
-        if let Pending::User { deadline: Some((at, _)), .. } = &pending {
-            self.deadlines.remove(&(*at, id));
+        if let Pending::User { deadline, .. } = &pending {
+            self.user_in_flight -= 1;
+            if let Some((at, _)) = deadline {
+                self.deadlines.remove(&(*at, id));
+            }
         }
         Some(pending)
     }
@@ -517,7 +739,8 @@ impl<W> Session<W> {
     fn send_internal(&mut self, which: Internal, command: Command) {
         let id = self.allocate_id();
         self.pending.insert(id, Pending::Internal(which));
-        self.transmit.push_back(command.id(id));
+        let command = command.id(id);
+        self.outgoing.push(id, |bytes| command.encode(bytes), Vec::new());
     }
 
     fn handle_greeting(&mut self, greeting: Greeting) {
@@ -532,8 +755,9 @@ impl<W> Session<W> {
         self.oob_enabled = oob;
         let mut command = Command::new("qmp_capabilities");
         if oob {
-            command = command
-                .arguments(json!({"enable": ["oob"]}).as_object().cloned().unwrap_or_default());
+            let mut arguments = Map::new();
+            arguments.insert("enable".into(), Value::from(vec![Capability::Oob.as_str()]));
+            command = command.arguments(arguments);
         }
         self.send_internal(Internal::Capabilities, command);
         self.phase = Phase::Negotiating;
@@ -546,9 +770,15 @@ impl<W> Session<W> {
             return;
         };
         match self.take_pending(id) {
-            Some(Pending::User { name, waiter, .. }) => {
-                let result =
-                    result.map_err(|e| Error::Qmp { command: name, class: e.class, desc: e.desc });
+            Some(Pending::User { name, waiter, refresh, .. }) => {
+                let result = match result {
+                    Ok(value) if refresh => parse_command_list(&value).map(|commands| {
+                        self.commands = commands;
+                        Value::Null
+                    }),
+                    Ok(value) => Ok(value),
+                    Err(e) => Err(Error::Qmp { command: name, class: e.class, desc: e.desc }),
+                };
                 self.completions.push_back(Completion { id, waiter, result });
             }
             Some(Pending::Internal(which)) => self.handle_internal_reply(which, result),
@@ -632,7 +862,8 @@ impl<W> Session<W> {
         self.phase = Phase::Closed;
         let reason = error.disconnect_reason();
         self.deadlines.clear();
-        self.transmit.clear();
+        self.outgoing.clear();
+        self.user_in_flight = 0;
         for (id, pending) in self.pending.drain() {
             if let Pending::User { waiter, .. } = pending {
                 let result = Err(Error::Disconnected(reason.clone()));
@@ -644,7 +875,7 @@ impl<W> Session<W> {
 }
 
 /// The command names in a `query-commands` return value.
-fn parse_command_list(value: &Value) -> Result<HashSet<String>, Error> {
+fn parse_command_list(value: &Value) -> Result<FastSet<String>, Error> {
     let invalid =
         || Error::Protocol(format!("query-commands returned an unexpected value: {value}"));
     value

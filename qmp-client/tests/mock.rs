@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use qmp_client::mock::{MockGreeting, MockServer};
 use qmp_client::{
-    CallOptions, Client, DisconnectReason, Error, EventFilter, EventItem, ReconnectingClient,
+    Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, ReconnectingClient,
+    Request,
 };
 use serde_json::{Value, json};
 
@@ -196,6 +197,33 @@ async fn a_command_larger_than_the_socket_buffer_arrives_whole() {
     assert_eq!(client.stats().bad_frames, 0);
 }
 
+/// The same when the consumer is the runtime's main future (`block_on`), which tokio
+/// polls only after the tasks that are ready: the reader must yield behind it.
+#[tokio::test]
+async fn a_prompt_consumer_in_the_main_future_keeps_up_too() {
+    const BURST: u64 = 20_000;
+    let server = MockServer::builder()
+        .handler(|conn, request| {
+            if request.command.name == "cont" {
+                conn.event_burst("TICK", BURST);
+            }
+            conn.reply(&request.command, json!({}));
+        })
+        .start();
+    let client = Client::connect(server.path()).await.unwrap();
+    let mut ticks = client.subscribe(EventFilter::names(["TICK"]));
+    let consume = async {
+        for next in 0..BURST {
+            match ticks.recv().await {
+                Some(EventItem::Event(event)) => assert_eq!(event.data.unwrap()["n"], next),
+                other => panic!("after {next} events: {other:?}"),
+            }
+        }
+    };
+    let (reply, ()) = tokio::join!(client.execute("cont", ()), consume);
+    reply.unwrap();
+}
+
 #[tokio::test]
 async fn a_missing_or_wrong_greeting_is_a_typed_error() {
     let silent = MockServer::builder().greeting(MockGreeting::Silent).start();
@@ -246,8 +274,8 @@ fn late_query_status_server(delay: Duration) -> MockServer {
 async fn a_silent_server_times_the_command_out_and_the_connection_stays_in_sync() {
     let server = late_query_status_server(Duration::from_millis(300));
     let client = Client::connect(server.path()).await.unwrap();
-    let options = CallOptions::new().timeout(Duration::from_millis(50));
-    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    let request = Request::new("query-status").timeout(Duration::from_millis(50));
+    let error = client.call(request).await.unwrap_err();
     assert!(
         matches!(&error, Error::Timeout { command, .. } if command == "query-status"),
         "{error}"
@@ -382,15 +410,12 @@ async fn bad_arguments_and_types_are_caller_errors() {
 async fn error_replies_are_typed() {
     let server = MockServer::builder()
         .handler(|conn, request| {
-            conn.error(&request.command, "DeviceNotFound", "Device 'nope' not found");
+            conn.error(&request.command, ErrorClass::DeviceNotFound, "Device 'nope' not found");
         })
         .start();
     let client = Client::connect(server.path()).await.unwrap();
     let error = client.execute("device_del", json!({"id": "nope"})).await.unwrap_err();
-    assert_eq!(
-        error.qmp_error().map(|(c, d)| (c.as_str(), d)),
-        Some(("DeviceNotFound", "Device 'nope' not found"))
-    );
+    assert_eq!(error.qmp_error(), Some((&ErrorClass::DeviceNotFound, "Device 'nope' not found")));
     assert_eq!(
         error.to_string(),
         "QMP command 'device_del' failed: DeviceNotFound: Device 'nope' not found"
@@ -641,8 +666,290 @@ fn the_blocking_client_times_out_a_silent_server() {
 
     let mute = runtime.block_on(async { MockServer::builder().handler(|_, _| {}).start() });
     let mut qmp = qmp_client::blocking::Client::connect(mute.path()).unwrap();
-    let error = qmp
-        .execute_with("stop", (), CallOptions::new().timeout(Duration::from_millis(50)))
-        .unwrap_err();
+    let error = qmp.call(Request::new("stop").timeout(Duration::from_millis(50))).unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
+}
+
+/// A mock server on a runtime (and thread) of its own: its handler may block without
+/// stalling the client, and the client's runtime does only the client's work.
+struct DetachedServer {
+    server: MockServer,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl DetachedServer {
+    fn start(builder: qmp_client::mock::MockServerBuilder) -> Self {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = {
+            let _enter = runtime.enter();
+            builder.start()
+        };
+        Self { server, runtime: Some(runtime) }
+    }
+}
+
+impl Drop for DetachedServer {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}
+
+/// Holds a handler (and so the server's reading) until opened.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: std::sync::Condvar,
+}
+
+impl Gate {
+    fn wait(&self) {
+        let mut open = self.open.lock().unwrap();
+        while !*open {
+            open = self.opened.wait(open).unwrap();
+        }
+    }
+
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+/// The `tag` argument of a command, if it has one.
+fn tag(command: &qmp_client::qmp_codec::Command) -> Option<String> {
+    command.arguments.as_ref()?.get("tag")?.as_str().map(str::to_owned)
+}
+
+/// A server whose `stop` holds its connection (it reads nothing more) until `gate` opens;
+/// every other command is answered with its `tag`.
+fn server_held_by_stop(gate: &Arc<Gate>) -> DetachedServer {
+    let gate = Arc::clone(gate);
+    DetachedServer::start(MockServer::builder().handler(move |conn, request| {
+        if request.command.name == "stop" {
+            gate.wait();
+        }
+        conn.reply(&request.command, json!(tag(&request.command)));
+    }))
+}
+
+/// A command big enough that a few fill the socket's buffer.
+fn big(tag: &str) -> Value {
+    json!({"tag": tag, "blob": "x".repeat(256 * 1024)})
+}
+
+/// Fills the socket of a server held by `stop`, so that commands queue in the client; the
+/// `stop` and the big commands are answered once the gate opens.
+async fn fill_the_socket(
+    client: &Client,
+    server: &MockServer,
+    queued: usize,
+) -> Vec<tokio::task::JoinHandle<Result<Value, Error>>> {
+    let mut calls = vec![tokio::spawn({
+        let client = client.clone();
+        async move { client.execute("stop", ()).await }
+    })];
+    eventually("the server to hold", || server.received_names().contains(&"stop".to_owned())).await;
+    for n in 0..queued + 8 {
+        let client = client.clone();
+        calls.push(tokio::spawn(async move {
+            client.execute("query-status", big(&format!("filler-{n}"))).await
+        }));
+    }
+    eventually("commands to wait in the client's queue", || client.queued() >= queued).await;
+    calls
+}
+
+#[tokio::test]
+async fn commands_given_up_before_they_were_written_are_never_sent() {
+    let gate = Arc::new(Gate::default());
+    let detached = server_held_by_stop(&gate);
+    let server = &detached.server;
+    let client = Client::connect(server.path()).await.unwrap();
+    let held = fill_the_socket(&client, server, 2).await;
+
+    // One times out in the queue, one is dropped by its caller; neither was written.
+    let request = Request::new("query-status")
+        .arguments(json!({"tag": "timed out"}))
+        .unwrap()
+        .timeout(Duration::from_millis(100));
+    let error = client.call(request).await.unwrap_err();
+    assert!(
+        matches!(&error, Error::NotSent { command, .. } if command == "query-status"),
+        "{error}"
+    );
+    assert!(!error.outcome_unknown());
+    let dropped = tokio::time::timeout(
+        Duration::from_millis(100),
+        client.execute("query-status", json!({"tag": "dropped"})),
+    );
+    assert!(dropped.await.is_err(), "still waiting when dropped");
+    assert_eq!(client.stats().withdrawn, 2);
+
+    gate.open();
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    assert_eq!(client.execute("query-status", json!({"tag": "after"})).await.unwrap(), "after");
+    let tags: Vec<String> = server.received().iter().filter_map(tag).collect();
+    assert!(tags.contains(&"after".to_owned()) && tags.contains(&"filler-0".to_owned()));
+    assert!(
+        !tags.iter().any(|t| t == "timed out" || t == "dropped"),
+        "a withdrawn command reached the server: {tags:?}"
+    );
+    assert_eq!(client.stats().unmatched_replies, 0);
+}
+
+#[tokio::test]
+async fn a_full_queue_makes_callers_wait_for_room_up_to_their_timeout() {
+    const LIMIT: usize = 3;
+    let gate = Arc::new(Gate::default());
+    let detached = server_held_by_stop(&gate);
+    let server = &detached.server;
+    let client = Client::builder().max_queued_commands(LIMIT).connect(server.path()).await.unwrap();
+    let held = fill_the_socket(&client, server, LIMIT).await;
+    // The fillers beyond the limit wait for room: queued, never more than the limit.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(client.queued(), LIMIT);
+
+    // A caller with a timeout gives up waiting for room: nothing was sent.
+    let request = Request::new("query-status")
+        .arguments(json!({"tag": "no room"}))
+        .unwrap()
+        .timeout(Duration::from_millis(100));
+    let error = client.call(request).await.unwrap_err();
+    assert!(matches!(error, Error::NotSent { .. }), "{error}");
+    assert_eq!(client.queued(), LIMIT);
+
+    // Without a timeout a caller waits, and gets its reply once the server reads again.
+    let patient = tokio::spawn({
+        let client = client.clone();
+        async move { client.execute("query-status", json!({"tag": "patient"})).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!patient.is_finished());
+    gate.open();
+    assert_eq!(patient.await.unwrap().unwrap(), "patient");
+    for call in held {
+        call.await.unwrap().unwrap();
+    }
+    let tags: Vec<String> = server.received().iter().filter_map(tag).collect();
+    assert!(!tags.contains(&"no room".to_owned()), "{tags:?}");
+}
+
+/// Many tasks pass descriptors while others send commands bigger than the socket buffer:
+/// every descriptor arrives with its own `getfd` (the server writes the `getfd`'s name
+/// into the descriptor it got, so a mix-up would show in the wrong pipe), and every big
+/// command arrives whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn descriptors_and_big_commands_from_many_tasks_never_interleave() {
+    let detached = DetachedServer::start(MockServer::builder().handler(|conn, request| {
+        let command = &request.command;
+        let arguments = command.arguments.clone().unwrap_or_default();
+        if command.name == "getfd" {
+            assert_eq!(request.fds.len(), 1, "getfd {arguments:?} without exactly one fd");
+            let name = arguments["fdname"].as_str().unwrap();
+            let mut pipe = std::fs::File::from(request.fds.into_iter().next().unwrap());
+            std::io::Write::write_all(&mut pipe, format!("{name};").as_bytes()).unwrap();
+            conn.reply(command, json!({}));
+        } else {
+            assert!(request.fds.is_empty(), "{} carried a descriptor", command.name);
+            let blob = arguments.get("blob").and_then(Value::as_str).unwrap_or_default();
+            assert!(blob.bytes().all(|b| b == b'x'), "a big command arrived mangled");
+            conn.reply(command, json!(blob.len()));
+        }
+    }));
+    let client = Client::connect(detached.server.path()).await.unwrap();
+    let mut pipes = Vec::new();
+    let mut tasks = Vec::new();
+    for task in 0..8 {
+        let (read_end, write_end) = nix::unistd::pipe().unwrap();
+        pipes.push((task, read_end));
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..10 {
+                client.get_fd(&format!("t{task}-{n}"), &write_end).await.unwrap();
+            }
+        }));
+    }
+    for task in 0..4 {
+        let client = client.clone();
+        tasks.push(tokio::spawn(async move {
+            for n in 0..5 {
+                let len = 100_000 + task * 50_000 + n;
+                let reply = client.execute("query-status", json!({"blob": "x".repeat(len)}));
+                assert_eq!(reply.await.unwrap(), json!(len));
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    for (task, read_end) in pipes {
+        let mut text = String::new();
+        std::fs::File::from(read_end).read_to_string(&mut text).unwrap();
+        let expected = (0..10).fold(String::new(), |mut all, n| {
+            let _ = write!(all, "t{task}-{n};");
+            all
+        });
+        assert_eq!(text, expected, "pipe of task {task}");
+    }
+}
+
+#[tokio::test]
+async fn refresh_commands_asks_the_server_again_and_replaces_the_cache() {
+    let server = MockServer::builder().commands(["qmp_capabilities", "query-commands"]).start();
+    let client = Client::connect(server.path()).await.unwrap();
+    assert!(!client.supports("query-status"));
+    server.set_commands(["qmp_capabilities", "query-commands", "query-status"]);
+    assert!(!client.supports("query-status"), "the cache is only what was fetched");
+    client.refresh_commands().await.unwrap();
+    assert!(client.supports("query-status"));
+    assert_eq!(client.commands(), ["qmp_capabilities", "query-commands", "query-status"]);
+    assert_eq!(
+        server.received_names(),
+        ["qmp_capabilities", "query-commands", "query-commands"],
+        "one query-commands more, sent by the session"
+    );
+    client.execute("query-status", ()).await.unwrap();
+}
+
+/// The server reads each command at once and answers 2 ms later. A socket registered for
+/// writability too would wake the client's runtime in between, when the server's read
+/// makes room in it; registered for reading only, the runtime parks once per round trip.
+#[test]
+fn the_server_draining_a_command_does_not_wake_the_client() {
+    const ROUNDS: usize = 50;
+    let detached = DetachedServer::start(MockServer::builder().handler(|conn, request| {
+        conn.reply_after(Duration::from_millis(2), &request.command, json!({}));
+    }));
+    let parks = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park({
+            let parks = Arc::clone(&parks);
+            move || {
+                parks.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+        })
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let client = Client::connect(detached.server.path()).await.unwrap();
+        client.execute("stop", ()).await.unwrap();
+        let before = parks.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..ROUNDS {
+            client.execute("stop", ()).await.unwrap();
+        }
+        let parked = parks.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert!(
+            parked <= ROUNDS + ROUNDS / 10,
+            "{parked} parks for {ROUNDS} round trips: woken while waiting for replies"
+        );
+    });
 }

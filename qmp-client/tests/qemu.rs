@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use qemu_launcher::{Qemu, QemuBuilder, qemu_or_skip};
 use qmp_client::{
-    CallOptions, Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
-    ReconnectingClient,
+    Client, DisconnectReason, Error, ErrorClass, EventFilter, EventItem, QemuVersion,
+    ReconnectingClient, Request,
 };
 use serde_json::{Value, json};
 
@@ -48,7 +48,7 @@ async fn connects_negotiates_and_caches_the_commands() {
     assert_eq!(client.commands(), listed_sorted, "the cache is exactly query-commands");
     assert!(client.supports("device_add") && client.supports("human-monitor-command"));
     assert!(!client.supports("no-such-command"));
-    client.refresh().await.unwrap();
+    client.refresh_commands().await.unwrap();
     assert_eq!(client.commands().len(), listed.len());
 }
 
@@ -248,8 +248,8 @@ async fn a_timeout_against_a_frozen_qemu_leaves_the_connection_in_sync() {
     let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
     let client = connect(&qemu).await;
     qemu.freeze().unwrap();
-    let options = CallOptions::new().timeout(Duration::from_millis(200));
-    let error = client.execute_with("query-status", (), options).await.unwrap_err();
+    let request = Request::new("query-status").timeout(Duration::from_millis(200));
+    let error = client.call(request).await.unwrap_err();
     assert!(matches!(error, Error::Timeout { .. }), "{error}");
     qemu.resume().unwrap();
     // QEMU answers the timed-out command late; that reply must not be taken for this one.
@@ -345,6 +345,67 @@ fn the_blocking_facade_end_to_end() {
     assert_eq!(qmp.query_fdsets().unwrap()[0].fdset_id, added.fdset_id);
     qmp.remove_fd(added.fdset_id, None).unwrap();
     assert!(qmp.query_fdsets().unwrap().is_empty());
-    qmp.refresh().unwrap();
+    qmp.refresh_commands().unwrap();
     qmp.close();
+}
+
+/// A frozen QEMU reads nothing: big commands fill the socket, then the client's bounded
+/// queue. A command whose deadline passes while it waits in the queue, or for room in
+/// it, fails with `NotSent` and never reaches QEMU (no reply without a caller arrives
+/// once QEMU runs again), and the connection stays in sync.
+#[tokio::test]
+async fn against_a_frozen_qemu_commands_not_written_in_time_are_never_sent() {
+    let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
+    let client = Client::builder().max_queued_commands(3).connect(qemu.qmp_path()).await.unwrap();
+    qemu.freeze().unwrap();
+    let big = json!({"blob": "x".repeat(256 * 1024)});
+    let filler = || {
+        let (client, big) = (client.clone(), big.clone());
+        tokio::spawn(async move { client.execute("query-status", big).await })
+    };
+    let until_queued = |count: usize| {
+        let client = client.clone();
+        async move {
+            let deadline = tokio::time::Instant::now() + PATIENCE;
+            while client.queued() < count {
+                assert!(tokio::time::Instant::now() < deadline, "never {count} queued");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+    };
+    // The first is written in part (the socket is full), the second waits whole.
+    let mut fillers = vec![filler(), filler()];
+    until_queued(2).await;
+
+    // Queued in the last free place, then timed out before it could be written.
+    let queued = Request::new("query-version").timeout(Duration::from_millis(200));
+    let error = client.call(queued).await.unwrap_err();
+    assert!(matches!(error, Error::NotSent { .. }), "{error}");
+    assert!(!error.outcome_unknown());
+    assert_eq!(client.stats().withdrawn, 1);
+
+    // With the queue full a call waits for room, and gives up the same way.
+    fillers.push(filler());
+    until_queued(3).await;
+    let waiting = Request::new("query-version").timeout(Duration::from_millis(200));
+    assert!(matches!(client.call(waiting).await, Err(Error::NotSent { .. })));
+    assert_eq!((client.queued(), client.stats().withdrawn), (3, 1), "never queued");
+
+    qemu.resume().unwrap();
+    for filler in fillers {
+        let error = filler.await.unwrap().unwrap_err();
+        assert_eq!(
+            error.qmp_error(),
+            Some((&ErrorClass::GenericError, "Parameter 'blob' is unexpected")),
+            "QEMU got each filler whole"
+        );
+    }
+    let version = client.execute("query-version", ()).await.unwrap();
+    assert!(version["qemu"]["major"].is_u64(), "{version}");
+    let stats = client.stats();
+    assert_eq!(
+        (stats.unmatched_replies, stats.late_replies),
+        (0, 0),
+        "QEMU answered nothing that was not waited for: the withdrawn commands never reached it"
+    );
 }

@@ -4,11 +4,9 @@ use std::marker::PhantomData;
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::message::parse;
-use crate::{Command, Error, ServerMessage};
+use crate::{Command, Error, FromLine, ServerMessage};
 
 /// Default limit on one message: 10 MiB, the limit libvirt and Python `qemu.qmp` use.
 ///
@@ -142,18 +140,18 @@ impl LineFramer {
     }
 
     /// Decodes the next non-blank line into `T`; see [`QmpCodec`] for the contract.
-    fn decode<T: DeserializeOwned>(&mut self, buf: &mut BytesMut) -> Option<Result<T, Error>> {
+    fn decode<T: FromLine>(&mut self, buf: &mut BytesMut) -> Option<Result<T, Error>> {
         loop {
             return match self.next_frame(buf)? {
                 Frame::TooLong(error) => Some(Err(error)),
                 // Blank lines carry nothing (JSON allows whitespace between values).
                 Frame::Line(line) if line.iter().all(u8::is_ascii_whitespace) => continue,
-                Frame::Line(line) => Some(parse(&line)),
+                Frame::Line(line) => Some(T::from_line(&line)),
             };
         }
     }
 
-    fn decode_eof<T: DeserializeOwned>(
+    fn decode_eof<T: FromLine>(
         &mut self,
         buf: &mut BytesMut,
     ) -> Result<Option<Result<T, Error>>, Error> {
@@ -241,7 +239,7 @@ impl<D, E> Default for JsonLinesCodec<D, E> {
     }
 }
 
-impl<D: DeserializeOwned, E> Decoder for JsonLinesCodec<D, E> {
+impl<D: FromLine, E> Decoder for JsonLinesCodec<D, E> {
     type Item = Result<D, Error>;
     type Error = Error;
 

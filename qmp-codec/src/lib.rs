@@ -44,7 +44,7 @@ pub use codec::{
 };
 pub use error::Error;
 pub use message::{
-    Capability, Command, ErrorClass, ErrorReply, Event, Greeting, QemuVersion, QmpError, Return,
-    ServerMessage, Timestamp, VersionInfo,
+    Capability, Command, ErrorClass, ErrorReply, Event, FromLine, Greeting, QemuVersion, QmpError,
+    Return, ServerMessage, Timestamp, VersionInfo,
 };
 pub use types::{AddFdInfo, FdsetFdInfo, FdsetInfo};

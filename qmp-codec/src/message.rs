@@ -38,7 +38,7 @@ impl ServerMessage {
     /// A frame error ([`Error::is_frame_error`]) describing what was wrong, holding what was
     /// received.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
-        parse(bytes)
+        Self::from_line(bytes)
     }
 
     /// The `id` of a command reply, if this is one and it carries an id.
@@ -285,6 +285,41 @@ impl Command {
         self
     }
 
+    /// Appends the command to `dst` as it goes on the wire: one line of compact JSON, then
+    /// `\r\n`. This is what [`QmpCodec`](crate::QmpCodec)'s encoder writes; a client that
+    /// keeps one outgoing buffer calls it directly instead of making a codec per command.
+    ///
+    /// # Panics
+    /// Never: a name and JSON values keyed by strings always serialise, and writing to a
+    /// `BytesMut` cannot fail.
+    pub fn encode(&self, dst: &mut bytes::BytesMut) {
+        use bytes::BufMut;
+        // The same bytes as the `Serialize` impl gives through the encoder (a test holds
+        // them equal), written member by member: the map serializer's bookkeeping costs
+        // more than the rest of encoding a small command.
+        fn json<T: Serialize + ?Sized>(dst: &mut bytes::BytesMut, value: &T) {
+            serde_json::to_writer(dst.writer(), value).expect("a QMP command always serialises");
+        }
+        dst.put_slice(if self.oob { b"{\"exec-oob\":" } else { b"{\"execute\":" });
+        // Command names are plain ASCII: copied as they are unless something needs escaping.
+        if self.name.bytes().all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\') {
+            dst.put_u8(b'"');
+            dst.put_slice(self.name.as_bytes());
+            dst.put_u8(b'"');
+        } else {
+            json(dst, &self.name);
+        }
+        if let Some(arguments) = &self.arguments {
+            dst.put_slice(b",\"arguments\":");
+            json(dst, arguments);
+        }
+        if let Some(id) = &self.id {
+            dst.put_slice(b",\"id\":");
+            json(dst, id);
+        }
+        dst.put_slice(b"}\r\n");
+    }
+
     /// Parses one command (without its line terminator); used by servers and mocks.
     ///
     /// Unlike QEMU this is lenient about unknown top-level members: they are ignored.
@@ -292,32 +327,255 @@ impl Command {
     /// # Errors
     /// A frame error describing what was wrong, holding what was received.
     pub fn from_slice(bytes: &[u8]) -> Result<Self, Error> {
-        parse(bytes)
+        Self::from_line(bytes)
     }
+}
+
+/// A message the [`JsonLinesCodec`](crate::JsonLinesCodec) decodes: one parsed from one
+/// line (without its terminator). A bad line is a frame error holding what was received
+/// (see [`Error::is_frame_error`]).
+pub trait FromLine: Sized {
+    /// Parses one line.
+    ///
+    /// # Errors
+    /// A frame error describing what was wrong.
+    fn from_line(line: &[u8]) -> Result<Self, Error>;
+}
+
+impl FromLine for ServerMessage {
+    /// Replies and events in the shapes QEMU writes them take a short path that parses
+    /// the envelope by hand and only the payload through serde, which costs a fraction of
+    /// serde's member-by-member visit of a small message: `{"return": VALUE, "id": N}`
+    /// with an unsigned integer id, and events with `event` (a string without escapes),
+    /// `timestamp` (`{"seconds": S, "microseconds": U}`) and optional `data` in any order.
+    /// Spaces after `:` and `,` are optional. Every other line (other members, another id
+    /// type, anything odd) takes the general path, and so does a line that could hold a
+    /// value nested deep enough to meet `serde_json`'s recursion limit, so both paths
+    /// accept and reject exactly the same lines.
+    fn from_line(line: &[u8]) -> Result<Self, Error> {
+        let text = utf8(line)?;
+        match short_path(text) {
+            Some(message) => Ok(message),
+            None => parse_str(text, line),
+        }
+    }
+}
+
+impl FromLine for Command {
+    fn from_line(line: &[u8]) -> Result<Self, Error> {
+        parse_str(utf8(line)?, line)
+    }
+}
+
+/// Nesting that `serde_json`'s parser allows (its recursion limit), counting the envelope.
+const MAX_NESTING: usize = 128;
+
+/// See [`ServerMessage::from_line`]: the message, or `None` for the general path.
+fn short_path(text: &str) -> Option<ServerMessage> {
+    // A payload nested `MAX_NESTING - 1` deep fails inside the envelope but would parse on
+    // its own; opening a level takes a byte and closing it another.
+    // (Counting stops at the limit: a big reply with many brackets just takes the general
+    // path, where its payload costs far more than the envelope anyway.)
+    if text.len() >= 2 * (MAX_NESTING - 1)
+        && memchr::memchr2_iter(b'[', b'{', text.as_bytes()).take(MAX_NESTING - 1).count()
+            >= MAX_NESTING - 1
+    {
+        return None;
+    }
+    if let Some(rest) = text.strip_prefix("{\"return\":") {
+        return reply_short_path(rest);
+    }
+    let mut line = Cursor { text, bytes: text.as_bytes(), at: 0 };
+    line.byte(b'{')?;
+    let (mut event, mut data, mut timestamp) = (None, None, None);
+    loop {
+        match line.key()? {
+            Key::Event if event.is_none() => event = Some(line.plain_string()?.to_owned()),
+            Key::Data if data.is_none() => data = Some(line.value()?),
+            Key::Timestamp if timestamp.is_none() => timestamp = Some(line.timestamp()?),
+            _ => return None,
+        }
+        if !line.separator() {
+            break;
+        }
+    }
+    line.byte(b'}')?;
+    (line.at == line.bytes.len()).then_some(())?;
+    Some(ServerMessage::Event(Event { event: event?, data, timestamp: timestamp? }))
+}
+
+/// A reply's short path, after `{"return":`: the value, then `}` or `, "id": N}`.
+fn reply_short_path(rest: &str) -> Option<ServerMessage> {
+    let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+    let value = values.next()?.ok()?;
+    let tail = rest.get(values.byte_offset()..)?.strip_suffix('}')?;
+    let id = if tail.is_empty() {
+        None
+    } else {
+        let tail = tail.strip_prefix(',')?;
+        let tail = tail.strip_prefix(' ').unwrap_or(tail).strip_prefix("\"id\":")?;
+        let digits = tail.strip_prefix(' ').unwrap_or(tail);
+        // JSON has no leading zeros; anything but plain digits (or too many) goes the
+        // general way.
+        if digits.is_empty() || (digits.len() > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        let mut id: u64 = 0;
+        for digit in digits.bytes() {
+            if !digit.is_ascii_digit() {
+                return None;
+            }
+            id = id.checked_mul(10)?.checked_add(u64::from(digit - b'0'))?;
+        }
+        Some(Value::from(id))
+    };
+    Some(ServerMessage::Return(Return { value, id }))
+}
+
+/// The member names the event short path knows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Key {
+    Event,
+    Data,
+    Timestamp,
+    Seconds,
+    Microseconds,
+}
+
+/// Reads the few exact shapes the short path takes; anything else is `None`.
+struct Cursor<'a> {
+    text: &'a str,
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn byte(&mut self, byte: u8) -> Option<()> {
+        (self.bytes.get(self.at) == Some(&byte)).then(|| self.at += 1)
+    }
+
+    /// `,` and an optional space (QEMU writes one); `false` (having read nothing) if the
+    /// next byte is not a comma.
+    fn separator(&mut self) -> bool {
+        if self.byte(b',').is_none() {
+            return false;
+        }
+        let _ = self.byte(b' ');
+        true
+    }
+
+    /// `"name":` and an optional space, for the names the short path knows.
+    fn key(&mut self) -> Option<Key> {
+        self.byte(b'"')?;
+        let rest = &self.bytes[self.at..];
+        // Picked by first byte, then compared with the closing quote: no general matching
+        // of an arbitrary name.
+        let (key, name): (Key, &[u8]) = match rest.first()? {
+            b'e' => (Key::Event, b"event\""),
+            b'd' => (Key::Data, b"data\""),
+            b't' => (Key::Timestamp, b"timestamp\""),
+            b's' => (Key::Seconds, b"seconds\""),
+            b'm' => (Key::Microseconds, b"microseconds\""),
+            _ => return None,
+        };
+        rest.starts_with(name).then(|| self.at += name.len())?;
+        self.byte(b':')?;
+        let _ = self.byte(b' ');
+        Some(key)
+    }
+
+    /// A string without escapes or control characters (which JSON forbids raw).
+    fn plain_string(&mut self) -> Option<&'a str> {
+        self.byte(b'"')?;
+        let start = self.at;
+        // Names and event names are short: a plain loop beats a vectorised search here.
+        let len = self.bytes[start..].iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let end = start + len;
+        if self.bytes[end] != b'"' {
+            return None;
+        }
+        self.at = end + 1;
+        // Both ends are next to a quote, an ASCII byte, so they are character boundaries.
+        self.text.get(start..end)
+    }
+
+    /// Digits without a leading zero, in `u64`.
+    fn unsigned(&mut self) -> Option<u64> {
+        let start = self.at;
+        while self.bytes.get(self.at).is_some_and(u8::is_ascii_digit) {
+            self.at += 1;
+        }
+        let digits = &self.bytes[start..self.at];
+        if digits.is_empty() || (digits.len() > 1 && digits[0] == b'0') {
+            return None;
+        }
+        // Up to 19 digits always fit in a u64; only longer numbers need checking.
+        if digits.len() <= 19 {
+            return Some(digits.iter().fold(0, |n, d| n * 10 + u64::from(d - b'0')));
+        }
+        digits.iter().try_fold(0_u64, |n, d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    }
+
+    /// An integer in `i64` (a minus sign only before a non-zero number).
+    fn signed(&mut self) -> Option<i64> {
+        if self.byte(b'-').is_some() {
+            if self.bytes.get(self.at) == Some(&b'0') {
+                return None;
+            }
+            return 0_i64.checked_sub_unsigned(self.unsigned()?);
+        }
+        i64::try_from(self.unsigned()?).ok()
+    }
+
+    /// `{"seconds": S, "microseconds": U}`.
+    fn timestamp(&mut self) -> Option<Timestamp> {
+        self.byte(b'{')?;
+        (self.key()? == Key::Seconds).then_some(())?;
+        let seconds = self.signed()?;
+        self.separator().then_some(())?;
+        (self.key()? == Key::Microseconds).then_some(())?;
+        let microseconds = self.signed()?;
+        self.byte(b'}')?;
+        Some(Timestamp { seconds, microseconds })
+    }
+
+    /// Any JSON value, through serde, up to where it ends.
+    fn value(&mut self) -> Option<Value> {
+        let rest = self.text.get(self.at..)?;
+        let mut values = serde_json::Deserializer::from_str(rest).into_iter::<Value>();
+        let value = values.next()?.ok()?;
+        self.at += values.byte_offset();
+        Some(value)
+    }
+}
+
+/// The line as text: JSON is UTF-8, and checking it once for the whole line lets `serde_json`
+/// skip its own check of every string and member name.
+fn utf8(line: &[u8]) -> Result<&str, Error> {
+    std::str::from_utf8(line).map_err(|utf8| Error::InvalidUtf8 {
+        valid_up_to: utf8.valid_up_to(),
+        line: bytes::Bytes::copy_from_slice(line),
+    })
 }
 
 /// Parses one line into `T`, and on failure classifies what was received so nothing is
 /// lost. The classification re-parses only on the (cold) error path.
-pub(crate) fn parse<T: DeserializeOwned>(line: &[u8]) -> Result<T, Error> {
-    match serde_json::from_slice::<T>(line) {
+fn parse_str<T: DeserializeOwned>(text: &str, line: &[u8]) -> Result<T, Error> {
+    match serde_json::from_str::<T>(text) {
         Ok(message) => Ok(message),
-        Err(shape_error) if shape_error.is_data() => match serde_json::from_slice::<Value>(line) {
+        Err(shape_error) if shape_error.is_data() => match serde_json::from_str::<Value>(text) {
             Ok(Value::Object(object)) => {
                 Err(Error::UnknownShape { reason: shape_error.to_string(), object })
             }
             Ok(value) => Err(Error::NotAnObject { value }),
-            Err(syntax_error) => Err(malformed(syntax_error, line)),
+            Err(syntax_error) => Err(invalid_json(syntax_error, line)),
         },
-        Err(syntax_error) => Err(malformed(syntax_error, line)),
+        Err(syntax_error) => Err(invalid_json(syntax_error, line)),
     }
 }
 
-fn malformed(source: serde_json::Error, line: &[u8]) -> Error {
-    let line = bytes::Bytes::copy_from_slice(line);
-    match std::str::from_utf8(&line) {
-        Err(utf8) => Error::InvalidUtf8 { valid_up_to: utf8.valid_up_to(), line },
-        Ok(_) => Error::InvalidJson { source, line },
-    }
+fn invalid_json(source: serde_json::Error, line: &[u8]) -> Error {
+    Error::InvalidJson { source, line: bytes::Bytes::copy_from_slice(line) }
 }
 
 /// Top-level member names of QMP messages, matched without allocating.
@@ -675,6 +933,68 @@ mod tests {
     }
 
     #[test]
+    fn the_short_path_accepts_and_rejects_what_the_general_parser_does() {
+        let nested = |depth: usize| {
+            format!("{{\"return\": {}1{}, \"id\": 1}}", "[".repeat(depth), "]".repeat(depth))
+        };
+        let lines = [
+            r#"{"return": {"status": "running", "singlestep": false, "running": true}, "id": 7}"#
+                .to_owned(),
+            r#"{"return":{"a":[1,2]},"id":0}"#.to_owned(),
+            r#"{"return": {}}"#.to_owned(),
+            r#"{"return": "has \"id\": 3 inside", "id": 4}"#.to_owned(),
+            r#"{"return": 1, "id": 05}"#.to_owned(),
+            r#"{"return": 1, "id": -1}"#.to_owned(),
+            r#"{"return": 1, "id": 1.5}"#.to_owned(),
+            r#"{"return": 1, "id": "x"}"#.to_owned(),
+            r#"{"return": 1, "id": null}"#.to_owned(),
+            r#"{"return": 1, "id": 18446744073709551616}"#.to_owned(),
+            r#"{"return": 1 , "id": 2}"#.to_owned(),
+            r#"{"return": 1, "id": 2, "extra": 3}"#.to_owned(),
+            r#"{"return": 1, "id": 2} "#.to_owned(),
+            r#"{"return": 1, "return": 2}"#.to_owned(),
+            r#"{"return": 1 2}"#.to_owned(),
+            r#"{"return": }"#.to_owned(),
+            r#"{"return": {"a": 1, "a": 2}, "id": 3}"#.to_owned(),
+            r#"{"return": 1, "id": 2, "error": {"class": "GenericError", "desc": ""}}"#.to_owned(),
+            nested(125),
+            nested(126),
+            nested(127),
+            nested(200),
+            r#"{"timestamp": {"seconds": 1700000000, "microseconds": 5}, "event": "STOP"}"#.to_owned(),
+            r#"{"event":"BENCH","data":{"n":3},"timestamp":{"seconds":1,"microseconds":2}}"#.to_owned(),
+            r#"{"timestamp": {"seconds": -1, "microseconds": -1}, "event": "X", "data": null}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": -0, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 01, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 1.5, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 9223372036854775808, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": -9223372036854775808, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"microseconds": 0, "seconds": 1}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 1, "microseconds": 0, "extra": 1}}"#.to_owned(),
+            r#"{"event": "X\u0041", "timestamp": {"seconds": 1, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "event": "Y", "timestamp": {"seconds": 1, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "data": 1, "data": 2, "timestamp": {"seconds": 1, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X"}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 1, "microseconds": 0}, "future": 1}"#.to_owned(),
+            r#"{"event" : "X", "timestamp": {"seconds": 1, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": 5, "timestamp": {"seconds": 1, "microseconds": 0}}"#.to_owned(),
+            r#"{"event": "X", "timestamp": {"seconds": 1, "microseconds": 0}} "#.to_owned(),
+            r#"{"QMP": {"version": {"qemu": {"micro": 0, "minor": 2, "major": 7}, "package": ""}, "capabilities": []}}"#.to_owned(),
+            r#"{"error": {"class": "GenericError", "desc": "x"}, "id": 1}"#.to_owned(),
+        ];
+        for line in &lines {
+            let short = ServerMessage::from_slice(line.as_bytes());
+            let general = parse_str::<ServerMessage>(line, line.as_bytes());
+            assert_eq!(format!("{short:?}"), format!("{general:?}"), "{line}");
+        }
+        for short in [0, 1, 22, 23, 24] {
+            assert!(short_path(&lines[short]).is_some(), "{}", lines[short]);
+        }
+        assert!(ServerMessage::from_slice(nested(126).as_bytes()).is_ok());
+        assert!(ServerMessage::from_slice(nested(127).as_bytes()).is_err(), "serde_json's limit");
+    }
+
+    #[test]
     fn commands_round_trip() {
         let mut args = Map::new();
         args.insert("fdname".into(), json!("fd0"));
@@ -687,6 +1007,23 @@ mod tests {
         let text = serde_json::to_string(&oob).unwrap();
         assert_eq!(text, r#"{"exec-oob":"migrate-pause","id":"x"}"#);
         assert_eq!(Command::from_slice(text.as_bytes()).unwrap(), oob);
+
+        // `encode` writes exactly what the serde impl (and so the codec's encoder) writes.
+        let odd_name = Command::new("x\"\u{e9}\n").id(json!({"nested": [1, "two"]}));
+        for each in [&command, &oob, &odd_name, &Command::new("stop")] {
+            let mut wire = bytes::BytesMut::new();
+            each.encode(&mut wire);
+            assert_eq!(wire, format!("{}\r\n", serde_json::to_string(each).unwrap()).as_bytes());
+        }
+        // `encode` appends the same JSON as one CRLF line, after what is already there.
+        let mut wire = bytes::BytesMut::from(&b"before\r\n"[..]);
+        command.encode(&mut wire);
+        oob.encode(&mut wire);
+        assert_eq!(
+            &wire[..],
+            b"before\r\n{\"execute\":\"getfd\",\"arguments\":{\"fdname\":\"fd0\"},\"id\":1}\r\n\
+              {\"exec-oob\":\"migrate-pause\",\"id\":\"x\"}\r\n"
+        );
     }
 
     #[test]

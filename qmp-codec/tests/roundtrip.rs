@@ -114,7 +114,7 @@ where
 /// [`decode_cut`] for a stream that must hold nothing but good messages.
 fn decode_all<T>(decoder: JsonLinesCodec<T, impl Sized>, wire: &[u8], cuts: &[usize]) -> Vec<T>
 where
-    T: serde::de::DeserializeOwned,
+    T: qmp_codec::FromLine,
 {
     decode_cut(decoder, wire, cuts).into_iter().map(|item| item.unwrap().unwrap()).collect()
 }
@@ -129,6 +129,57 @@ proptest! {
     ) {
         let wire = encode_all(ServerCodec::new(), &messages);
         prop_assert_eq!(decode_all(QmpCodec::new(), &wire, &cuts), messages);
+    }
+
+    #[test]
+    fn replies_in_qemus_own_layout_parse_to_the_same_message(
+        value in json_value(),
+        id in prop::option::of(any::<u64>()),
+        qemu_spacing in any::<bool>(),
+    ) {
+        // QEMU writes `{"return": VALUE, "id": N}`; the codec reads that shape on a short
+        // path (spaces or not), which must agree with the message it came from.
+        let (colon, comma) = if qemu_spacing { (": ", ", ") } else { (":", ",") };
+        let line = match id {
+            Some(id) => format!("{{\"return\"{colon}{value}{comma}\"id\"{colon}{id}}}"),
+            None => format!("{{\"return\"{colon}{value}}}"),
+        };
+        let expected = ServerMessage::Return(Return { value, id: id.map(Value::from) });
+        prop_assert_eq!(ServerMessage::from_slice(line.as_bytes()).unwrap(), expected);
+    }
+
+    #[test]
+    fn events_in_qemus_own_layout_parse_to_the_same_message(
+        event in "[A-Z_]{1,20}",
+        data in prop::option::of(json_value()),
+        (seconds, microseconds) in any::<(i64, i64)>(),
+        order in 0..6_usize,
+        qemu_spacing in any::<bool>(),
+    ) {
+        // QEMU writes `{"timestamp": {...}, "event": ..., "data": ...}`; the codec reads
+        // events on a short path in any member order, which must agree with the message.
+        let (colon, comma) = if qemu_spacing { (": ", ", ") } else { (":", ",") };
+        let mut members = vec![
+            format!("\"event\"{colon}\"{event}\""),
+            format!(
+                "\"timestamp\"{colon}{{\"seconds\"{colon}{seconds}{comma}\"microseconds\"{colon}{microseconds}}}"
+            ),
+        ];
+        if let Some(data) = &data {
+            members.push(format!("\"data\"{colon}{data}"));
+        }
+        let count = members.len();
+        members.rotate_left(order % count);
+        if order >= 3 {
+            members.swap(0, 1);
+        }
+        let line = format!("{{{}}}", members.join(comma));
+        let expected = ServerMessage::Event(Event {
+            event,
+            data,
+            timestamp: Timestamp { seconds, microseconds },
+        });
+        prop_assert_eq!(ServerMessage::from_slice(line.as_bytes()).unwrap(), expected);
     }
 
     #[test]

@@ -99,6 +99,7 @@ pub mod qemu_errors;
 mod report;
 mod snapshot;
 mod spec;
+mod topology;
 
 pub use adopt::Difference;
 pub use error::{Error, PendingReason, RollbackFailures};
@@ -119,4 +120,9 @@ pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot
 pub use spec::{
     DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, RemoveOptions,
     Vhost,
+};
+pub use topology::{
+    Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,
+    MachineKind, NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences,
+    TopologyInput, TreeFunction, Unusable,
 };

@@ -1,5 +1,6 @@
-//! `mock-qmp SOCKET...`: the benchmark's standalone mock QMP server (see
-//! `qmp_bench::mock`), listening on every given unix socket path until killed.
+//! `mock-qmp SOCKET...`: the benchmark's mock QMP server ([`qmp_bench::mock_server`], which
+//! is `qmp_client::mock` configured for it), listening on every given unix socket path
+//! until killed.
 //!
 //! One thread (a current-thread tokio runtime), so on a 2-core machine the client under
 //! test keeps the other core. Raises `RLIMIT_NOFILE` to its hard limit first, for the
@@ -25,20 +26,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let result = runtime.block_on(async {
-        let mut servers = tokio::task::JoinSet::new();
-        for path in paths {
-            // Bind before spawning, so a bad path fails at once.
-            let _ = std::fs::remove_file(&path);
-            let listener = tokio::net::UnixListener::bind(&path)
+    let result: std::io::Result<()> = runtime.block_on(async {
+        let mut servers = Vec::new();
+        for path in &paths {
+            // Bound before serving, so a bad path fails at once.
+            let server = qmp_bench::mock_server()
+                .start_at(path)
                 .map_err(|e| std::io::Error::other(format!("bind {}: {e}", path.display())))?;
-            servers.spawn(qmp_bench::mock::serve(listener));
+            servers.push(server);
         }
-        match servers.join_next().await {
-            Some(Ok(result)) => result,
-            Some(Err(e)) => Err(std::io::Error::other(e)),
-            None => Ok(()),
-        }
+        std::future::pending().await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

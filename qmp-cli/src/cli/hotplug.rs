@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use super::values::parse_timeout;
+use qmp_hotplug::{NbdExport, PCI_SLOTS};
+
+use super::values::{parse_device_name, parse_mac, parse_nbd_uri, parse_queues, parse_seconds};
 
 /// `qmp hotplug`.
 #[derive(Debug, Subcommand)]
@@ -80,7 +82,7 @@ the command ends at once with status 4: run it again after cont to delete the ne
 #[derive(Debug, Args)]
 pub(crate) struct NicAddArgs {
     /// The NIC's name: 1 to 14 letters, digits or `_` (e.g. the first group of its UUID)
-    #[arg(long)]
+    #[arg(long, value_parser = parse_device_name)]
     pub(crate) name: String,
     /// Tap interface to open or create (a `%d` in it is numbered by the kernel)
     #[arg(long, conflicts_with = "tap_fd")]
@@ -88,8 +90,8 @@ pub(crate) struct NicAddArgs {
     /// Tap descriptors inherited from the caller, one per queue (e.g. `--tap-fd 3 3<>...`)
     #[arg(long = "tap-fd", value_name = "FD", value_delimiter = ',')]
     pub(crate) tap_fd: Vec<i32>,
-    /// Queues of the tap opened here (more than one makes the NIC multiqueue)
-    #[arg(long, default_value_t = 1, conflicts_with = "tap_fd")]
+    /// Queues of the tap opened here, 1 to 256 (more than one makes the NIC multiqueue)
+    #[arg(long, default_value = "1", value_parser = parse_queues, conflicts_with = "tap_fd")]
     pub(crate) queues: usize,
     /// Use vhost-net, opened by QEMU (refused unless /dev/vhost-net works here)
     #[arg(long)]
@@ -97,14 +99,14 @@ pub(crate) struct NicAddArgs {
     /// Open /dev/vhost-net descriptors inherited from the caller, one per queue
     #[arg(long = "vhost-fd", value_name = "FD", value_delimiter = ',')]
     pub(crate) vhost_fd: Vec<i32>,
-    /// The guest-visible MAC address
-    #[arg(long)]
+    /// The guest-visible MAC address, a unicast one such as 52:54:00:12:34:56
+    #[arg(long, value_parser = parse_mac)]
     pub(crate) mac: Option<String>,
     /// The device model
     #[arg(long, default_value = "virtio-net-pci")]
     pub(crate) model: String,
     /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..32))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
 }
 
@@ -114,7 +116,7 @@ pub(crate) struct DelArgs {
     /// The device id (as printed by `add`)
     pub(crate) id: String,
     /// Seconds to wait for the guest to let go of the device (`DEVICE_DELETED`)
-    #[arg(long, value_name = "SECS", value_parser = parse_timeout, default_value = "30")]
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "30")]
     pub(crate) wait: Duration,
     /// Succeed (status 0, outcome `absent`) when nothing of the device exists
     #[arg(long)]
@@ -170,14 +172,15 @@ impl From<Format> for qmp_hotplug::DiskFormat {
 #[derive(Debug, Args)]
 pub(crate) struct DiskAddArgs {
     /// The disk's name: 1 to 14 letters, digits or `_`
-    #[arg(long)]
+    #[arg(long, value_parser = parse_device_name)]
     pub(crate) name: String,
     /// An image file or block device, passed to QEMU as a descriptor
     #[arg(long, value_name = "PATH", required_unless_present = "uri", conflicts_with = "uri")]
     pub(crate) image: Option<PathBuf>,
-    /// An NBD URI QEMU connects to itself
-    #[arg(long, value_name = "URI")]
-    pub(crate) uri: Option<String>,
+    /// An NBD URI QEMU connects to itself: `nbd://HOST[:PORT]/EXPORT` (an IPv6 HOST in
+    /// brackets) or `nbd+unix:///EXPORT?socket=PATH`
+    #[arg(long, value_name = "URI", value_parser = parse_nbd_uri)]
+    pub(crate) uri: Option<NbdExport>,
     /// The image format (never probed: an image whose header says otherwise is refused)
     #[arg(long, value_enum, default_value = "raw")]
     pub(crate) format: Format,
@@ -192,7 +195,7 @@ pub(crate) struct DiskAddArgs {
     #[arg(long, default_value = "virtio-blk-pci")]
     pub(crate) model: String,
     /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..32))]
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
 }
 

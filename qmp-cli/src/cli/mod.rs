@@ -9,12 +9,16 @@ mod hotplug;
 mod values;
 
 use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
 
+use clap::error::ErrorKind;
 use clap::{Args, Parser, Subcommand};
 
+use crate::exit::Failure;
+
 pub(crate) use self::hotplug::{DiskAddArgs, DiskCommand, HotplugCommand, NicAddArgs, NicCommand};
-use self::values::parse_timeout;
+use self::values::parse_seconds;
 
 /// Default timeout for connecting (greeting and negotiation included) and for each command.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -40,17 +44,23 @@ Exit status:
      (each difference named), `del` of an id of which nothing exists (without
      --if-exists), a NIC's id given to `disk del` (or the reverse), a --drive that is not
      the device's, another manager kept taking the slot, `gc` could not remove a part
-  2  usage error: bad options, malformed ARGS_JSON or one that is not an object, no socket,
-     a hotplug name or descriptor that cannot be used
-  3  connection: cannot connect, not a QMP monitor (bad greeting), protocol violation,
-     the server hung up, or a timeout (the command's outcome is then unknown); `events`
-     also when --count events did not come within --timeout; `hotplug ... del` also when
-     the guest did not acknowledge the unplug within --wait
+  2  usage error, found before anything is connected or opened: an unknown option, a bad
+     option value (a --name outside the id rules, --queues outside 1..256, --slot outside
+     1..31, a malformed or multicast --mac, a --timeout/--wait that is not a positive
+     number, a bad --uri or --tap name), malformed ARGS_JSON or one that is not an object,
+     no socket, descriptors that cannot be used
+  3  connection: cannot connect, not a QMP monitor (bad greeting), a monitor held by another
+     client (connecting is retried until --timeout), protocol violation, the server hung
+     up, or a timeout (the command's outcome is then unknown); `events` also when
+     --count events did not come within --timeout; `hotplug ... del` also when the guest
+     did not acknowledge the unplug within --wait
   4  `hotplug ... del` cannot complete now: the VM is in prelaunch (nothing was sent: QEMU
      7.2 wedges a device unplugged before the guest first ran; `cont` first) or paused
      (device_del was sent; run the removal again after `cont`)
+  130, 143  `demo` ended by SIGINT or SIGTERM, after undoing what it made
 
 Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
+Durations (--timeout, --wait) take fractions; more than a year counts as a year.
 
 Examples:
   qmp --socket /run/vm.sock exec query-status
@@ -90,15 +100,51 @@ pub(crate) struct GlobalArgs {
     #[arg(long, short = 's', env = "QMP_SOCKET", value_name = "PATH", global = true)]
     pub(crate) socket: Option<PathBuf>,
 
-    /// Seconds allowed to connect (greeting and negotiation included) and for each command,
-    /// 10 by default; for `events` also how long to listen in all
-    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_timeout, global = true)]
+    /// Seconds allowed to connect (greeting and negotiation included, retrying while the
+    /// monitor is busy) and for each command, 10 by default; for `events` also how long to
+    /// listen in all. Fractions are allowed; more than a year counts as a year
+    #[arg(long, short = 't', value_name = "SECS", value_parser = parse_seconds, global = true)]
     pub(crate) timeout: Option<Duration>,
 
     /// Print JSON results on one line even when stdout is a terminal (they are always
     /// compact when stdout is not a terminal)
     #[arg(long, global = true)]
     pub(crate) json: bool,
+}
+
+impl Cli {
+    /// Reads the process's command line. `--help` and `--version` (and `qmp` alone, which
+    /// shows the help) end here as clap prints them; any other refusal ends with status 2
+    /// and one line on stderr, like every other error.
+    ///
+    /// # Errors
+    /// The exit code to end with, after printing.
+    pub(crate) fn from_command_line() -> Result<Self, ExitCode> {
+        Self::try_parse().map_err(|error| match error.kind() {
+            ErrorKind::DisplayHelp
+            | ErrorKind::DisplayVersion
+            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+                // Nothing sensible is left to do if the terminal itself is gone.
+                let _ = error.print();
+                ExitCode::from(u8::try_from(error.exit_code()).unwrap_or(2))
+            }
+            _ => Failure::usage(usage_line(&error.render().to_string())).report(),
+        })
+    }
+}
+
+/// clap's error text as one line: its message lines joined, without the usage block and
+/// the "For more information" line that follow it.
+fn usage_line(rendered: &str) -> String {
+    let lines: Vec<&str> = rendered
+        .lines()
+        .map(str::trim)
+        .take_while(|line| !line.starts_with("Usage:") && !line.starts_with("For more information"))
+        .filter(|line| !line.is_empty())
+        .collect();
+    let message = lines.join(" ");
+    let message = message.strip_prefix("error: ").unwrap_or(&message);
+    format!("{message} (see --help)")
 }
 
 impl GlobalArgs {
@@ -122,7 +168,9 @@ ARGS_JSON, when given, must be a JSON object; `-` reads it from stdin.")]
     /// Run a human monitor (HMP) command line and print its text
     #[command(long_about = "\
 Run a human monitor (HMP) command line through `human-monitor-command` and print its text as \
-QEMU returned it. The words are joined with spaces: `qmp hmp info pci` is `qmp hmp 'info pci'`.
+QEMU returned it, except that control characters other than line ends and tabs are shown \
+escaped (`\\u{1b}`), so the text cannot act on the terminal. The words are joined with \
+spaces: `qmp hmp info pci` is `qmp hmp 'info pci'`.
 
 HMP reports most errors as ordinary text, which is printed as-is with status 0; only a reply \
 starting with `unknown command:` (QEMU's answer to a command HMP does not have) goes to \
@@ -185,7 +233,11 @@ Start a QEMU of its own (TCG, with the project's test guest when it can be built
 hot-unplug completes), then: show the greeting, hot-add a disk through an fdset and a NIC on \
 a new tap device, print the PCI table, hot-remove both waiting for DEVICE_DELETED, print the \
 table again, and shut QEMU down, checking that nothing is left behind. Each step prints what \
-it did and how long it took. Needs neither --socket nor --timeout; needs root for the tap.")]
+it did and how long it took. Needs neither --socket nor --timeout; needs root for the tap.
+
+Ctrl-C (SIGINT) or SIGTERM at any moment ends it with everything undone: QEMU killed and \
+reaped, its temporary directory (socket, logs, disk image) removed, the tap gone; the status \
+is then 130 or 143.")]
     Demo(DemoArgs),
 }
 
@@ -262,6 +314,20 @@ mod tests {
         assert!(cli.global.json);
         let Command::Exec(exec) = cli.command else { panic!("not exec") };
         assert_eq!((exec.name.as_str(), exec.arguments), ("query-status", None));
+    }
+
+    #[test]
+    fn clap_errors_become_one_line() {
+        let error = Cli::try_parse_from(["qmp", "hotplug", "nic", "add"]).unwrap_err();
+        let line = usage_line(&error.render().to_string());
+        assert_eq!(
+            line,
+            "the following required arguments were not provided: --name <NAME> (see --help)"
+        );
+        let error = Cli::try_parse_from(["qmp", "exec", "x", "--bogus"]).unwrap_err();
+        let line = usage_line(&error.render().to_string());
+        assert!(line.starts_with("unexpected argument '--bogus' found"), "{line}");
+        assert!(!line.contains('\n'), "{line}");
     }
 
     #[test]

@@ -1,30 +1,264 @@
 //! Parsers for option values, run by clap: a value they refuse is a usage error (status 2)
-//! reported before the command connects to anything.
+//! reported before the command connects to anything or opens anything.
+//!
+//! Each parser takes any string and never panics (a property test feeds them arbitrary
+//! text); what they accept is ready to use as it is: a duration can be added to any clock
+//! reading without overflow, a name makes a valid device id, a queue count fits a tap.
 
 use std::time::Duration;
 
-/// Parses `--timeout`: a positive, finite number of seconds.
-pub(super) fn parse_timeout(text: &str) -> Result<Duration, String> {
+use hostdev::tap::MAX_TAP_QUEUES;
+use qmp_hotplug::{DeviceId, DeviceKind, MAX_NIC_QUEUES, NbdExport};
+
+/// The longest duration any option takes: a year. Longer values (`--timeout 1e19`) are
+/// taken as this, so that every deadline `now + duration` exists; a year is "no deadline"
+/// for every practical purpose.
+pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60);
+
+/// The most queues `--queues` takes: a tap opened here has at most [`MAX_TAP_QUEUES`], a
+/// NIC at most [`MAX_NIC_QUEUES`].
+pub(crate) const MAX_QUEUES: usize =
+    if MAX_TAP_QUEUES < MAX_NIC_QUEUES { MAX_TAP_QUEUES } else { MAX_NIC_QUEUES };
+
+/// NBD's registered TCP port, QEMU's default for `nbd://` URIs without one.
+const NBD_DEFAULT_PORT: u16 = 10809;
+
+/// Parses a number of seconds (`--timeout`, `--wait`): positive and finite; fractions
+/// allowed; at least a nanosecond; values over [`MAX_DURATION`] saturate to it.
+pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
     let seconds: f64 =
         text.trim().parse().map_err(|_| format!("'{text}' is not a number of seconds"))?;
-    if seconds.is_nan() || seconds <= 0.0 {
-        return Err(format!("the timeout must be more than 0 seconds, not {text}"));
+    if !seconds.is_finite() {
+        return Err(format!("'{text}' is not a finite number of seconds"));
     }
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("'{text}': {e}"))
+    if seconds <= 0.0 {
+        return Err(format!("the number of seconds must be more than 0, not {text}"));
+    }
+    // Finite and positive: only values over `Duration::MAX` fail, and those saturate too.
+    let duration = Duration::try_from_secs_f64(seconds).unwrap_or(MAX_DURATION);
+    Ok(duration.clamp(Duration::from_nanos(1), MAX_DURATION))
+}
+
+/// Parses `--name`: the name part of a device id, by qmp-hotplug's own rules (1 to
+/// `qmp_hotplug::MAX_NAME_LEN` ASCII letters, digits or `_`).
+pub(crate) fn parse_device_name(text: &str) -> Result<String, String> {
+    // The rules are those of `DeviceId::new`; the kind and the slot (any below 32) do not
+    // change them.
+    DeviceId::new(DeviceKind::Nic, text, 1).map_err(|e| e.to_string())?;
+    Ok(text.to_owned())
+}
+
+/// Parses `--queues`: 1 to [`MAX_QUEUES`].
+pub(crate) fn parse_queues(text: &str) -> Result<usize, String> {
+    let out_of_range = || {
+        format!(
+            "'{text}' is not a queue count from 1 to {MAX_QUEUES} (a tap has at most \
+             {MAX_TAP_QUEUES} queues)"
+        )
+    };
+    let queues: usize = text.trim().parse().map_err(|_| out_of_range())?;
+    if (1..=MAX_QUEUES).contains(&queues) { Ok(queues) } else { Err(out_of_range()) }
+}
+
+/// Parses `--mac`: six hexadecimal byte pairs separated by `:` or `-`, as QEMU's `mac`
+/// property takes them, of a unicast address that is not all zeros (a guest replaces any
+/// other by a random one). Returned in QEMU's own spelling, `52:54:00:12:34:56`.
+pub(crate) fn parse_mac(text: &str) -> Result<String, String> {
+    let malformed =
+        || format!("'{text}' is not a MAC address like 52:54:00:12:34:56 (six hex byte pairs)");
+    let separator = if text.contains('-') { '-' } else { ':' };
+    let bytes = text
+        .split(separator)
+        .map(|pair| {
+            let hex = pair.len() == 2 && pair.bytes().all(|b| b.is_ascii_hexdigit());
+            if hex {
+                u8::from_str_radix(pair, 16).map_err(|_| malformed())
+            } else {
+                Err(malformed())
+            }
+        })
+        .collect::<Result<Vec<u8>, String>>()?;
+    if bytes.len() != 6 {
+        return Err(malformed());
+    }
+    if bytes[0] & 1 == 1 {
+        return Err(format!("{text} is a multicast address; a NIC needs a unicast one"));
+    }
+    if bytes.iter().all(|&b| b == 0) {
+        return Err(format!("{text} is not a usable NIC address"));
+    }
+    let pairs: Vec<String> = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    Ok(pairs.join(":"))
+}
+
+/// Parses `--uri` with qmp-hotplug's [`NbdExport::parse_uri`].
+///
+/// Two shapes are settled here first: an IPv6 address without brackets is refused (its
+/// colons cannot be told from a port's), and a bracketed one without a port gets NBD's
+/// port written out, because `parse_uri` of qmp-hotplug 0.1 splits `[::1]` at its last
+/// colon and refuses `nbd://[::1]/EXPORT` (`[::1]:10809` it reads right).
+pub(crate) fn parse_nbd_uri(text: &str) -> Result<NbdExport, String> {
+    let with_port = text.strip_prefix("nbd://").and_then(|rest| {
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        if !authority.starts_with('[') && authority.matches(':').count() > 1 {
+            return Some(Err(format!(
+                "bad NBD URI '{text}': an IPv6 address goes in brackets, as in nbd://[::1]/EXPORT"
+            )));
+        }
+        (authority.starts_with('[') && authority.ends_with(']'))
+            .then(|| Ok(format!("nbd://{authority}:{NBD_DEFAULT_PORT}/{path}")))
+    });
+    let uri = match with_port {
+        Some(rewritten) => rewritten?,
+        None => text.to_owned(),
+    };
+    // The library's message names the URI it was given: name the user's instead.
+    NbdExport::parse_uri(&uri).map_err(|e| e.to_string().replace(&uri, text))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+    use qmp_hotplug::NbdServer;
+
+    /// Text shaped like a number, in every spelling `f64` parses and more.
+    fn number_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<f64>().prop_map(|f| f.to_string()),
+            any::<f64>().prop_map(|f| format!("{f:e}")),
+            "[ +-]?[0-9]{0,25}(\\.[0-9]{0,12})?([eE][+-]?[0-9]{1,4})? ?",
+            "(inf|infinity|nan|NaN|-inf|\\+inf|0x10|1_000)",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(2000))]
+
+        #[test]
+        fn no_text_makes_a_value_parser_panic(text in any::<String>()) {
+            let _ = parse_seconds(&text);
+            let _ = parse_device_name(&text);
+            let _ = parse_queues(&text);
+            let _ = parse_mac(&text);
+            let _ = parse_nbd_uri(&text);
+        }
+
+        #[test]
+        fn every_accepted_duration_makes_a_deadline(text in number_like()) {
+            if let Ok(duration) = parse_seconds(&text) {
+                prop_assert!(duration > Duration::ZERO && duration <= MAX_DURATION, "{text}");
+                prop_assert!(std::time::Instant::now().checked_add(duration).is_some());
+                prop_assert!(tokio::time::Instant::now().checked_add(duration).is_some());
+            }
+        }
+
+        #[test]
+        fn accepted_values_are_usable_as_they_are(
+            queues in "[+-]?[0-9]{1,6}",
+            mac in "[0-9a-fA-F]{2}([:-][0-9a-fA-FgG]{1,2}){4,6}",
+            name in "[a-zA-Z0-9_-]{0,16}",
+        ) {
+            if let Ok(n) = parse_queues(&queues) {
+                prop_assert!((1..=MAX_QUEUES).contains(&n));
+            }
+            if let Ok(canonical) = parse_mac(&mac) {
+                prop_assert_eq!(canonical.len(), 17);
+                prop_assert_eq!(parse_mac(&canonical), Ok(canonical.clone()));
+                prop_assert_eq!(canonical.to_ascii_lowercase(), canonical);
+            }
+            if let Ok(name) = parse_device_name(&name) {
+                prop_assert!(DeviceId::new(DeviceKind::Disk, &name, 31).is_ok());
+            }
+        }
+
+        #[test]
+        fn uris_of_any_shape_parse_or_say_why(
+            uri in "nbd(\\+unix)?://(\\[[0-9a-f:]{0,8}\\]|[a-z0-9.:]{0,10})(:[0-9a-z]{0,6})?(/[a-z?=&/]{0,10})?",
+        ) {
+            if let Err(why) = parse_nbd_uri(&uri) {
+                prop_assert!(why.contains(&uri), "{why}");
+            }
+        }
+    }
 
     #[test]
-    fn timeouts_are_positive_seconds() {
-        assert_eq!(parse_timeout("0.5"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_timeout("2"), Ok(Duration::from_secs(2)));
-        assert!(parse_timeout("0").is_err());
-        assert!(parse_timeout("-1").is_err());
-        assert!(parse_timeout("nan").is_err());
-        assert!(parse_timeout("inf").is_err());
-        assert!(parse_timeout("soon").is_err());
+    fn seconds_are_positive_finite_and_saturate() {
+        assert_eq!(parse_seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_seconds("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_seconds(" 3 "), Ok(Duration::from_secs(3)));
+        for bad in ["0", "-0", "-1", "nan", "NaN", "inf", "-inf", "1e400", "soon", ""] {
+            assert!(parse_seconds(bad).is_err(), "{bad}");
+        }
+        for huge in ["1e19", "1e300", "18446744073709551616", "31536001"] {
+            assert_eq!(parse_seconds(huge), Ok(MAX_DURATION), "{huge}");
+        }
+        assert_eq!(parse_seconds("1e-300"), Ok(Duration::from_nanos(1)));
+        // The point of the cap: a deadline always exists.
+        assert!(std::time::Instant::now().checked_add(MAX_DURATION).is_some());
+        assert!(tokio::time::Instant::now().checked_add(MAX_DURATION).is_some());
+    }
+
+    #[test]
+    fn names_follow_the_device_id_rules() {
+        assert_eq!(parse_device_name("web_1").as_deref(), Ok("web_1"));
+        assert!(parse_device_name(&"x".repeat(qmp_hotplug::MAX_NAME_LEN)).is_ok());
+        for bad in ["", "bad-name", "a b", "ünï", &"x".repeat(qmp_hotplug::MAX_NAME_LEN + 1)] {
+            let why = parse_device_name(bad).unwrap_err();
+            assert!(why.contains("invalid device name"), "{bad}: {why}");
+        }
+    }
+
+    #[test]
+    fn queues_fit_a_tap_and_a_nic() {
+        assert_eq!(parse_queues("1"), Ok(1));
+        assert_eq!(parse_queues(&MAX_QUEUES.to_string()), Ok(MAX_QUEUES));
+        assert_eq!(MAX_QUEUES, MAX_TAP_QUEUES.min(MAX_NIC_QUEUES));
+        for bad in ["0", "-1", "100000", &(MAX_QUEUES + 1).to_string(), "two", "1.5"] {
+            assert!(parse_queues(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn macs_are_six_unicast_bytes() {
+        assert_eq!(parse_mac("52:54:00:AB:cd:01").as_deref(), Ok("52:54:00:ab:cd:01"));
+        assert_eq!(parse_mac("52-54-00-ab-cd-01").as_deref(), Ok("52:54:00:ab:cd:01"));
+        for bad in [
+            "",
+            "zz",
+            "52:54:00:12:34",
+            "52:54:00:12:34:56:78",
+            "52:54:00:12:34:5g",
+            "52:54:00:12:34:+5",
+            "52:54-00:12:34:56",
+            "525400123456",
+            "01:00:5e:00:00:01",
+            "ff:ff:ff:ff:ff:ff",
+            "00:00:00:00:00:00",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn nbd_uris_with_ipv6_addresses_are_read_right() {
+        let tcp = |host: &str, port| NbdServer::Tcp { host: host.into(), port };
+        let export = parse_nbd_uri("nbd://[::1]/exp").unwrap();
+        assert_eq!((export.server, export.export.as_deref()), (tcp("::1", 10809), Some("exp")));
+        let export = parse_nbd_uri("nbd://[fe80::1]:7000/e").unwrap();
+        assert_eq!(export.server, tcp("fe80::1", 7000));
+        let export = parse_nbd_uri("nbd://[::1]").unwrap();
+        assert_eq!((export.server, export.export), (tcp("::1", 10809), None));
+        let export = parse_nbd_uri("nbd://host.example:1234/x").unwrap();
+        assert_eq!(export.server, tcp("host.example", 1234));
+        let export = parse_nbd_uri("nbd+unix:///x?socket=/run/nbd.sock").unwrap();
+        assert_eq!(export.server, NbdServer::Unix("/run/nbd.sock".into()));
+
+        let why = parse_nbd_uri("nbd://::1/exp").unwrap_err();
+        assert!(why.contains("in brackets"), "{why}");
+        for bad in ["http://x/y", "nbd://", "nbd://[]/x", "nbd://h:port/x"] {
+            let why = parse_nbd_uri(bad).unwrap_err();
+            assert!(why.contains(&format!("'{bad}'")), "{bad}: {why}");
+        }
     }
 }

@@ -1,32 +1,125 @@
 //! `qmp demo`: the README's main job. Starts a QEMU of its own (with the project's test
 //! guest when it can be built, so hot-unplug completes), hot-adds a disk through an fdset
 //! and a NIC on a tap, shows the PCI table, hot-removes both, and shuts QEMU down.
+//!
+//! SIGINT and SIGTERM end it at any moment with everything it made undone: QEMU killed and
+//! reaped, its temporary directory (socket, logs, the disk image) removed, the tap gone
+//! with the last descriptor of it. That works because every wait is async (the serial log
+//! is polled with tokio's timer, never a blocking sleep), so the single-threaded runtime is
+//! always free to see the signal, and because everything the demo made is owned by the
+//! future the signal cancels: dropping it is the cleanup. QEMU is started on the runtime's
+//! own thread, not a blocking-pool one: `setpriv --pdeathsig` ties QEMU's life to the
+//! thread that spawned it.
 
 use std::future::Future;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use hostdev::tap::Tap;
-use qemu_launcher::{GuestImage, Qemu, QemuBuilder};
+use qemu_launcher::{GUEST_READY, GUEST_READY_TIMEOUT, GuestImage, Qemu, QemuBuilder, SerialLine};
 use qmp_client::Client;
 use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec, RemoveOptions};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};
-use crate::output::with_progress;
+use crate::output::{escape_for_terminal, with_progress};
 
 /// How long the guest gets to let go of a device.
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest gets to show a device it was given.
 const GUEST_SEES_TIMEOUT: Duration = Duration::from_secs(20);
+/// How often the serial log is read while waiting for a line.
+const SERIAL_POLL: Duration = Duration::from_millis(20);
 const NO_VHOST: &[std::os::fd::OwnedFd] = &[];
 
-/// Runs the demo, printing each step with its time.
+/// Runs the demo, printing each step with its time; on SIGINT or SIGTERM, undoes it all and
+/// ends with status 130 or 143.
 ///
 /// # Errors
 /// Status 3 when QEMU cannot be started or talked to, 1 when a hotplug step fails or
-/// something is left behind.
+/// something is left behind, 130 / 143 when interrupted.
 pub(crate) async fn run(args: &DemoArgs) -> Result<(), Failure> {
+    let mut signals = Signals::install()?;
+    let outcome = tokio::select! {
+        biased;
+        caught = signals.recv() => Err(caught),
+        result = demo(args) => Ok(result),
+    };
+    // The demo's future is gone by now, and with it QEMU, its directory and the tap.
+    match outcome {
+        Err(caught) => Err(caught.failure()),
+        Ok(Ok(())) => Ok(()),
+        // A Ctrl-C on the terminal reaches QEMU too, which may quit before this process
+        // has seen the signal: the signal is the news then.
+        Ok(Err(failure)) => Err(signals.pending().map_or(failure, Caught::failure)),
+    }
+}
+
+/// The signals that end the demo early.
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+}
+
+/// Which of them came.
+#[derive(Debug, Clone, Copy)]
+enum Caught {
+    Interrupt,
+    Terminate,
+}
+
+impl Caught {
+    /// How the demo ends after it: status 130 or 143, as a shell reports a process killed by
+    /// SIGINT or SIGTERM.
+    fn failure(self) -> Failure {
+        let (status, name) = match self {
+            Self::Interrupt => (Status::Interrupted, "SIGINT"),
+            Self::Terminate => (Status::Terminated, "SIGTERM"),
+        };
+        Failure::new(
+            status,
+            format!("interrupted by {name}: QEMU was killed, its directory and the tap removed"),
+        )
+    }
+}
+
+impl Signals {
+    /// Takes SIGINT and SIGTERM over from their default action (ending the process on the
+    /// spot, with nothing undone), for as long as the process runs.
+    fn install() -> Result<Self, Failure> {
+        let install = |kind| {
+            signal(kind).map_err(|e| {
+                Failure::connection(format!("cannot install the signal handlers: {e}"))
+            })
+        };
+        Ok(Self {
+            interrupt: install(SignalKind::interrupt())?,
+            terminate: install(SignalKind::terminate())?,
+        })
+    }
+
+    /// The next signal.
+    async fn recv(&mut self) -> Caught {
+        tokio::select! {
+            _ = self.interrupt.recv() => Caught::Interrupt,
+            _ = self.terminate.recv() => Caught::Terminate,
+        }
+    }
+
+    /// A signal that has come already, if any, without waiting.
+    fn pending(&mut self) -> Option<Caught> {
+        let waker = std::task::Waker::noop();
+        let mut context = std::task::Context::from_waker(waker);
+        if self.interrupt.poll_recv(&mut context).is_ready() {
+            return Some(Caught::Interrupt);
+        }
+        self.terminate.poll_recv(&mut context).is_ready().then_some(Caught::Terminate)
+    }
+}
+
+/// The demo itself: everything it makes is owned here, so dropping this future undoes it.
+async fn demo(args: &DemoArgs) -> Result<(), Failure> {
     let total = Instant::now();
     let demo = Demo::start(args).await?;
     let (disk, nic, tap_name) = demo.add_devices().await?;
@@ -67,8 +160,14 @@ impl Demo {
         let pid = qemu.pid().unwrap_or(0);
         step(took, &format!("started QEMU (pid {pid}), QMP at {}", qemu.qmp_path().display()));
         if guest.is_some() {
-            let (ready, took) = timed_sync(|| qemu.wait_guest_ready(Duration::from_secs(60)));
-            ready.map_err(|e| Failure::connection(format!("the guest did not boot: {e}")))?;
+            let (ready, took) =
+                timed(serial_line(&qemu, 0, GUEST_READY, GUEST_READY_TIMEOUT)).await;
+            ready.map_err(|why| {
+                let stderr = qemu.stderr();
+                Failure::connection(format!(
+                    "the guest did not boot: {why}; QEMU's stderr: {stderr}"
+                ))
+            })?;
             step(took, "guest booted and ready (it answers ACPI hotplug)");
         }
 
@@ -108,7 +207,7 @@ impl Demo {
                 disk.slot()
             ),
         );
-        self.guest_saw(serial_start, "+vd");
+        self.guest_saw(serial_start, "+vd").await;
 
         let tap = Tap::open("qmpdemo%d", 1).map_err(|e| {
             Failure::new(
@@ -128,7 +227,7 @@ impl Demo {
                 nic.slot()
             ),
         );
-        self.guest_saw(serial_start, "+eth");
+        self.guest_saw(serial_start, "+eth").await;
         Ok((disk, nic, tap_name))
     }
 
@@ -153,8 +252,8 @@ impl Demo {
                 ),
             );
         }
-        self.guest_saw(before, "-vd");
-        self.guest_saw(before, "-eth");
+        self.guest_saw(before, "-vd").await;
+        self.guest_saw(before, "-eth").await;
         Ok(())
     }
 
@@ -180,22 +279,45 @@ impl Demo {
     }
 
     /// Prints the guest's own serial line about a device, if a guest runs.
-    fn guest_saw(&self, offset: usize, change: &str) {
+    async fn guest_saw(&self, offset: usize, change: &str) {
         if !self.has_guest {
             return;
         }
-        let start = Instant::now();
-        match self.qemu.wait_for_serial_after(
-            offset,
-            &format!("GUEST: {change}"),
-            GUEST_SEES_TIMEOUT,
-        ) {
-            Ok(line) => step(start.elapsed(), &format!("the guest says: {}", line.line.trim())),
-            Err(_) => {
-                note(&format!("the guest did not report {change} within {GUEST_SEES_TIMEOUT:?}"));
-            }
+        let needle = format!("GUEST: {change}");
+        let (line, took) =
+            timed(serial_line(&self.qemu, offset, &needle, GUEST_SEES_TIMEOUT)).await;
+        match line {
+            Ok(line) => step(took, &format!("the guest says: {}", line.line.trim())),
+            Err(why) => note(&format!("the guest did not report {change}: {why}")),
         }
     }
+}
+
+/// Waits up to `timeout` for a serial line at or after `offset` containing `needle`,
+/// reading the log every [`SERIAL_POLL`] between tokio sleeps: the runtime's thread stays
+/// free (for the signal handlers) the whole time.
+///
+/// # Errors
+/// Why not: a timeout, or QEMU exited, with no more than the first line of the launcher's
+/// account (the rest is the serial log and QEMU's stderr).
+async fn serial_line(
+    qemu: &Qemu,
+    offset: usize,
+    needle: &str,
+    timeout: Duration,
+) -> Result<SerialLine, String> {
+    let looking = async {
+        loop {
+            match qemu.find_serial_after(offset, needle) {
+                Ok(Some(line)) => return Ok(line),
+                Ok(None) => tokio::time::sleep(SERIAL_POLL).await,
+                Err(e) => return Err(e.to_string().lines().next().unwrap_or_default().to_owned()),
+            }
+        }
+    };
+    tokio::time::timeout(timeout, looking)
+        .await
+        .unwrap_or_else(|_| Err(format!("no serial line containing {needle:?} within {timeout:?}")))
 }
 
 /// The test guest, built if need be; `None` (with a note) when it cannot be had.
@@ -238,12 +360,14 @@ async fn wait_exit(mut qemu: Qemu) -> bool {
     false
 }
 
+/// Prints a step and its time. `what` carries text from QEMU (its version) and from the
+/// guest (serial lines): escaped.
 fn step(took: Duration, what: &str) {
-    println!("[{:>7.1} ms] {what}", took.as_secs_f64() * 1e3);
+    println!("[{:>7.1} ms] {}", took.as_secs_f64() * 1e3, escape_for_terminal(what));
 }
 
 fn note(what: &str) {
-    println!("[   note   ] {what}");
+    println!("[   note   ] {}", escape_for_terminal(what));
 }
 
 fn timed_sync<T>(work: impl FnOnce() -> T) -> (T, Duration) {

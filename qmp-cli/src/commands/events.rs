@@ -14,8 +14,10 @@ use crate::output;
 /// # Errors
 /// Status 3 when the connection ends, or when `--timeout` passes before `--count` events.
 pub(crate) async fn run(global: &GlobalArgs, args: &EventsArgs) -> Result<(), Failure> {
-    // The listening deadline counts from the start, so connecting is part of it.
-    let deadline = global.timeout.map(|t| tokio::time::Instant::now() + t);
+    // The listening deadline counts from the start, so connecting is part of it. `--timeout`
+    // is at most a year, so the deadline exists; were it ever out of the clock's range,
+    // there would be none.
+    let deadline = global.timeout.and_then(|t| tokio::time::Instant::now().checked_add(t));
     let client = crate::connect::connect(global).await?;
     let filter = if args.filter.is_empty() {
         EventFilter::all()

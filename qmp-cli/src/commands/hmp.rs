@@ -7,7 +7,8 @@ use crate::output;
 /// How HMP answers a command it does not have (as a *successful* reply).
 const UNKNOWN_COMMAND: &str = "unknown command:";
 
-/// Runs the HMP command line and prints its text as-is.
+/// Runs the HMP command line and prints its text, escaped for the terminal but for its
+/// line ends and tabs ([`output::escape_text_for_terminal`]).
 ///
 /// # Errors
 /// Status 1 when HMP answers `unknown command: ...`; else as [`Failure::from_client`].
@@ -18,7 +19,7 @@ pub(crate) async fn run(global: &GlobalArgs, args: &HmpArgs) -> Result<(), Failu
     if let Some(failure) = rejection(&text) {
         return Err(failure);
     }
-    output::print_raw(&text)
+    output::print_raw(&output::escape_text_for_terminal(&text))
 }
 
 /// HMP's text, when it says the command does not exist, as a status-1 failure.

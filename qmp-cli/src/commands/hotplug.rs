@@ -16,6 +16,10 @@ use crate::output::{self, Style, with_progress};
 
 /// Runs one hotplug subcommand.
 ///
+/// What the command line alone decides is settled before connecting: the option values
+/// (by clap), the descriptor counts, and for `nic add` the tap, whose name is checked
+/// before any system call. So a bad value is status 2 with nothing touched.
+///
 /// # Errors
 /// As [`Failure::from_hotplug`].
 pub(crate) async fn run(
@@ -23,36 +27,40 @@ pub(crate) async fn run(
     command: &HotplugCommand,
     inherited: Inherited,
 ) -> Result<(), Failure> {
-    let hotplug = Hotplug::new(crate::connect::connect(global).await?);
     let style = Style::for_stdout(global.json);
     match command {
-        HotplugCommand::Check(args) => check(&hotplug, args.vhost, style),
         HotplugCommand::Nic(NicCommand::Add(args)) => {
-            add_nic(&hotplug, args, inherited.taps, inherited.vhost, style).await
+            let nic = prepare_nic(args, inherited)?;
+            add_nic(&connect(global).await?, nic, style).await
         }
+        HotplugCommand::Check(args) => check(&connect(global).await?, args.vhost, style),
         HotplugCommand::Nic(NicCommand::Del(args)) => {
-            let id = args.id.clone();
+            let hotplug = connect(global).await?;
+            let id = &args.id;
             let options = RemoveOptions::new(args.wait).missing_ok(args.if_exists);
             let outcome = with_progress(&format!("waiting for the guest to release {id}"), async {
-                hotplug.del_nic(&id, &options).await
+                hotplug.del_nic(id, &options).await
             })
             .await?;
             output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
-        HotplugCommand::Disk(DiskCommand::Add(args)) => add_disk(&hotplug, args, style).await,
+        HotplugCommand::Disk(DiskCommand::Add(args)) => {
+            add_disk(&connect(global).await?, args, style).await
+        }
         HotplugCommand::Disk(DiskCommand::Del(args)) => {
-            let id = args.del.id.clone();
+            let hotplug = connect(global).await?;
+            let id = &args.del.id;
             let options = RemoveOptions::new(args.del.wait).missing_ok(args.del.if_exists);
             let outcome = with_progress(&format!("waiting for the guest to release {id}"), async {
                 match &args.drive {
-                    Some(drive) => hotplug.del_drive(&id, drive, &options).await,
-                    None => hotplug.del_disk(&id, &options).await,
+                    Some(drive) => hotplug.del_drive(id, drive, &options).await,
+                    None => hotplug.del_disk(id, &options).await,
                 }
             })
             .await?;
             output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
-        HotplugCommand::Gc(args) => gc(&hotplug, args.dry_run, style).await,
+        HotplugCommand::Gc(args) => gc(&connect(global).await?, args.dry_run, style).await,
     }
 }
 
@@ -103,6 +111,10 @@ async fn gc(hotplug: &Hotplug, dry_run: bool, style: Style) -> Result<(), Failur
     if cleaned.is_complete() { Ok(()) } else { Err(Failure::quiet(Status::CommandFailed)) }
 }
 
+async fn connect(global: &GlobalArgs) -> Result<Hotplug, Failure> {
+    Ok(Hotplug::new(crate::connect::connect(global).await?))
+}
+
 fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
     let nic =
         NicSpec { vhost: if vhost { Vhost::Open } else { Vhost::Off }, ..NicSpec::new("check") };
@@ -123,23 +135,46 @@ fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
     if all { Ok(()) } else { Err(Failure::quiet(Status::CommandFailed)) }
 }
 
-async fn add_nic(
-    hotplug: &Hotplug,
-    args: &NicAddArgs,
-    inherited_taps: Vec<OwnedFd>,
+/// A NIC ready to add: its spec, the tap descriptors (inherited or opened here) and the
+/// vhost ones.
+struct PreparedNic {
+    spec: NicSpec,
+    taps: Vec<OwnedFd>,
     vhost_fds: Vec<OwnedFd>,
-    style: Style,
-) -> Result<(), Failure> {
+    /// The tap opened here, if one was.
+    tap_name: Option<String>,
+}
+
+/// Checks what the command line says about the NIC and opens its tap, all before
+/// connecting.
+///
+/// # Errors
+/// Status 2 for descriptor counts that do not match or a tap name the kernel would refuse;
+/// 1 when the tap cannot be opened.
+fn prepare_nic(args: &NicAddArgs, inherited: Inherited) -> Result<PreparedNic, Failure> {
+    let Inherited { taps: inherited_taps, vhost: vhost_fds } = inherited;
+    let tap_count = if inherited_taps.is_empty() { args.queues } else { inherited_taps.len() };
+    if !vhost_fds.is_empty() && vhost_fds.len() != tap_count {
+        return Err(Failure::usage(format!(
+            "--vhost-fd gives {} descriptors for {tap_count} tap queues: give one per queue",
+            vhost_fds.len()
+        )));
+    }
     let vhost = match (args.vhost, vhost_fds.is_empty()) {
         (_, false) => Vhost::Fds,
         (true, true) => Vhost::Open,
         (false, true) => Vhost::Off,
     };
     let (taps, tap_name) = if inherited_taps.is_empty() {
-        let tap =
-            Tap::open(args.tap.as_deref().unwrap_or("qmptap%d"), args.queues).map_err(|e| {
-                Failure::new(Status::CommandFailed, format!("cannot open the tap: {e}"))
-            })?;
+        let tap = Tap::open(args.tap.as_deref().unwrap_or("qmptap%d"), args.queues).map_err(
+            |e| match e {
+                // Checked before any system call: the value is wrong, nothing was opened.
+                hostdev::Error::TapName { .. } | hostdev::Error::TapQueues { .. } => {
+                    Failure::usage(format!("--tap: {e}"))
+                }
+                e => Failure::new(Status::CommandFailed, format!("cannot open the tap: {e}")),
+            },
+        )?;
         let name = tap.name().to_owned();
         (tap.into_fds(), Some(name))
     } else {
@@ -153,10 +188,14 @@ async fn add_nic(
         slot: args.slot,
         ..NicSpec::new(args.name.clone())
     };
-    let nic = hotplug.add_nic(&spec, &taps, &vhost_fds).await?;
+    Ok(PreparedNic { spec, taps, vhost_fds, tap_name })
+}
+
+async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Result<(), Failure> {
+    let nic = hotplug.add_nic(&prepared.spec, &prepared.taps, &prepared.vhost_fds).await?;
     // What QEMU has: for an already present NIC the tap opened here was not used.
     let carried = nic.queues.first().and_then(|queue| queue.tap.clone());
-    let tap = carried.or(tap_name.filter(|_| nic.outcome == Outcome::Added));
+    let tap = carried.or(prepared.tap_name.filter(|_| nic.outcome == Outcome::Added));
     let queues: Vec<Value> =
         nic.queues.iter().map(|queue| json!({"fd": queue.fd, "tap": queue.tap})).collect();
     let report = json!({
@@ -176,9 +215,8 @@ async fn add_nic(
 async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result<(), Failure> {
     let source = match (&args.image, &args.uri) {
         (Some(path), None) => DiskSource::Path(path.clone()),
-        (None, Some(uri)) => {
-            DiskSource::Nbd(NbdExport::parse_uri(uri).map_err(|e| Failure::usage(e.to_string()))?)
-        }
+        (None, Some(export)) => DiskSource::Nbd(export.clone()),
+        // clap requires one and refuses both.
         _ => return Err(Failure::usage("give exactly one of --image PATH and --uri URI")),
     };
     let spec = DiskSpec {

@@ -17,7 +17,7 @@ pub(crate) async fn run(global: &GlobalArgs) -> Result<(), Failure> {
     let hotplug = Hotplug::new(crate::connect::connect(global).await?);
     let slots = hotplug.pci_slots().await?;
     if global.json {
-        output::print_line(&slots_json(&slots).to_string())
+        output::print_line(&output::Style { pretty: false }.render(&slots_json(&slots)))
     } else {
         output::print_raw(&table(&slots, true))
     }
@@ -49,7 +49,7 @@ pub(crate) fn table(slots: &SlotMap, with_free: bool) -> String {
 }
 
 /// One object per slot: `{"slot": N, "state": "free"|"reserved"|"used", "functions": [...]}`,
-/// strings exactly as QEMU gave them (the JSON encoder escapes control characters).
+/// strings exactly as QEMU gave them (escaped as JSON, see [`output::Style::render`]).
 fn slots_json(slots: &SlotMap) -> Value {
     slots
         .iter()

@@ -2,9 +2,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use qmp_codec::{Command, ErrorClass, ServerMessage};
+use bytes::{Bytes, BytesMut};
+use qmp_codec::{Command, ErrorClass, ServerCodec, ServerMessage};
 use serde_json::{Value, json};
+use tokio_util::codec::Decoder;
 
 use super::*;
 
@@ -19,15 +20,41 @@ fn id_of(command: &Command) -> u64 {
     command.id.as_ref().and_then(Value::as_u64).unwrap()
 }
 
+/// Writes everything the session has to send, as a transport that takes it all would,
+/// and returns the commands those bytes hold.
+fn sent<W>(s: &mut Session<W>) -> Vec<Command> {
+    let mut wire = BytesMut::new();
+    while let Some(transmit) = s.poll_transmit() {
+        wire.extend_from_slice(transmit.bytes);
+        let count = transmit.bytes.len();
+        s.transmitted(count);
+    }
+    decode_commands(&mut wire)
+}
+
+fn decode_commands(wire: &mut BytesMut) -> Vec<Command> {
+    let mut codec = ServerCodec::new();
+    let commands = std::iter::from_fn(|| codec.decode(wire).unwrap().map(Result::unwrap)).collect();
+    assert!(wire.is_empty(), "whole commands only");
+    commands
+}
+
+/// The one command the session has to send.
+fn sent_one<W>(s: &mut Session<W>) -> Command {
+    let mut commands = sent(s);
+    assert_eq!(commands.len(), 1, "{commands:?}");
+    commands.remove(0)
+}
+
 /// A session taken through greeting, negotiation and `query-commands` at `t0`.
 fn ready(config: SessionConfig, t0: Instant) -> Session<&'static str> {
     let mut s = Session::new(config, t0);
     s.handle_message(msg(GREETING_OOB));
-    let caps = s.poll_transmit().unwrap();
+    let caps = sent_one(&mut s);
     s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))));
-    let query = s.poll_transmit().unwrap();
+    let query = sent_one(&mut s);
     assert_eq!(query.name, "query-commands");
-    let names = r#"[{"name": "query-status"}, {"name": "stop"}, {"name": "cont"}, {"name": "migrate-pause"}, {"name": "query-commands"}]"#;
+    let names = r#"[{"name": "query-status"}, {"name": "stop"}, {"name": "cont"}, {"name": "migrate-pause"}, {"name": "getfd"}, {"name": "query-commands"}]"#;
     s.handle_message(msg(&format!(r#"{{"return": {names}, "id": {}}}"#, id_of(&query))));
     assert_eq!(s.phase(), Phase::Ready);
     s
@@ -47,7 +74,7 @@ fn handshake_negotiates_oob_and_loads_the_command_cache() {
 
     s.handle_message(msg(GREETING_OOB));
     assert_eq!(s.greeting().unwrap().version.qemu.to_string(), "7.2.22");
-    let caps = s.poll_transmit().unwrap();
+    let caps = sent_one(&mut s);
     assert_eq!(
         serde_json::to_value(&caps).unwrap(),
         json!({"execute": "qmp_capabilities", "arguments": {"enable": ["oob"]}, "id": 0})
@@ -56,7 +83,7 @@ fn handshake_negotiates_oob_and_loads_the_command_cache() {
     assert!(s.start_command(Request::new("stop"), (), t0).is_err(), "not ready yet");
 
     s.handle_message(msg(r#"{"return": {}, "id": 0}"#));
-    let query = s.poll_transmit().unwrap();
+    let query = sent_one(&mut s);
     assert_eq!(
         serde_json::to_value(&query).unwrap(),
         json!({"execute": "query-commands", "id": 1})
@@ -76,7 +103,7 @@ fn oob_is_not_requested_when_not_offered_or_not_wanted() {
     let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
     s.handle_message(msg(GREETING_PLAIN));
     assert_eq!(
-        serde_json::to_value(s.poll_transmit().unwrap()).unwrap(),
+        serde_json::to_value(sent_one(&mut s)).unwrap(),
         json!({"execute": "qmp_capabilities", "id": 0})
     );
     assert!(!s.oob_enabled());
@@ -84,7 +111,7 @@ fn oob_is_not_requested_when_not_offered_or_not_wanted() {
     let config = SessionConfig { enable_oob: false, ..SessionConfig::default() };
     let mut s: Session<()> = Session::new(config, t0);
     s.handle_message(msg(GREETING_OOB));
-    assert_eq!(s.poll_transmit().unwrap().arguments, None);
+    assert_eq!(sent_one(&mut s).arguments, None);
     assert!(!s.oob_enabled());
 }
 
@@ -122,7 +149,7 @@ fn greeting_and_negotiation_time_out_on_the_fake_clock() {
 
     let mut s: Session<()> = Session::new(config, t0);
     s.handle_message(msg(GREETING_OOB));
-    let _ = s.poll_transmit();
+    let _ = sent(&mut s);
     s.handle_timeout(t0 + Duration::from_secs(3));
     assert!(
         matches!(s.close_error(), Some(Error::Timeout { command, .. }) if command == "qmp_capabilities")
@@ -134,7 +161,7 @@ fn refused_negotiation_closes_the_session() {
     let t0 = Instant::now();
     let mut s: Session<()> = Session::new(SessionConfig::default(), t0);
     s.handle_message(msg(GREETING_OOB));
-    let _ = s.poll_transmit();
+    let _ = sent(&mut s);
     s.handle_message(msg(r#"{"error": {"class": "GenericError", "desc": "nope"}, "id": 0}"#));
     assert!(matches!(s.close_error(), Some(Error::Protocol(why)) if why.contains("nope")));
 }
@@ -147,12 +174,11 @@ fn replies_in_any_order_reach_their_own_waiters() {
     let b = s.start_command(Request::new("stop"), "b", t0).unwrap();
     let c = s.start_command(Request::new("cont"), "c", t0).unwrap();
     assert_eq!(s.in_flight(), 3);
-    s.handle_message(msg(&format!(r#"{{"return": "C", "id": {}}}"#, id_of(&c))));
+    s.handle_message(msg(&format!(r#"{{"return": "C", "id": {c}}}"#)));
     s.handle_message(msg(&format!(
-        r#"{{"id": {}, "error": {{"class": "GenericError", "desc": "B failed"}}}}"#,
-        id_of(&b)
+        r#"{{"id": {b}, "error": {{"class": "GenericError", "desc": "B failed"}}}}"#
     )));
-    s.handle_message(msg(&format!(r#"{{"return": "A", "id": {}}}"#, id_of(&a))));
+    s.handle_message(msg(&format!(r#"{{"return": "A", "id": {a}}}"#)));
     let done = completions(&mut s);
     let order: Vec<&str> = done.iter().map(|c| c.waiter).collect();
     assert_eq!(order, ["c", "b", "a"]);
@@ -177,7 +203,7 @@ fn unknown_and_missing_ids_are_counted_never_fatal() {
     ));
     assert_eq!(s.stats().unmatched_replies, 4);
     assert!(completions(&mut s).is_empty());
-    s.handle_message(msg(&format!(r#"{{"return": 1, "id": {}}}"#, id_of(&cmd))));
+    s.handle_message(msg(&format!(r#"{{"return": 1, "id": {cmd}}}"#)));
     assert_eq!(completions(&mut s)[0].result.as_ref().unwrap(), 1);
 }
 
@@ -188,10 +214,32 @@ fn commands_unknown_to_the_server_fail_before_anything_is_registered() {
     let err = s.start_command(Request::new("device_add"), "x", t0).unwrap_err();
     assert!(matches!(err, Error::CommandNotSupported { command } if command == "device_add"));
     assert_eq!(s.in_flight(), 0);
-    s.update_commands(&json!([{"name": "device_add"}])).unwrap();
+    assert!(sent(&mut s).is_empty(), "nothing was queued");
+}
+
+#[test]
+fn refresh_commands_goes_through_the_session_and_replaces_the_cache() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    assert!(!s.supports("device_add"));
+    let id = s.refresh_commands("refresh", t0).unwrap();
+    let query = sent_one(&mut s);
+    assert_eq!((query.name.as_str(), id_of(&query)), ("query-commands", id));
+    assert_eq!(s.in_flight(), 1);
+    s.handle_message(msg(&format!(
+        r#"{{"return": [{{"name": "device_add"}}, {{"name": "query-commands"}}], "id": {id}}}"#
+    )));
+    let done = completions(&mut s);
+    assert_eq!((done[0].waiter, done[0].result.as_ref().unwrap()), ("refresh", &Value::Null));
+    assert_eq!(s.commands(), ["device_add", "query-commands"]);
     assert!(s.start_command(Request::new("device_add"), "x", t0).is_ok());
-    assert!(s.update_commands(&json!({"not": "a list"})).is_err());
-    assert!(s.supports("device_add"), "a bad list leaves the cache alone");
+
+    // A reply that is not a command list fails the refresh and leaves the cache alone.
+    let id = s.refresh_commands("bad", t0).unwrap();
+    s.handle_message(msg(&format!(r#"{{"return": {{"not": "a list"}}, "id": {id}}}"#)));
+    let done = completions(&mut s);
+    assert!(matches!(&done[0].result, Err(Error::Protocol(_))), "{:?}", done[0].result);
+    assert!(s.supports("device_add"));
 }
 
 #[test]
@@ -199,16 +247,13 @@ fn a_timed_out_command_fails_and_its_late_reply_is_discarded() {
     let t0 = Instant::now();
     let mut s = ready(SessionConfig::default(), t0);
     let slow = s
-        .start_command(
-            Request::new("query-status").timeout(Some(Duration::from_secs(5))),
-            "slow",
-            t0,
-        )
+        .start_command(Request::new("query-status").timeout(Duration::from_secs(5)), "slow", t0)
         .unwrap();
     let other = s
-        .start_command(Request::new("stop").timeout(Some(Duration::from_secs(60))), "other", t0)
+        .start_command(Request::new("stop").timeout(Duration::from_secs(60)), "other", t0)
         .unwrap();
     let untimed = s.start_command(Request::new("cont"), "untimed", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 3);
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(5)));
 
     s.handle_timeout(t0 + Duration::from_secs(4));
@@ -226,11 +271,11 @@ fn a_timed_out_command_fails_and_its_late_reply_is_discarded() {
     assert_eq!(s.poll_timeout(), Some(t0 + Duration::from_secs(60)));
 
     // The late reply is recognised as late, and the connection stays in sync.
-    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&slow))));
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {slow}}}"#)));
     assert_eq!(s.stats().late_replies, 1);
     assert_eq!(s.stats().unmatched_replies, 0);
-    s.handle_message(msg(&format!(r#"{{"return": "u", "id": {}}}"#, id_of(&untimed))));
-    s.handle_message(msg(&format!(r#"{{"return": "o", "id": {}}}"#, id_of(&other))));
+    s.handle_message(msg(&format!(r#"{{"return": "u", "id": {untimed}}}"#)));
+    s.handle_message(msg(&format!(r#"{{"return": "o", "id": {other}}}"#)));
     let waiters: Vec<&str> = completions(&mut s).iter().map(|c| c.waiter).collect();
     assert_eq!(waiters, ["untimed", "other"]);
     assert_eq!(s.poll_timeout(), None, "answered commands leave no deadline behind");
@@ -252,13 +297,13 @@ fn the_default_timeout_applies_to_commands_without_their_own() {
 fn a_cancelled_command_gives_its_waiter_back_and_its_reply_is_discarded() {
     let t0 = Instant::now();
     let mut s = ready(SessionConfig::default(), t0);
-    let cmd = s
-        .start_command(Request::new("stop").timeout(Some(Duration::from_secs(1))), "x", t0)
-        .unwrap();
-    assert_eq!(s.cancel(id_of(&cmd)), Some("x"));
-    assert_eq!(s.cancel(id_of(&cmd)), None);
+    let cmd =
+        s.start_command(Request::new("stop").timeout(Duration::from_secs(1)), "x", t0).unwrap();
+    assert_eq!(sent(&mut s).len(), 1);
+    assert_eq!(s.cancel(cmd), Some("x"));
+    assert_eq!(s.cancel(cmd), None);
     assert_eq!(s.poll_timeout(), None);
-    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&cmd))));
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {cmd}}}"#)));
     assert!(completions(&mut s).is_empty());
     assert_eq!(s.stats().late_replies, 1);
 }
@@ -322,11 +367,10 @@ fn an_unreadable_reply_that_still_shows_its_id_fails_its_command() {
         max_frame_len: 10,
         len: 100,
         head: Bytes::from_static(b"{\"return\": [1, 2"),
-        tail: Bytes::from(format!("3, 4], \"id\": {}}}", id_of(&big))),
+        tail: Bytes::from(format!("3, 4], \"id\": {big}}}")),
     }));
     s.handle_message(msg(&format!(
-        r#"{{"return": 1, "error": {{"class": "GenericError", "desc": ""}}, "id": {}}}"#,
-        id_of(&odd)
+        r#"{{"return": 1, "error": {{"class": "GenericError", "desc": ""}}, "id": {odd}}}"#
     )));
     // Garbage that names no command costs nothing but a count.
     s.handle_message(msg("[1, 2]"));
@@ -344,7 +388,8 @@ fn an_unreadable_reply_that_still_shows_its_id_fails_its_command() {
 fn exec_oob_needs_oob_negotiated() {
     let t0 = Instant::now();
     let mut s = ready(SessionConfig::default(), t0);
-    let cmd = s.start_command(Request::new("migrate-pause").oob(true), "x", t0).unwrap();
+    s.start_command(Request::new("migrate-pause").oob(true), "x", t0).unwrap();
+    let cmd = sent_one(&mut s);
     assert!(cmd.oob);
     assert_eq!(serde_json::to_value(&cmd).unwrap()["exec-oob"], "migrate-pause");
 
@@ -353,6 +398,179 @@ fn exec_oob_needs_oob_negotiated() {
         s.start_command(Request::new("migrate-pause").oob(true), "x", t0),
         Err(Error::InvalidRequest(_))
     ));
+}
+
+#[test]
+fn commands_are_encoded_in_order_into_one_batch() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let a = s.start_command(Request::new("query-status"), "a", t0).unwrap();
+    let arguments = json!({"fdname": "fd\"0"});
+    let b = s.start_command(Request::new("stop").arguments(&arguments).unwrap(), "b", t0).unwrap();
+    let transmit = s.poll_transmit().unwrap();
+    assert!(transmit.fds.is_empty());
+    let mut expected = BytesMut::new();
+    Command::new("query-status").id(a).encode(&mut expected);
+    Command::new("stop")
+        .arguments(arguments.as_object().cloned().unwrap())
+        .id(b)
+        .encode(&mut expected);
+    assert_eq!(transmit.bytes, &expected[..], "both commands, as the codec encodes them");
+    assert_eq!((s.queued(), s.in_flight()), (2, 2));
+    let count = transmit.bytes.len();
+    s.transmitted(count);
+    assert!(s.poll_transmit().is_none());
+    assert_eq!((s.queued(), s.in_flight()), (0, 2));
+}
+
+#[test]
+fn a_command_given_up_before_it_was_written_is_never_sent() {
+    let t0 = Instant::now();
+    let config = SessionConfig {
+        default_command_timeout: Some(Duration::from_secs(1)),
+        ..SessionConfig::default()
+    };
+    let mut s = ready(config, t0);
+    let cancelled = s.start_command(Request::new("stop"), "cancelled", t0).unwrap();
+    let kept = s.start_command(Request::new("cont"), "kept", t0).unwrap();
+    let late = s
+        .start_command(Request::new("query-status").timeout(Duration::from_millis(500)), "late", t0)
+        .unwrap();
+    assert_eq!(s.cancel(cancelled), Some("cancelled"));
+    s.handle_timeout(t0 + Duration::from_millis(500));
+    let done = completions(&mut s);
+    assert_eq!(done.len(), 1);
+    let error = done[0].result.as_ref().unwrap_err();
+    assert!(
+        matches!(error, Error::NotSent { command, .. } if command == "query-status"),
+        "{error}"
+    );
+    assert!(!error.outcome_unknown(), "never sent: the outcome is known");
+    assert_eq!(s.stats().withdrawn, 2);
+    let on_wire: Vec<u64> = sent(&mut s).iter().map(id_of).collect();
+    assert_eq!(on_wire, [kept], "only the command nobody gave up on goes out");
+    // A reply to a withdrawn id is one nobody asked for, not a late one.
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {late}}}"#)));
+    assert_eq!((s.stats().unmatched_replies, s.stats().late_replies), (1, 0));
+}
+
+#[test]
+fn a_command_partly_written_is_finished_whatever_happens_to_its_caller() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let first = s.start_command(Request::new("stop"), "first", t0).unwrap();
+    let second = s.start_command(Request::new("cont"), "second", t0).unwrap();
+    let mut wire = BytesMut::new();
+    let transmit = s.poll_transmit().unwrap();
+    wire.extend_from_slice(&transmit.bytes[..5]);
+    s.transmitted(5);
+    assert_eq!(s.cancel(first), Some("first"), "the caller gets its waiter back");
+    assert_eq!(s.cancel(second), Some("second"));
+    assert_eq!(s.stats().withdrawn, 1, "only the untouched one is withdrawn");
+    while let Some(transmit) = s.poll_transmit() {
+        wire.extend_from_slice(transmit.bytes);
+        let count = transmit.bytes.len();
+        s.transmitted(count);
+    }
+    let on_wire: Vec<u64> = decode_commands(&mut wire).iter().map(id_of).collect();
+    assert_eq!(on_wire, [first], "the started command is finished, nothing half-written");
+    s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {first}}}"#)));
+    assert_eq!(s.stats().late_replies, 1);
+}
+
+#[test]
+fn the_outgoing_queue_is_bounded() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig { max_queued_commands: 2, ..SessionConfig::default() }, t0);
+    s.start_command(Request::new("stop"), "a", t0).unwrap();
+    s.start_command(Request::new("cont"), "b", t0).unwrap();
+    assert!(s.queue_is_full());
+    let error = s.start_command(Request::new("query-status"), "c", t0).unwrap_err();
+    assert!(
+        matches!(&error, Error::QueueFull { command, capacity: 2 } if command == "query-status"),
+        "{error}"
+    );
+    assert!(matches!(s.refresh_commands("r", t0), Err(Error::QueueFull { .. })));
+    assert_eq!(s.in_flight(), 2, "the refused ones were not registered");
+    // Written commands make room, even before they are answered.
+    s.transmitted(5);
+    assert!(s.queue_is_full(), "a partly written command still waits in the queue");
+    let rest = s.poll_transmit().unwrap().bytes.len();
+    s.transmitted(rest);
+    assert!(!s.queue_is_full());
+    s.start_command(Request::new("query-status"), "c", t0).unwrap();
+}
+
+/// The ids of the whole commands in `bytes`.
+fn ids_in(bytes: &[u8]) -> Vec<u64> {
+    decode_commands(&mut BytesMut::from(bytes)).iter().map(id_of).collect()
+}
+
+/// One end of a socket pair to pass, and the other end, which sees EOF once every copy of
+/// the first is closed.
+fn descriptor() -> (std::os::fd::OwnedFd, std::os::unix::net::UnixStream) {
+    let (passed, kept) = std::os::unix::net::UnixStream::pair().unwrap();
+    kept.set_nonblocking(true).unwrap();
+    (passed.into(), kept)
+}
+
+fn closed(kept: &std::os::unix::net::UnixStream) -> bool {
+    use std::io::Read;
+    matches!((&*kept).read(&mut [0; 1]), Ok(0))
+}
+
+#[test]
+fn a_command_with_descriptors_is_alone_in_its_write() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let (fd, kept) = descriptor();
+    let before = s.start_command(Request::new("stop"), "before", t0).unwrap();
+    let with_fd = Request::new("getfd").arguments(json!({"fdname": "a"})).unwrap().fd(fd);
+    let getfd = s.start_command(with_fd, "getfd", t0).unwrap();
+    let after = s.start_command(Request::new("cont"), "after", t0).unwrap();
+    let also_after = s.start_command(Request::new("cont"), "also after", t0).unwrap();
+
+    let transmit = s.poll_transmit().unwrap();
+    assert!(transmit.fds.is_empty());
+    assert_eq!(ids_in(transmit.bytes), [before], "what comes before goes first, on its own");
+    let count = transmit.bytes.len();
+    s.transmitted(count);
+
+    let transmit = s.poll_transmit().unwrap();
+    assert_eq!(transmit.fds.len(), 1);
+    assert_eq!(ids_in(transmit.bytes), [getfd], "the command with the descriptor, alone");
+    let mut wire = BytesMut::from(&transmit.bytes[..1]);
+    assert!(!closed(&kept));
+    s.transmitted(1);
+    assert!(closed(&kept), "the session lets go of the descriptor once it went");
+
+    let transmit = s.poll_transmit().unwrap();
+    assert!(transmit.fds.is_empty(), "descriptors go with the first byte only");
+    wire.extend_from_slice(transmit.bytes);
+    let count = transmit.bytes.len();
+    s.transmitted(count);
+    let on_wire: Vec<u64> = decode_commands(&mut wire).iter().map(id_of).collect();
+    assert_eq!(on_wire, [getfd, after, also_after], "its rest first, then the others");
+    assert!(s.poll_transmit().is_none());
+}
+
+#[test]
+fn refused_descriptors_fail_only_their_command() {
+    let t0 = Instant::now();
+    let mut s = ready(SessionConfig::default(), t0);
+    let (fd, kept) = descriptor();
+    let with_fd = Request::new("getfd").arguments(json!({"fdname": "a"})).unwrap().fd(fd);
+    let getfd = s.start_command(with_fd, "getfd", t0).unwrap();
+    let next = s.start_command(Request::new("stop"), "next", t0).unwrap();
+    assert_eq!(s.poll_transmit().unwrap().fds.len(), 1);
+    s.transmit_failed(Error::FdPassing(std::sync::Arc::new(std::io::Error::other("refused"))));
+    let done = completions(&mut s);
+    assert_eq!((done[0].id, done[0].waiter), (getfd, "getfd"));
+    assert!(matches!(done[0].result, Err(Error::FdPassing(_))));
+    let on_wire: Vec<u64> = sent(&mut s).iter().map(id_of).collect();
+    assert_eq!(on_wire, [next]);
+    assert_eq!(s.phase(), Phase::Ready);
+    assert!(closed(&kept), "the refused descriptor is closed");
 }
 
 #[test]

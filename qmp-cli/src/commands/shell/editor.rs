@@ -1,5 +1,6 @@
 //! Line editing on a terminal: rustyline with history and completion of command names.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 
 use rustyline::completion::{Completer, Pair};
@@ -10,6 +11,7 @@ use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Editor, Helper};
 
 use crate::exit::Failure;
+use crate::output::escape_for_terminal;
 
 /// Most entries kept in the history file.
 const HISTORY_SIZE: usize = 1000;
@@ -34,12 +36,24 @@ pub(super) fn new_editor(commands: Vec<String>) -> Result<ShellEditor, Failure> 
         .build();
     let mut editor = Editor::with_config(config)
         .map_err(|e| Failure::usage(format!("cannot set up line editing: {e}")))?;
-    let mut names: Vec<String> = BUILTINS.iter().map(|&b| b.to_owned()).collect();
-    names.extend(commands.into_iter().filter(|c| c != "qmp_capabilities"));
-    names.sort();
-    names.dedup();
+    let names = completion_names(commands);
     editor.set_helper(Some(CommandCompleter { names }));
     Ok(editor)
+}
+
+/// The words to complete: the shell's own and the server's commands, sorted, without
+/// `qmp_capabilities` (the connection made it already) and without names the terminal
+/// would have to see escaped (no name to type).
+fn completion_names(commands: Vec<String>) -> Vec<String> {
+    let mut names: Vec<String> = BUILTINS.iter().map(|&b| b.to_owned()).collect();
+    names.extend(
+        commands.into_iter().filter(|c| {
+            c != "qmp_capabilities" && matches!(escape_for_terminal(c), Cow::Borrowed(_))
+        }),
+    );
+    names.sort();
+    names.dedup();
+    names
 }
 
 /// `$XDG_STATE_HOME/qmp/history`, else `~/.local/state/qmp/history`.
@@ -97,6 +111,13 @@ impl Helper for CommandCompleter {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn completion_offers_only_names_that_can_be_shown() {
+        let server = ["stop", "qmp_capabilities", "evil\u{1b}[2J", "quit", "x\u{202e}"];
+        let names = completion_names(server.iter().map(|&s| s.to_owned()).collect());
+        assert_eq!(names, ["exit", "help", "quit", "stop"]);
+    }
 
     #[test]
     fn completion_covers_the_first_word_only() {

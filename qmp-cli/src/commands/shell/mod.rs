@@ -57,7 +57,9 @@ impl Sink {
         self.message(&line);
     }
 
+    /// Shows `line`, escaped for the terminal (lines escaped before show the same).
     fn message(&mut self, line: &str) {
+        let line = &*output::escape_for_terminal(line);
         match self {
             Self::Stderr => output::print_stderr(line),
             Self::Stdout => {
@@ -97,9 +99,10 @@ async fn step(
         Ok(Line::Help) => {
             let mut names = client.commands();
             names.retain(|n| n != "qmp_capabilities");
+            // The names come from the server.
             let text = format!(
                 "{}\nInput: NAME, NAME {{json}}, or NAME key=value ...; quit or exit to end.",
-                names.join(" ")
+                output::escape_for_terminal(&names.join(" "))
             );
             return print_result(&text);
         }

@@ -118,7 +118,45 @@ fn split_words(text: &str) -> Result<Vec<&str>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::json;
+
+    /// Lines made of the characters the parser treats specially, so that quotes, braces,
+    /// escapes and `=` meet in every order.
+    fn line_like() -> impl Strategy<Value = String> {
+        "[ \t]?[a-z#-]{0,8}( [a-z0-9{}\\[\\]\"'=:,\\\\ .\u{e9}\u{1b}\u{202e}-]{0,40})?"
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(3000))]
+
+        #[test]
+        fn no_line_makes_the_parser_panic(line in any::<String>()) {
+            let _ = parse_line(&line);
+        }
+
+        #[test]
+        fn commands_have_one_word_names(line in line_like()) {
+            match parse_line(&line) {
+                Ok(Line::Command { name, .. }) => {
+                    prop_assert!(!name.is_empty() && !name.contains(char::is_whitespace));
+                    prop_assert!(!name.starts_with('#'));
+                }
+                Ok(_) => {}
+                Err(why) => prop_assert!(!why.is_empty()),
+            }
+        }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        for open in ["{\"a\":", "["] {
+            let deep = format!("x {{\"a\": {}", open.repeat(100_000));
+            assert!(parse_line(&deep).is_err());
+            let deep = format!("x a={}", open.repeat(100_000));
+            assert!(matches!(parse_line(&deep), Ok(Line::Command { .. })));
+        }
+    }
 
     fn command(line: &str) -> (String, Option<Value>) {
         match parse_line(line).unwrap() {
