@@ -217,6 +217,22 @@ mod tests {
     }
 
     #[test]
+    fn a_payload_longer_than_the_buffer_is_cut_at_its_end() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let (a, b) = nix::unistd::pipe().unwrap();
+        let raw = [a.into_raw_fd(), b.into_raw_fd()];
+        let rights: Vec<u8> = raw.iter().flat_map(|fd| fd.to_ne_bytes()).collect();
+        let mut control = record(libc::SOL_SOCKET, libc::SCM_RIGHTS, &rights);
+        // The record claims 4 KiB; the buffer ends two bytes into a third number, which
+        // is not a number and must not be read as one.
+        control[..size_of::<usize>()].copy_from_slice(&4096_usize.to_ne_bytes());
+        control.extend_from_slice(&[0xff, 0x7f]);
+        let received = take_fds(&control);
+        let numbers: Vec<RawFd> = received.rights.iter().map(AsRawFd::as_raw_fd).collect();
+        assert_eq!(numbers, raw);
+    }
+
+    #[test]
     fn negative_numbers_are_never_wrapped() {
         let control = record(libc::SOL_SOCKET, libc::SCM_RIGHTS, &(-1_i32).to_ne_bytes());
         assert!(take_fds(&control).rights.is_empty());

@@ -60,6 +60,9 @@ compile_error!("fdpass supports Linux and Android only (it reads the Linux cmsgh
 
 mod control;
 mod error;
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing;
 mod inherited;
 #[cfg(feature = "tokio")]
 pub mod tokio;

@@ -99,6 +99,16 @@ pub enum Error {
         /// What it is.
         kind: FileKind,
     },
+    /// A file under `/proc` could not be read (the process or descriptor is gone, or no
+    /// permission).
+    #[error("cannot read {path}: {source}", path = path.display())]
+    ProcRead {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
     /// Reading the first bytes of an image failed.
     #[error("cannot read the header of the disk image: {0}")]
     ReadHeader(#[source] io::Error),
@@ -119,6 +129,7 @@ impl From<Error> for io::Error {
             | Error::VhostNetUnavailable { source, .. }
             | Error::Stat { source, .. }
             | Error::ImageOpen { source, .. }
+            | Error::ProcRead { source, .. }
             | Error::Fstat(source)
             | Error::ReadHeader(source) => source.kind(),
         };

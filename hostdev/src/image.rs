@@ -17,8 +17,10 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{FcntlArg, OFlag, fcntl};
 use nix::libc;
 
+use nix::sys::stat::fstat;
+
 use crate::format::{HEADER_LEN, ImageFormat, read_header};
-use crate::{Error, FileKind, classify_fd, classify_path};
+use crate::{DeviceNumber, Error, FileKind, classify_fd, classify_path};
 
 /// How a disk image is opened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,6 +36,56 @@ impl Access {
     /// [`Access::ReadOnly`] when `read_only`, else [`Access::ReadWrite`].
     pub fn from_read_only(read_only: bool) -> Self {
         if read_only { Self::ReadOnly } else { Self::ReadWrite }
+    }
+}
+
+/// Which image a descriptor is, as the kernel tells files apart: a regular file by its file
+/// system's device and its inode number, a block device by its device number. Two opens of
+/// the same file (through any path or link) have the same identity; a file replaced under
+/// the same name has another.
+///
+/// A caller that hands an image to QEMU can record this beside it (qmp-hotplug puts it in
+/// the fdset's `opaque`) and later prove which image QEMU holds.
+///
+/// ```
+/// use hostdev::image::{Access, ImageIdentity, open_image};
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("disk.img");
+/// std::fs::write(&path, [0u8; 512])?;
+/// let first = open_image(&path, Access::ReadOnly)?.identity()?;
+/// let again = open_image(&path, Access::ReadWrite)?.identity()?;
+/// assert_eq!(first, again);
+/// assert!(matches!(first, ImageIdentity::File { .. }));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ImageIdentity {
+    /// A regular file: `st_dev` and `st_ino`.
+    File {
+        /// The device of the file system holding it.
+        device: DeviceNumber,
+        /// Its inode number there.
+        inode: u64,
+    },
+    /// A block device: its `st_rdev`.
+    BlockDevice(DeviceNumber),
+}
+
+/// The identity of the image open as `fd`, by `fstat(2)`.
+///
+/// # Errors
+/// [`Error::Fstat`], or [`Error::NotAnImage`] when `fd` is neither a regular file nor a
+/// block device.
+pub fn identify(fd: impl AsFd) -> Result<ImageIdentity, Error> {
+    let stat = fstat(fd.as_fd()).map_err(|errno| Error::Fstat(io::Error::from(errno)))?;
+    match classify_fd(fd)? {
+        FileKind::Regular => Ok(ImageIdentity::File {
+            device: DeviceNumber::from_rdev(stat.st_dev),
+            inode: stat.st_ino,
+        }),
+        FileKind::BlockDevice(device) => Ok(ImageIdentity::BlockDevice(device)),
+        kind => Err(Error::NotAnImage { path: None, kind }),
     }
 }
 
@@ -113,6 +165,14 @@ impl Image {
     /// (the `file` driver).
     pub fn is_block_device(&self) -> bool {
         matches!(self.kind, FileKind::BlockDevice(_))
+    }
+
+    /// Which image this is ([`identify`]): the same for every open of the same file.
+    ///
+    /// # Errors
+    /// [`Error::Fstat`].
+    pub fn identity(&self) -> Result<ImageIdentity, Error> {
+        identify(&self.file)
     }
 
     /// The path it was opened by; `None` for [`Image::from_fd`].

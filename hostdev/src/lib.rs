@@ -4,7 +4,9 @@
 //!
 //! - [`tap`]: [`Tap::open`](tap::Tap::open) opens a tap interface from `/dev/net/tun`
 //!   with one descriptor per queue (`IFF_VNET_HDR`, and `IFF_MULTI_QUEUE` for more than
-//!   one), for `getfd` and then `netdev_add` with `"fd"` or `"fds"`.
+//!   one), for `getfd` and then `netdev_add` with `"fd"` or `"fds"`;
+//!   [`interface_of_process_fd`](tap::interface_of_process_fd) names the tap a process
+//!   (QEMU) holds as a given descriptor, from `/proc/<pid>/fdinfo`.
 //! - [`vhost`]: [`vhost_net_usable`](vhost::vhost_net_usable) says whether `"vhost": true`
 //!   is safe to ask for (QEMU 7.2 aborts when it is not),
 //!   [`open_vhost_net`](vhost::open_vhost_net) opens the device, and
@@ -12,7 +14,8 @@
 //! - [`image`]: [`open_image`](image::open_image) opens a disk image read-only or
 //!   read-write, refusing a FIFO, directory, character device or socket *before* opening
 //!   it, so it never blocks on a FIFO; [`Image::from_fd`](image::Image::from_fd) checks a
-//!   descriptor the same way.
+//!   descriptor the same way; [`ImageIdentity`](image::ImageIdentity) says which file an
+//!   open image is (device and inode, or a block device's number).
 //! - [`format`](mod@format): [`ImageFormat::sniff`](format::ImageFormat::sniff) says which format an
 //!   image's first bytes look like (qcow2, vmdk, vdi, vhdx, luks, ...): facts, no choice.
 //! - [`classify_path`], [`classify_fd`] and [`FileKind`]: what a path or descriptor is;

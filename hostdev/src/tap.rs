@@ -172,6 +172,39 @@ impl Tap {
     }
 }
 
+/// The tap interface that process `pid` holds open as its descriptor `fd`: the `iff:` line
+/// the kernel writes into `/proc/<pid>/fdinfo/<fd>` for a tun/tap descriptor. `None` when
+/// the descriptor is open but is not an attached tap (no such line).
+///
+/// Reading another process's `fdinfo` needs the same user or `CAP_SYS_PTRACE`. This is how
+/// a VM manager can name the tap that carries each queue of a QEMU netdev, given the
+/// descriptor numbers QEMU reports (HMP `info network`, `fd=N`).
+///
+/// # Errors
+/// [`Error::ProcRead`] when the file cannot be read (no such process or descriptor, no
+/// permission).
+pub fn interface_of_process_fd(pid: u32, fd: i32) -> Result<Option<String>, Error> {
+    let path = Path::new("/proc").join(pid.to_string()).join("fdinfo").join(fd.to_string());
+    let text = std::fs::read_to_string(&path).map_err(|source| Error::ProcRead { path, source })?;
+    Ok(interface_in_fdinfo(&text).map(str::to_owned))
+}
+
+/// The interface name of the `iff:` line of an `fdinfo` text, if it has one (a tun/tap
+/// descriptor attached to an interface).
+///
+/// ```
+/// let fdinfo = "pos:\t0\nflags:\t0104002\nmnt_id:\t25\nino:\t1053\niff:\tqmptap0\n";
+/// assert_eq!(hostdev::tap::interface_in_fdinfo(fdinfo), Some("qmptap0"));
+/// assert_eq!(hostdev::tap::interface_in_fdinfo("pos:\t0\n"), None);
+/// ```
+pub fn interface_in_fdinfo(fdinfo: &str) -> Option<&str> {
+    fdinfo
+        .lines()
+        .find_map(|line| line.strip_prefix("iff:"))
+        .map(str::trim)
+        .filter(|name| !name.is_empty())
+}
+
 /// Opens `/dev/net/tun` and attaches the descriptor to the interface `name`; returns it and
 /// the interface's name as the kernel wrote it back.
 fn open_queue(name: &str, flags: c_short) -> io::Result<(OwnedFd, String)> {

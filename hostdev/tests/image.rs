@@ -11,7 +11,7 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hostdev::format::ImageFormat;
-use hostdev::image::{Access, Image, open_image};
+use hostdev::image::{Access, Image, ImageIdentity, identify, open_image};
 use hostdev::{DeviceNumber, Error, FileKind, classify_fd, classify_path};
 use nix::fcntl::{FcntlArg, FdFlag, OFlag, fcntl};
 use nix::sys::stat::Mode;
@@ -213,5 +213,38 @@ fn a_loop_block_device_is_an_image() {
         assert!(image.is_block_device());
         assert_descriptor(&image, access);
         assert_eq!(image.sniff_format().unwrap(), Some(ImageFormat::Qcow2 { version: 2 }));
+        assert_eq!(image.identity().unwrap(), ImageIdentity::BlockDevice(number));
     }
+}
+
+/// The identity tells files apart by what they are, not by name: two opens of one file
+/// through a link agree, a copy differs, and a file replaced under the same name differs.
+#[test]
+fn identities_follow_the_file_not_the_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("a.img");
+    std::fs::write(&path, [0; 512]).unwrap();
+    let link = dir.path().join("link");
+    std::os::unix::fs::symlink(&path, &link).unwrap();
+    let first = open_image(&path, Access::ReadOnly).unwrap().identity().unwrap();
+    let via_link = open_image(&link, Access::ReadWrite).unwrap().identity().unwrap();
+    assert_eq!(first, via_link);
+    let ImageIdentity::File { device, inode } = first else { panic!("{first:?}") };
+    let stat = nix::sys::stat::stat(&path).unwrap();
+    assert_eq!((device.rdev(), inode), (stat.st_dev, stat.st_ino));
+
+    let copy = dir.path().join("b.img");
+    std::fs::copy(&path, &copy).unwrap();
+    assert_ne!(open_image(&copy, Access::ReadOnly).unwrap().identity().unwrap(), first);
+    let kept_open = std::fs::File::open(&path).unwrap();
+    std::fs::remove_file(&path).unwrap();
+    std::fs::write(&path, [0; 512]).unwrap();
+    assert_ne!(open_image(&path, Access::ReadOnly).unwrap().identity().unwrap(), first);
+    assert_eq!(identify(&kept_open).unwrap(), first, "a descriptor keeps its file");
+
+    let (read_end, _write_end) = nix::unistd::pipe().unwrap();
+    assert!(matches!(
+        identify(&read_end),
+        Err(Error::NotAnImage { path: None, kind: FileKind::Fifo })
+    ));
 }

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use hostdev::Error;
-use hostdev::tap::{MAX_TAP_QUEUES, Tap};
+use hostdev::tap::{MAX_TAP_QUEUES, Tap, interface_of_process_fd};
 use hostdev::vhost::{open_vhost_net, vhost_net_usable};
 use nix::fcntl::{FcntlArg, FdFlag, fcntl};
 use qmp_client::blocking::Client;
@@ -156,6 +156,28 @@ fn a_fixed_name_is_kept_and_a_busy_interface_is_a_typed_error() {
     wait_gone(&wanted);
 }
 
+/// A tap descriptor's fdinfo names its interface; other descriptors have no name, and a
+/// descriptor that is not open is an error naming the file.
+#[test]
+fn fdinfo_names_the_interface_of_a_tap_descriptor() {
+    let tap = Tap::open("qmpfi%d", 2).unwrap();
+    let pid = std::process::id();
+    for queue in tap.queues() {
+        let name = interface_of_process_fd(pid, queue.as_raw_fd()).unwrap();
+        assert_eq!(name.as_deref(), Some(tap.name()));
+    }
+    let file = tempfile::tempfile().unwrap();
+    assert_eq!(interface_of_process_fd(pid, file.as_raw_fd()).unwrap(), None);
+    let closed = file.as_raw_fd();
+    drop(file);
+    match interface_of_process_fd(pid, closed) {
+        Err(error @ Error::ProcRead { .. }) => {
+            assert!(error.to_string().contains(&format!("fdinfo/{closed}")), "{error}");
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
 #[test]
 fn bad_arguments_are_typed_errors() {
     for name in ["", "a-name-of-16-byt", "with space", "a/b", "a:b", "nul\0", "..", "x%s", "%d%d"] {
@@ -246,6 +268,20 @@ fn qemu_takes_passed_tap_descriptors_as_netdevs() {
 
     let text = client.human_monitor_command("info network").unwrap();
     assert!(text.contains("n0: ") && text.contains("n1: "), "{text}");
+    // QEMU's descriptor numbers (`fd=N`, one line per queue) name our interfaces in its
+    // /proc fdinfo.
+    let pid = qemu.pid().expect("QEMU runs");
+    let carried: Vec<(String, Option<String>)> = text
+        .lines()
+        .filter_map(|line| {
+            let (netdev, rest) = line.trim_start_matches(" \\ ").split_once(": ")?;
+            let fd: i32 = rest.split(',').find_map(|f| f.strip_prefix("fd="))?.parse().ok()?;
+            Some((netdev.to_owned(), interface_of_process_fd(pid, fd).unwrap()))
+        })
+        .collect();
+    let expected = [("n0", &single), ("n1", &multi), ("n1", &multi)]
+        .map(|(netdev, tap)| (netdev.to_owned(), Some(tap.clone())));
+    assert_eq!(carried, expected, "{text}");
 
     // QEMU holds its own copies now: closing ours leaves both interfaces up...
     drop(tap);

@@ -6,9 +6,10 @@
 //! | status | meaning |
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
-//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, or a hotplug step was refused (after rollback) |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback); hotplug refusals found once connected, with nothing changed: a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`), a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
 //! | 2 | usage, found before anything is connected or opened: an unknown option or a bad option value (one line, like every error), malformed or non-object `ARGS_JSON`, no socket given, unusable inherited descriptors |
 //! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), a busy monitor (after retrying until the timeout), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
+//! | 4 | a hotplug removal that cannot complete now: prelaunch (nothing sent) or a paused VM (`device_del` sent; rerun after `cont`) |
 //! | 130, 143 | `qmp demo` ended by SIGINT or SIGTERM, after undoing what it made |
 
 use std::io;
@@ -32,6 +33,8 @@ pub(crate) enum Status {
     Usage = 2,
     /// The monitor could not be reached or talked to.
     Connection = 3,
+    /// A hotplug removal cannot complete now (prelaunch, or paused: rerun after `cont`).
+    NotNow = 4,
     /// `qmp demo` was ended by SIGINT (and cleaned up): 128 + 2, as a shell reports it.
     Interrupted = 130,
     /// `qmp demo` was ended by SIGTERM (and cleaned up): 128 + 15.
@@ -115,7 +118,17 @@ impl Failure {
             }
             E::Client(client) => return Self::from_client(client),
             E::InvalidName { .. } | E::InvalidSpec(_) => Status::Usage,
-            E::UnplugTimeout { .. } | E::HostTimeout { .. } | E::PciData(_) => Status::Connection,
+            E::UnplugTimeout { .. }
+            | E::HostTimeout { .. }
+            | E::Deadline { .. }
+            | E::PciData(_) => Status::Connection,
+            E::NotRunning { .. } | E::UnplugPending { .. } => Status::NotNow,
+            E::Raced { last, .. } => {
+                return Self {
+                    message: Some(format!("qmp: {}", one_line(&error.to_string()))),
+                    ..Self::from_hotplug(last)
+                };
+            }
             _ => Status::CommandFailed,
         };
         Self::new(status, error.to_string())
@@ -193,6 +206,38 @@ mod tests {
         let gone = Error::Disconnected(qmp_client::DisconnectReason::Eof);
         assert_eq!(Failure::from_client(&gone).status, Status::Connection);
         assert_eq!(Failure::from_client(&Error::Protocol("x".into())).status, Status::Connection);
+    }
+
+    #[test]
+    fn hotplug_errors_follow_the_documented_table() {
+        use qmp_hotplug::{DeviceKind, DiskFormat, Error as E, PendingReason, RunState};
+        let status = |error: E| Failure::from_hotplug(&error).status;
+        assert_eq!(status(E::NotFound { id: "nic-a-pci-2".into() }), Status::CommandFailed);
+        assert_eq!(
+            status(E::Conflict { id: "x".into(), differences: vec![] }),
+            Status::CommandFailed
+        );
+        // Refusals found once connected: 1 (2 is for what is wrong before connecting).
+        let wrong = E::WrongKind { id: "x".into(), expected: DeviceKind::Disk, found: "y".into() };
+        assert_eq!(status(wrong), Status::CommandFailed);
+        let drive = E::DriveMismatch { id: "x".into(), drive: "d".into(), uses: None, owner: None };
+        assert_eq!(status(drive), Status::CommandFailed);
+        let format = E::FormatMismatch { declared: DiskFormat::Raw, found: None };
+        assert_eq!(status(format), Status::CommandFailed);
+        let prelaunch = E::NotRunning { state: RunState::Prelaunch, reason: "r".into() };
+        assert_eq!(status(prelaunch), Status::NotNow);
+        let pending = E::UnplugPending { id: "x".into(), reason: PendingReason::Paused };
+        assert_eq!(status(pending), Status::NotNow);
+        let refused = E::Client(Error::Qmp {
+            command: "device_add".into(),
+            class: ErrorClass::GenericError,
+            desc: "PCI: slot 2 function 0 not available".into(),
+        });
+        let raced = E::Raced { attempts: 3, last: Box::new(refused) };
+        let failure = Failure::from_hotplug(&raced);
+        assert_eq!(failure.status, Status::CommandFailed);
+        assert!(failure.message.unwrap().contains("gave up after 3 attempts"));
+        assert_eq!(ExitCode::from(Status::NotNow), ExitCode::from(4));
     }
 
     #[test]

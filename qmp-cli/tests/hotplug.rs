@@ -14,6 +14,8 @@ use qemu_launcher::{QemuBuilder, guest_or_skip, qemu_or_skip};
 use serde_json::Value;
 
 const GUEST_SEES: Duration = Duration::from_secs(20);
+/// `hotplug ... del` that cannot complete now (prelaunch, paused).
+const NOT_NOW: i32 = 4;
 
 fn json_out(output: &std::process::Output) -> Value {
     serde_json::from_str(&stdout(output))
@@ -124,7 +126,8 @@ fn an_inherited_tap_descriptor_is_used_and_a_bad_one_is_a_usage_error() {
     ));
     assert_status(&output, OK);
     let nic = json_out(&output);
-    assert_eq!((nic["id"].as_str(), nic["tap"].as_str()), (Some("nic-fd-pci-2"), None), "{nic}");
+    // The tap is named from QEMU's side, though this process never knew its name.
+    assert_eq!((nic["id"].as_str(), nic["tap"].as_str()), (Some("nic-fd-pci-2"), Some(tap.name())));
 
     // The child inherits only stdio and the tap, so the lowest other number is the first
     // one the child would open itself (its runtime's epoll): it must be refused as not
@@ -173,6 +176,77 @@ fn failures_map_to_the_documented_statuses() {
     let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-stuck-pci-2", "--wait", "0.5"]));
     assert_status(&output, CONNECTION);
     assert!(one_error_line(&output, "qmp: ").contains("did not acknowledge"));
+}
+
+/// Issue 10 through the CLI: a repeated `nic add` reports the tap that carries the NIC,
+/// not the one it opened; missing ids, wrong kinds, paused VMs and contradicting headers get
+/// their documented statuses; `--if-exists`, `--allow-format-mismatch` and `gc` work.
+#[test]
+fn the_trust_contract_holds_through_the_cli() {
+    let qemu = qemu_or_skip!();
+    let socket = qemu.qmp_path();
+    let dir = tempfile::tempdir().unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "n1"]));
+    assert_status(&output, OK);
+    let first = json_out(&output);
+    assert_eq!(first["outcome"], "added", "{first}");
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "n1"]));
+    assert_status(&output, OK);
+    let again = json_out(&output);
+    assert_eq!(again["outcome"], "already-present", "{again}");
+    assert_eq!(again["tap"], first["tap"], "the tap carrying the NIC, not the one just opened");
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "n1", "--queues", "2"]));
+    assert_status(&output, COMMAND_FAILED);
+    assert!(one_error_line(&output, "qmp: ").contains("queues: asked 2, QEMU has 1"));
+
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-never-pci-9"]));
+    assert_status(&output, COMMAND_FAILED);
+    assert!(one_error_line(&output, "qmp: ").contains("no device 'nic-never-pci-9'"));
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-never-pci-9", "--if-exists"]));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["outcome"], "absent");
+    let output = run(qmp_at(socket, ["hotplug", "disk", "del", "nic-n1-pci-2"]));
+    assert_status(&output, COMMAND_FAILED);
+    assert!(one_error_line(&output, "qmp: ").contains("is not a disk device"));
+    let output = run(qmp_at(socket, ["hotplug", "disk", "del", "disk-x-pci-3", "--drive", "d0"]));
+    assert_status(&output, COMMAND_FAILED);
+
+    // A qcow2 image without --format: refused before QEMU hears of it, unless allowed.
+    let qcow2 = dir.path().join("disk.qcow2");
+    let mut header = b"QFI\xfb\0\0\0\x03".to_vec();
+    header.resize(1 << 20, 0);
+    std::fs::write(&qcow2, header).unwrap();
+    let image = qcow2.to_str().unwrap();
+    let output = run(qmp_at(socket, ["hotplug", "disk", "add", "--name", "q", "--image", image]));
+    assert_status(&output, COMMAND_FAILED);
+    assert!(one_error_line(&output, "qmp: ").contains("--allow-format-mismatch"));
+    let allowed =
+        ["hotplug", "disk", "add", "--name", "q", "--image", image, "--allow-format-mismatch"];
+    let output = run(qmp_at(socket, allowed));
+    assert_status(&output, OK);
+    let disk = json_out(&output);
+    assert_eq!((disk["format"].as_str(), disk["protocol"].as_str()), (Some("raw"), Some("file")));
+
+    // Paused: device_del is sent and the removal ends at once with 4.
+    assert_status(&run(qmp_at(socket, ["exec", "stop"])), OK);
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-n1-pci-2"]));
+    assert_status(&output, NOT_NOW);
+    assert!(one_error_line(&output, "qmp: ").contains("paused"));
+    assert_status(&run(qmp_at(socket, ["exec", "cont"])), OK);
+
+    // gc: a netdev of ours without its NIC, as an interrupted add leaves it.
+    let netdev = r#"{"type": "user", "id": "nic-gc-pci-9"}"#;
+    assert_status(&run(qmp_at(socket, ["exec", "netdev_add", netdev])), OK);
+    let output = run(qmp_at(socket, ["hotplug", "gc", "--dry-run"]));
+    assert_status(&output, OK);
+    let listed = json_out(&output);
+    assert_eq!(listed["leftovers"][0]["name"], "nic-gc-pci-9", "{listed}");
+    let output = run(qmp_at(socket, ["hotplug", "gc"]));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["removed"][0]["part"], "netdev");
+    let output = run(qmp_at(socket, ["hotplug", "gc", "--dry-run"]));
+    assert_eq!(json_out(&output)["leftovers"], serde_json::json!([]));
 }
 
 #[test]

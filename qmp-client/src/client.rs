@@ -165,7 +165,13 @@ impl ClientBuilder {
                 Err(error) => return Err(Error::io(error)),
             }
         };
-        self.start(Transport::unix(stream).map_err(Error::io)?, started).await
+        // SO_PEERCRED: the process that listens on the socket (QEMU), kept for callers that
+        // read its /proc entries.
+        let peer_pid =
+            stream.peer_cred().ok().and_then(|cred| cred.pid()).and_then(|pid| pid.try_into().ok());
+        let mut client = self.start(Transport::unix(stream).map_err(Error::io)?, started).await?;
+        client.peer_pid = peer_pid;
+        Ok(client)
     }
 
     /// Runs QMP over any byte stream (a socket pair, an in-memory duplex, a TCP stream).
@@ -200,6 +206,7 @@ impl ClientBuilder {
             _guard: Arc::new(guard),
             greeting: Arc::new(greeting),
             oob,
+            peer_pid: None,
         })
     }
 }
@@ -228,6 +235,7 @@ pub struct Client {
     _guard: Arc<CloseOnDrop>,
     greeting: Arc<Greeting>,
     oob: bool,
+    peer_pid: Option<u32>,
 }
 
 impl Client {
@@ -252,6 +260,13 @@ impl Client {
     /// Whether `oob` was negotiated (so [`Client::execute_oob`] is available).
     pub fn oob_enabled(&self) -> bool {
         self.oob
+    }
+
+    /// The process id of the server (QEMU), as the kernel gave it for the unix socket at
+    /// connect time (`SO_PEERCRED`); `None` for [`ClientBuilder::connect_stream`] or when
+    /// the kernel did not say.
+    pub fn peer_pid(&self) -> Option<u32> {
+        self.peer_pid
     }
 
     /// Whether the server has `command`, per the capability cache (`query-commands`,

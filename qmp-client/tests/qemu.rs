@@ -30,6 +30,7 @@ async fn connects_negotiates_and_caches_the_commands() {
     let greeting = client.greeting();
     assert!(greeting.version.qemu >= QemuVersion::new(7, 0, 0), "{:?}", greeting.version);
     assert!(client.oob_enabled(), "QEMU offers oob on a unix socket and the client takes it");
+    assert_eq!(client.peer_pid(), qemu.pid(), "SO_PEERCRED names QEMU");
     let status: Status = client.execute_as("query-status", ()).await.unwrap();
     assert_eq!((status.status.as_str(), status.running), ("running", true));
 

@@ -17,7 +17,7 @@ use hostdev::tap::Tap;
 use nix::sys::resource::{UsageWho, getrusage};
 use qemu_launcher::Qemu;
 use qmp_client::Client;
-use qmp_hotplug::{Hotplug, NicSpec};
+use qmp_hotplug::{Hotplug, NicSpec, RemoveOptions};
 
 fn cpu_time() -> Duration {
     let usage = getrusage(UsageWho::RUSAGE_SELF).expect("getrusage");
@@ -55,9 +55,10 @@ fn nic_cycle(c: &mut Criterion) {
                     let id = hotplug
                         .add_nic(&spec, tap.queues(), &[] as &[OwnedFd])
                         .await
-                        .expect("hot-add");
+                        .expect("hot-add")
+                        .id;
                     hotplug
-                        .del_nic(&id.to_string(), Duration::from_secs(20))
+                        .del_nic(&id.to_string(), &RemoveOptions::new(Duration::from_secs(20)))
                         .await
                         .expect("hot-del");
                 });

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hostdev::tap::Tap;
 use qmp_client::Client;
-use qmp_hotplug::{DiskSource, DiskSpec, Hotplug, NicSpec};
+use qmp_hotplug::{DiskSource, DiskSpec, Hotplug, NicSpec, RemoveOptions};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -20,22 +20,24 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let disk_spec = DiskSpec::new("example", DiskSource::Path(image.path().to_owned()));
     hotplug.check_disk_support(&disk_spec)?;
     let disk = hotplug.add_disk(&disk_spec, None).await?;
-    println!("added disk {disk}");
+    println!("{} disk {} ({} over {})", disk.outcome, disk.id, disk.format, disk.file);
 
     let tap = Tap::open("qmpex%d", 1)?;
     let nic = hotplug.add_nic(&NicSpec::new("example"), tap.queues(), &[] as &[OwnedFd]).await?;
-    println!("added NIC {nic} on tap {}", tap.name());
+    let carried_by = nic.queues[0].tap.as_deref().unwrap_or("an unknown tap");
+    println!("{} NIC {} on {carried_by}", nic.outcome, nic.id);
 
     print!("{}", hotplug.pci_slots().await?);
 
-    for id in [disk.to_string(), nic.to_string()] {
+    let options = RemoveOptions::new(Duration::from_secs(10));
+    for id in [disk.id.to_string(), nic.id.to_string()] {
         let removed = if id.starts_with("disk") {
-            hotplug.del_disk(&id, Duration::from_secs(10)).await
+            hotplug.del_disk(&id, &options).await
         } else {
-            hotplug.del_nic(&id, Duration::from_secs(10)).await
+            hotplug.del_nic(&id, &options).await
         };
         match removed {
-            Ok(()) => println!("removed {id}"),
+            Ok(outcome) => println!("{outcome} {id}"),
             Err(error) => println!("{id} is still there: {error}"),
         }
     }

@@ -1,5 +1,14 @@
 use std::fmt;
+use std::path::PathBuf;
 use std::time::Duration;
+
+use hostdev::FileKind;
+use hostdev::format::ImageFormat;
+
+use crate::adopt::{self, Difference};
+use crate::ids::DeviceKind;
+use crate::snapshot::RunState;
+use crate::spec::DiskFormat;
 
 /// Everything planning or carrying out a hotplug operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -33,10 +42,133 @@ pub enum Error {
     /// This QEMU, connection or host cannot do the operation; nothing was sent.
     #[error("hotplug is not possible here: {0}")]
     Unsupported(String),
-    /// A disk image could not be opened, or is not an image (a FIFO, directory or
-    /// character device is refused without being opened); nothing was sent.
+    /// A disk image could not be opened or looked at; nothing was sent.
     #[error(transparent)]
     Open(hostdev::Error),
+    /// A disk's source is not an image: a FIFO, directory, character device or socket
+    /// (refused before anything was opened or sent; opening a FIFO would block).
+    #[error(
+        "refusing {what} as a disk image: it is {kind}, and only a regular file or a block \
+         device can be one; nothing was sent to QEMU",
+        what = path.as_ref().map_or_else(|| "the descriptor".to_owned(), |p| p.display().to_string())
+    )]
+    InvalidSource {
+        /// The path, if the image was given by path.
+        path: Option<PathBuf>,
+        /// What it is.
+        kind: FileKind,
+    },
+    /// The image's header contradicts the declared (or default) format. QEMU never probes
+    /// here (a guest-written header must not choose the driver), so the caller decides:
+    /// declare the format the header shows, or set
+    /// [`DiskSpec::allow_format_mismatch`](crate::DiskSpec::allow_format_mismatch) to use the
+    /// declared one anyway. Nothing was sent.
+    #[error(
+        "the disk image is declared {declared} but its header {}; nothing was sent to QEMU. \
+         Declare the format it has, or, if the header is the guest's data and {declared} is \
+         right, allow the mismatch explicitly (DiskSpec::allow_format_mismatch, qmp \
+         --allow-format-mismatch)",
+        found.map_or_else(|| "has no qcow2 signature".to_owned(), |format| format!("says {}", format.driver()))
+    )]
+    FormatMismatch {
+        /// The format asked for.
+        declared: DiskFormat,
+        /// The format the header shows (`None`: no known signature).
+        found: Option<ImageFormat>,
+    },
+    /// A device of the same name exists and is not what the spec would create (or QEMU's
+    /// state cannot prove it is); nothing was changed.
+    #[error(
+        "device '{id}' exists and is not what was asked: {}; nothing was changed",
+        adopt::list(differences)
+    )]
+    Conflict {
+        /// The existing device.
+        id: String,
+        /// Each difference.
+        differences: Vec<Difference>,
+    },
+    /// Nothing of this device exists (no device, no leftover part); nothing was changed.
+    /// Pass `missing_ok` ([`RemoveOptions::missing_ok`](crate::RemoveOptions::missing_ok))
+    /// to treat that as done.
+    #[error("no device '{id}' and nothing of it left over; nothing was changed")]
+    NotFound {
+        /// The id asked for.
+        id: String,
+    },
+    /// The id is not of the kind asked (a NIC's id given to a disk removal, a device
+    /// without a NIC's or disk's properties); nothing was changed.
+    #[error("'{id}' is not a {} device: {found}; nothing was changed", expected.prefix())]
+    WrongKind {
+        /// The id asked for.
+        id: String,
+        /// The kind the operation removes.
+        expected: DeviceKind,
+        /// What it is instead.
+        found: String,
+    },
+    /// The drive given with a disk removal is not the one that device uses; nothing was
+    /// changed.
+    #[error(
+        "device '{id}' does not use drive '{drive}' (it uses {}; {} has drive '{drive}'); \
+         nothing was changed",
+        uses.as_deref().filter(|u| !u.is_empty()).unwrap_or("none"),
+        owner.as_deref().unwrap_or("no device")
+    )]
+    DriveMismatch {
+        /// The device.
+        id: String,
+        /// The drive asked for.
+        drive: String,
+        /// The drive the device uses.
+        uses: Option<String>,
+        /// The device that uses `drive`, if any.
+        owner: Option<String>,
+    },
+    /// The VM is in a state where an unplug must not be sent; nothing was sent.
+    #[error("cannot unplug while the VM is {state}: {reason}; nothing was sent")]
+    NotRunning {
+        /// QEMU's run state.
+        state: RunState,
+        /// Why not.
+        reason: String,
+    },
+    /// `device_del` was sent but cannot complete yet; the device and its backend are
+    /// still there. Run the removal again once the cause is gone.
+    #[error("unplug of '{id}' requested, but {reason}")]
+    UnplugPending {
+        /// The device.
+        id: String,
+        /// Why it cannot complete now.
+        reason: PendingReason,
+    },
+    /// Another manager kept taking the slot or names planned (`attempts` fresh plans);
+    /// each attempt was rolled back.
+    #[error("gave up after {attempts} attempts, each raced by another manager; last: {last}")]
+    Raced {
+        /// How many plans were tried.
+        attempts: usize,
+        /// The last attempt's failure.
+        last: Box<Error>,
+    },
+    /// The operation's deadline passed before a command could be sent.
+    #[error("the operation's {timeout:?} ran out before {next}; it was not sent")]
+    Deadline {
+        /// The operation's time.
+        timeout: Duration,
+        /// What was next.
+        next: String,
+    },
+    /// Parts an earlier, interrupted try of this device left in QEMU could not be
+    /// removed, so nothing new was added.
+    #[error("parts of an earlier try of '{id}' could not be removed: {}; nothing was added",
+            failed.iter().map(|(part, why)| format!("{part}: {why}")).collect::<Vec<_>>().join(", "))]
+    LeftoversRemain {
+        /// The device.
+        id: String,
+        /// Each part, with why.
+        failed: Vec<(String, String)>,
+    },
     /// The [`Host`](crate::Host) did not finish in time (an image on a hung file system);
     /// nothing was sent.
     #[error("{operation} did not finish within {timeout:?}; nothing was sent to QEMU")]
@@ -84,6 +216,25 @@ pub enum Error {
     },
 }
 
+/// Why an unplug is pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum PendingReason {
+    /// The VM is paused: the guest acknowledges the unplug only once it runs.
+    Paused,
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Paused => f.write_str(
+                "the VM is paused: the guest can acknowledge the unplug only once it runs \
+                 (`cont`); run the removal again after that to delete the backend",
+            ),
+        }
+    }
+}
+
 impl Error {
     /// QEMU's error class and description, if QEMU refused a command (directly or inside
     /// a failed step).
@@ -91,6 +242,7 @@ impl Error {
         match self {
             Self::Client(error) => error.qmp_error(),
             Self::Step { source, .. } => source.qmp_error(),
+            Self::Raced { last, .. } => last.qmp_error(),
             _ => None,
         }
     }

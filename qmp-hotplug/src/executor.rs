@@ -1,9 +1,9 @@
 //! Carries out [`Plan`]s over a [`qmp_client::Client`], undoing what was done when a step
 //! fails. QEMU is reached through the client only, the host through the handed-in [`Host`].
 
+use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,29 +14,56 @@ use serde_json::{Value, json};
 use tracing::{Instrument, debug, info_span, warn};
 
 use crate::Error;
-use crate::error::RollbackFailures;
-use crate::host::{Host, LocalHost};
-use crate::ids::DeviceId;
+use crate::adopt;
+use crate::deadline::Deadline;
+use crate::error::{PendingReason, RollbackFailures};
+use crate::host::{Host, ImageFacts, LocalHost};
+use crate::ids::{DeviceId, DeviceKind};
+use crate::leftovers::{self, CleanReport, Leftover, LeftoverPart, Leftovers};
 use crate::pci::SlotMap;
-use crate::plan::{FdRef, Plan, Step};
-use crate::planner::Planner;
+use crate::plan::{FdRef, FdsetRef, Plan, Step};
+use crate::planner::{Planner, check_queues};
 use crate::qemu_errors::{
-    DUPLICATE_NETDEV_ID, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND,
-    UNPLUG_IN_PROGRESS,
+    self, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND,
+    OBJECT_NOT_FOUND, PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
 };
-use crate::snapshot::{Query, Replies, Snapshot};
-use crate::spec::{DiskSource, DiskSpec, NicSpec, Vhost};
+use crate::report::{DiskReport, NicReport, Outcome};
+use crate::snapshot::{
+    DeviceProperties, Focus, PERIPHERAL_PATH, Query, Replies, RunState, Snapshot, properties_of,
+};
+use crate::spec::{DiskSource, DiskSpec, NicSpec, RemoveOptions, Vhost};
 
-/// How long [`Hotplug`] waits for the guest to let go of a device when no timeout is given.
+/// How long a removal waits for the guest (the whole removal's time) when the caller has
+/// no better figure, as in [`RemoveOptions::new`]`(DEFAULT_UNPLUG_TIMEOUT)`.
 pub const DEFAULT_UNPLUG_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long [`Hotplug`] lets its [`Host`] take to open a disk image, unless
-/// [`Hotplug::with_host_timeout`] says otherwise.
+/// How long an add (or a leftovers call) may take in all, unless
+/// [`Hotplug::with_operation_timeout`] says otherwise.
+pub const DEFAULT_OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// How long a rollback may take in all, after the step that failed, unless
+/// [`Hotplug::with_rollback_budget`] says otherwise: a frozen QEMU cannot hang the caller
+/// for longer than the operation's time plus this.
+pub const DEFAULT_ROLLBACK_BUDGET: Duration = Duration::from_secs(10);
+
+/// How long [`Hotplug`] lets its [`Host`] take to open and look at a disk image, unless
+/// [`Hotplug::with_host_timeout`] says otherwise (the operation's deadline bounds it too).
 pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Fresh plans an add makes when another manager keeps taking its slot or names.
+pub const MAX_ATTEMPTS: usize = 3;
+
 /// The QMP commands each operation needs.
-const NIC_COMMANDS: &[&str] =
-    &["getfd", "closefd", "netdev_add", "netdev_del", "device_add", "device_del"];
+const NIC_COMMANDS: &[&str] = &[
+    "getfd",
+    "closefd",
+    "netdev_add",
+    "netdev_del",
+    "device_add",
+    "device_del",
+    "object-add",
+    "object-del",
+];
 const DISK_COMMANDS: &[&str] = &["blockdev-add", "blockdev-del", "device_add", "device_del"];
 const FDSET_COMMANDS: &[&str] = &["add-fd", "remove-fd", "query-fdsets"];
 
@@ -67,19 +94,35 @@ impl<'a> PlanFds<'a> {
 /// Hot-plugs NICs and disks into one QEMU: Ganeti's `HotAddNic`, `HotDelNic`,
 /// `HotAddDisk`, `HotDelDisk` and their helpers, as plans with rollback.
 ///
-/// Every add reads what QEMU has first ([`Hotplug::snapshot`]), so running the same add
-/// again after a timeout completes it instead of failing on duplicate ids; every failed
-/// add undoes its finished steps in reverse, leaving no netdev, fd name, fdset, block node
-/// or device of its own behind.
+/// Every operation reads what QEMU has first and trusts only that:
 ///
-/// Files and devices of this machine (disk images, vhost-net) are reached through a
-/// [`Host`]: [`LocalHost`] unless [`Hotplug::with_host`] gives another.
+/// - An add whose device QEMU already has returns [`Outcome::AlreadyPresent`] when every
+///   field QEMU shows matches the spec (the caller's descriptors are not used), and
+///   [`Error::Conflict`] naming each difference otherwise. What an interrupted earlier try
+///   of the same name left (a netdev without its NIC, a node without its device, an fdset,
+///   an intent marker and its descriptor names) is removed first, never reused.
+/// - A failed add undoes its finished steps in reverse, leaving nothing of its own behind,
+///   or says precisely what it could not undo.
+/// - A removal checks the id is of the kind asked, exists (or was partly removed), and
+///   that a drive given belongs to it, before sending anything; it refuses to unplug in
+///   prelaunch and returns [`Error::UnplugPending`] at once on a paused VM.
+/// - Calls on one `Hotplug` (and its clones) run one at a time. Against another manager,
+///   an add whose slot or names were taken meanwhile rolls back and plans again, up to
+///   [`MAX_ATTEMPTS`] times. Fdset ids come from QEMU's `add-fd` replies.
+/// - Each operation has one deadline; each command, wait and host call gets what is
+///   left of it, and a rollback its own bounded budget.
+///
+/// Files and devices of this machine (disk images, vhost-net, `/proc`) are reached through
+/// a [`Host`]: [`LocalHost`] unless [`Hotplug::with_host`] gives another.
 #[derive(Debug, Clone)]
 pub struct Hotplug {
     client: Client,
     planner: Planner,
     host: Arc<dyn Host>,
     host_timeout: Duration,
+    operation_timeout: Duration,
+    rollback_budget: Duration,
+    serial: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Hotplug {
@@ -91,6 +134,9 @@ impl Hotplug {
             planner: Planner::default(),
             host: Arc::new(LocalHost),
             host_timeout: DEFAULT_HOST_TIMEOUT,
+            operation_timeout: DEFAULT_OPERATION_TIMEOUT,
+            rollback_budget: DEFAULT_ROLLBACK_BUDGET,
+            serial: Arc::default(),
         }
     }
 
@@ -101,13 +147,30 @@ impl Hotplug {
         self
     }
 
-    /// Gives the [`Host`] up to `timeout` to open a disk image (default
-    /// [`DEFAULT_HOST_TIMEOUT`]); after that the add fails with [`Error::HostTimeout`],
-    /// before anything is sent. The open goes on in its blocking thread, which a tokio
-    /// runtime waits for when it shuts down (`Runtime::shutdown_timeout` bounds that).
+    /// Gives the [`Host`] up to `timeout` (and never more than what is left of the
+    /// operation) to open and inspect a disk image; after that the add fails with
+    /// [`Error::HostTimeout`], before anything is sent. The call goes on in its blocking
+    /// thread, which a tokio runtime waits for when it shuts down
+    /// (`Runtime::shutdown_timeout` bounds that).
     #[must_use]
     pub fn with_host_timeout(mut self, timeout: Duration) -> Self {
         self.host_timeout = timeout;
+        self
+    }
+
+    /// How long an add, [`Hotplug::leftovers`] or [`Hotplug::clean_leftovers`] may take in
+    /// all (default [`DEFAULT_OPERATION_TIMEOUT`]); removals take theirs from
+    /// [`RemoveOptions`].
+    #[must_use]
+    pub fn with_operation_timeout(mut self, timeout: Duration) -> Self {
+        self.operation_timeout = timeout;
+        self
+    }
+
+    /// How long a rollback may take in all (default [`DEFAULT_ROLLBACK_BUDGET`]).
+    #[must_use]
+    pub fn with_rollback_budget(mut self, budget: Duration) -> Self {
+        self.rollback_budget = budget;
         self
     }
 
@@ -128,28 +191,117 @@ impl Hotplug {
         &self.planner
     }
 
-    /// Reads what QEMU has: bus 0, user-created devices, named block nodes and fdsets.
+    /// Reads what QEMU has: run state, bus 0, user-created devices and objects, block
+    /// nodes and backends, fdsets, netdevs, and the properties of every device of ours.
     ///
     /// # Errors
     /// A failed query, or unexpected `query-pci` data.
     pub async fn snapshot(&self) -> Result<Snapshot, Error> {
-        let (pci, peripherals, block_nodes, fdsets) = tokio::join!(
-            self.query(Query::Pci),
-            self.query(Query::Peripherals),
-            self.query(Query::BlockNodes),
-            self.query(Query::Fdsets),
-        );
-        Snapshot::from_replies(Replies {
+        self.inventory(&Focus::Everything, &Deadline::after(self.operation_timeout)).await
+    }
+
+    async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
+        // Boxed: eight queries in flight make a large future, and every operation holds one.
+        let (status, pci, peripherals, objects, block_nodes, block, fdsets, network) =
+            Box::pin(async {
+                tokio::join!(
+                    self.query(Query::Status, deadline),
+                    self.query(Query::Pci, deadline),
+                    self.query(Query::Peripherals, deadline),
+                    self.query(Query::Objects, deadline),
+                    self.query(Query::BlockNodes, deadline),
+                    self.query(Query::Block, deadline),
+                    self.query(Query::Fdsets, deadline),
+                    self.hmp("info network", deadline),
+                )
+            })
+            .await;
+        let mut snapshot = Snapshot::from_replies(Replies {
+            status: status?,
             pci: pci?,
             peripherals: peripherals?,
+            objects: objects?,
             block_nodes: block_nodes?,
+            block: block?,
             fdsets: fdsets?,
-        })
+            network: network?,
+        })?;
+        for (id, kind) in snapshot.property_targets(focus) {
+            let mut properties = DeviceProperties::default();
+            for property in properties_of(kind) {
+                let path = format!("{PERIPHERAL_PATH}/{id}");
+                let get =
+                    self.client.execute("qom-get", json!({"path": path, "property": property}));
+                match self.call(deadline, "qom-get", get).await {
+                    Ok(value) => properties.set(property, &value),
+                    // Not a property of this device (it is of another kind), or the device
+                    // went away since the listing: nothing to record.
+                    Err(error)
+                        if PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
+                            || error
+                                .qmp_error()
+                                .is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound) => {
+                    }
+                    Err(error) => return Err(error),
+                }
+            }
+            snapshot.properties.insert(id, properties);
+        }
+        Ok(snapshot)
     }
 
     /// Runs one of the snapshot's queries, decoding the reply as `T`.
-    async fn query<T: DeserializeOwned>(&self, query: Query) -> Result<T, Error> {
-        Ok(self.client.execute_as(query.command(), query.arguments()).await?)
+    async fn query<T: DeserializeOwned>(
+        &self,
+        query: Query,
+        deadline: &Deadline,
+    ) -> Result<T, Error> {
+        let reply = self.client.execute_as(query.command(), query.arguments());
+        self.call(deadline, query.command(), reply).await
+    }
+
+    /// Runs an HMP command line and checks its output for HMP's error shapes.
+    async fn hmp(&self, command_line: &str, deadline: &Deadline) -> Result<String, Error> {
+        let reply = self.client.human_monitor_command(command_line);
+        let output = self.call(deadline, "human-monitor-command", reply).await?;
+        qemu_errors::check_hmp(command_line, &output)?;
+        Ok(output)
+    }
+
+    /// Waits for this `Hotplug`'s other operations (one runs at a time), for at most what
+    /// is left of `deadline`.
+    async fn serialise(
+        &self,
+        deadline: &Deadline,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
+        tokio::time::timeout(deadline.remaining(), self.serial.lock()).await.map_err(|_| {
+            Error::Deadline {
+                timeout: deadline.budget(),
+                next: "the end of another operation on this Hotplug".into(),
+            }
+        })
+    }
+
+    /// A client call with what is left of `deadline` as its time. Nothing is sent once the
+    /// deadline has passed; a call that runs out of time has an unknown outcome.
+    async fn call<T>(
+        &self,
+        deadline: &Deadline,
+        command: &str,
+        call: impl Future<Output = Result<T, qmp_client::Error>>,
+    ) -> Result<T, Error> {
+        let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            return Err(Error::Deadline { timeout: deadline.budget(), next: command.into() });
+        }
+        match tokio::time::timeout(remaining, call).await {
+            Ok(result) => result.map_err(Error::from),
+            // Dropping the call abandons it; the client discards the late reply.
+            Err(_) => Err(Error::Client(qmp_client::Error::Timeout {
+                command: command.into(),
+                timeout: remaining,
+            })),
+        }
     }
 
     /// Bus 0 from `query-pci` (Ganeti's `_GetPCIDevices`), without the planner's reserved slots.
@@ -157,7 +309,8 @@ impl Hotplug {
     /// # Errors
     /// A failed query, or unexpected data.
     pub async fn pci_slots(&self) -> Result<SlotMap, Error> {
-        SlotMap::from_query_pci(&self.query(Query::Pci).await?)
+        let deadline = Deadline::after(self.operation_timeout);
+        SlotMap::from_query_pci(&self.query(Query::Pci, &deadline).await?)
     }
 
     /// The first slot the planner would pick (Ganeti's `GetFreePCISlot`).
@@ -233,19 +386,28 @@ impl Hotplug {
         }
     }
 
-    /// Hot-adds a NIC (Ganeti's `HotAddNic`): passes `taps` (one per queue) and, with
-    /// [`Vhost::Fds`], `vhost_fds` with `getfd`, then `netdev_add` and `device_add`.
-    /// Our copies of the descriptors stay open; QEMU keeps its own.
+    /// Hot-adds a NIC (Ganeti's `HotAddNic`): creates an intent marker, passes `taps`
+    /// (one per queue) and, with [`Vhost::Fds`], `vhost_fds` with `getfd`, then
+    /// `netdev_add` and `device_add`, and deletes the marker. Our copies of the
+    /// descriptors stay open; QEMU keeps its own.
+    ///
+    /// Returns what QEMU has afterwards, read back: the netdev's queues and, where this
+    /// host can read QEMU's `/proc`, the tap carrying each. When QEMU already has exactly
+    /// this NIC, that is [`Outcome::AlreadyPresent`] and `taps` were not used.
     ///
     /// # Errors
-    /// [`Error::Unsupported`] or [`Error::InvalidSpec`] before anything is sent; a failed
-    /// step as [`Error::Step`], after undoing the steps before it.
+    /// [`Error::InvalidName`], [`Error::InvalidSpec`] or [`Error::Unsupported`] before
+    /// anything is sent; [`Error::Conflict`] when a NIC of that name differs; a failed step
+    /// as [`Error::Step`], after undoing the steps before it; [`Error::Raced`] after
+    /// [`MAX_ATTEMPTS`] plans raced by another manager.
     pub async fn add_nic(
         &self,
         spec: &NicSpec,
         taps: &[impl AsFd],
         vhost_fds: &[impl AsFd],
-    ) -> Result<DeviceId, Error> {
+    ) -> Result<NicReport, Error> {
+        DeviceId::new(DeviceKind::Nic, &spec.name, 0)?;
+        check_queues(spec.queues)?;
         self.check_nic_support(spec)?;
         if taps.len() != spec.queues {
             return Err(Error::InvalidSpec(format!(
@@ -271,50 +433,134 @@ impl Hotplug {
                 ))
             })?;
         }
-        let snapshot = self.snapshot().await?;
-        let (id, plan) = self.planner.nic_add(spec, &snapshot)?;
         let fds = PlanFds {
             taps: taps.iter().map(AsFd::as_fd).collect(),
             vhost: vhost_fds.iter().map(AsFd::as_fd).collect(),
             image: None,
         };
-        self.run(&plan, &fds, DEFAULT_UNPLUG_TIMEOUT)
-            .instrument(info_span!("add_nic", %id))
-            .await?;
-        Ok(id)
+        let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let span = info_span!("add_nic", name = %spec.name);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let snapshot = self
+                .inventory(&Focus::Named(DeviceKind::Nic, spec.name.clone()), &deadline)
+                .instrument(span.clone())
+                .await?;
+            self.clear_earlier_tries(DeviceKind::Nic, &spec.name, &snapshot, &deadline).await?;
+            if let Some(id) = adopt::existing_nic(spec, &snapshot)? {
+                debug!(%id, "QEMU already has this NIC");
+                return self.nic_report(id, Outcome::AlreadyPresent, &deadline).await;
+            }
+            let (id, plan) = self.planner.nic_add(spec, &snapshot)?;
+            let outcome = self
+                .execute_plan(&plan, &fds, &deadline, &snapshot.run_state)
+                .instrument(info_span!(parent: &span, "plan", %id, attempt))
+                .await;
+            match outcome {
+                Ok(()) => return self.nic_report(id, Outcome::Added, &deadline).await,
+                Err(error) if is_race(&error) && attempt < MAX_ATTEMPTS => {
+                    warn!(%id, %error, attempt, "raced by another manager; planning again");
+                }
+                Err(error) if is_race(&error) => {
+                    return Err(Error::Raced { attempts: attempt, last: Box::new(error) });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
-    /// Hot-removes NIC `id` (Ganeti's `HotDelNic`): `device_del`, wait up to `timeout`
-    /// for the guest (`DEVICE_DELETED`), then `netdev_del`. Also finishes a removal an
-    /// earlier call started.
-    ///
-    /// # Errors
-    /// [`Error::UnplugTimeout`] or [`Error::UnplugRefused`] inside [`Error::Step`] when
-    /// the guest does not let go: the netdev is then left in place, so the NIC keeps
-    /// working.
-    pub async fn del_nic(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let plan = self.planner.nic_del(id, &self.snapshot().await?);
-        self.run(&plan, &PlanFds::default(), timeout).instrument(info_span!("del_nic", id)).await
+    /// What QEMU has of NIC `id`, read back, with the tap of each queue where it can be
+    /// learned (QEMU's pid from the connection, then its `/proc/<pid>/fdinfo`).
+    async fn nic_report(
+        &self,
+        id: DeviceId,
+        outcome: Outcome,
+        deadline: &Deadline,
+    ) -> Result<NicReport, Error> {
+        let snapshot =
+            self.inventory(&Focus::Device(id.to_string(), DeviceKind::Nic), deadline).await?;
+        let fds: Vec<Option<i32>> = snapshot
+            .network
+            .netdevs
+            .get(&id.netdev_id())
+            .map(|netdev| netdev.queues.iter().map(|queue| queue.fd).collect())
+            .unwrap_or_default();
+        let taps = match self.client.peer_pid() {
+            Some(pid) => {
+                let lookup = self
+                    .host_io("reading QEMU's /proc fdinfo".into(), deadline, move |host| {
+                        Ok(fds
+                            .iter()
+                            .map(|fd| fd.and_then(|fd| host.tap_interface(pid, fd).ok().flatten()))
+                            .collect::<Vec<_>>())
+                    })
+                    .await;
+                lookup.unwrap_or_else(|error| {
+                    debug!(%error, "the taps carrying the queues are unknown");
+                    Vec::new()
+                })
+            }
+            None => Vec::new(),
+        };
+        let mut report = NicReport::read(id, outcome, &snapshot, &taps);
+        report.left_behind = leftovers_of_device(&snapshot, &report.id);
+        Ok(report)
     }
 
     /// Hot-adds a disk (Ganeti's `HotAddDisk`). A [`DiskSource::Path`] is opened by the
-    /// [`Host`] (read-only when `spec.read_only`), off the async runtime's threads, and,
-    /// like a [`DiskSource::Fd`] given as `fd`, passed in an fdset; an NBD source is
-    /// reached by QEMU itself.
+    /// [`Host`] (read-only when `spec.read_only`), and, like a [`DiskSource::Fd`] given as
+    /// `fd`, checked to be a regular file or block device, fingerprinted, and its header
+    /// read, all off the async runtime's threads under the deadline. It then goes into a
+    /// new fdset that keeps it for the disk's life, its fingerprint as the opaque; a block
+    /// device gets the `host_device` driver. An NBD source is reached by QEMU itself.
+    ///
+    /// The declared format is what QEMU gets (never probed); a header that contradicts it
+    /// is refused unless `spec.allow_format_mismatch`.
     ///
     /// # Errors
-    /// [`Error::Open`] (a missing image, or a FIFO, directory or character device, refused
-    /// without opening it), [`Error::HostTimeout`] or [`Error::Unsupported`] before
-    /// anything is sent; a failed step as [`Error::Step`], after undoing the steps before it.
+    /// [`Error::InvalidSource`] (a FIFO, directory, character device or socket, refused
+    /// without opening it), [`Error::Open`], [`Error::HostTimeout`],
+    /// [`Error::FormatMismatch`] or [`Error::Unsupported`] before anything is sent;
+    /// [`Error::Conflict`] when a disk of that name differs (or its image cannot be proven);
+    /// a failed step as [`Error::Step`], after undoing the steps before it.
     pub async fn add_disk(
         &self,
         spec: &DiskSpec,
         fd: Option<BorrowedFd<'_>>,
-    ) -> Result<DeviceId, Error> {
+    ) -> Result<DiskReport, Error> {
+        DeviceId::new(DeviceKind::Disk, &spec.name, 0)?;
         self.check_disk_support(spec)?;
-        let opened: Option<Image> = match (&spec.source, fd) {
-            (DiskSource::Path(path), None) => Some(self.open_image(path, spec.read_only).await?),
-            (DiskSource::Fd, Some(_)) | (DiskSource::Nbd(_), None) => None,
+        let deadline = Deadline::after(self.operation_timeout);
+        let opened: Option<(Image, ImageFacts)> = match (&spec.source, fd) {
+            (DiskSource::Path(path), None) => {
+                let path = path.clone();
+                let access = Access::from_read_only(spec.read_only);
+                let what = format!("opening disk image {}", path.display());
+                Some(
+                    self.host_io(what, &deadline, move |host| {
+                        let image = host.open_image(&path, access)?;
+                        let facts = host.inspect_image(&image)?;
+                        Ok((image, facts))
+                    })
+                    .await?,
+                )
+            }
+            (DiskSource::Fd, Some(fd)) => {
+                let copy = fd.try_clone_to_owned().map_err(|source| {
+                    Error::Open(hostdev::Error::Fstat(io::Error::new(source.kind(), source)))
+                })?;
+                let what = "looking at the disk image descriptor".to_owned();
+                Some(
+                    self.host_io(what, &deadline, move |host| {
+                        let image = host.adopt_image_fd(copy)?;
+                        let facts = host.inspect_image(&image)?;
+                        Ok((image, facts))
+                    })
+                    .await?,
+                )
+            }
+            (DiskSource::Nbd(_), None) => None,
             (DiskSource::Fd, None) => {
                 return Err(Error::InvalidSpec("a descriptor source needs its descriptor".into()));
             }
@@ -324,91 +570,378 @@ impl Hotplug {
                 ));
             }
         };
-        let image = opened.as_ref().map(AsFd::as_fd).or(fd);
-        let snapshot = self.snapshot().await?;
-        let (id, plan) = self.planner.disk_add(spec, &snapshot)?;
-        let fds = PlanFds { image, ..PlanFds::default() };
-        self.run(&plan, &fds, DEFAULT_UNPLUG_TIMEOUT)
-            .instrument(info_span!("add_disk", %id))
-            .await?;
-        Ok(id)
+        let identity = opened.as_ref().map(|(_, facts)| facts.identity);
+        if let Some((_, facts)) = &opened {
+            if !spec.allow_format_mismatch && !spec.format.fits(facts.format) {
+                return Err(Error::FormatMismatch { declared: spec.format, found: facts.format });
+            }
+        }
+        let fds = PlanFds {
+            image: opened.as_ref().map(|(image, _)| image.as_fd()),
+            ..PlanFds::default()
+        };
+        let _serial = self.serialise(&deadline).await?;
+        let span = info_span!("add_disk", name = %spec.name);
+        for attempt in 1..=MAX_ATTEMPTS {
+            let snapshot = self
+                .inventory(&Focus::Named(DeviceKind::Disk, spec.name.clone()), &deadline)
+                .instrument(span.clone())
+                .await?;
+            self.clear_earlier_tries(DeviceKind::Disk, &spec.name, &snapshot, &deadline).await?;
+            if let Some(id) = adopt::existing_disk(spec, identity.as_ref(), &snapshot)? {
+                debug!(%id, "QEMU already has this disk");
+                return self.disk_report(id, Outcome::AlreadyPresent, &deadline).await;
+            }
+            let (id, plan) = self.planner.disk_add(spec, identity.as_ref(), &snapshot)?;
+            let outcome = self
+                .execute_plan(&plan, &fds, &deadline, &snapshot.run_state)
+                .instrument(info_span!(parent: &span, "plan", %id, attempt))
+                .await;
+            match outcome {
+                Ok(()) => return self.disk_report(id, Outcome::Added, &deadline).await,
+                Err(error) if is_race(&error) && attempt < MAX_ATTEMPTS => {
+                    warn!(%id, %error, attempt, "raced by another manager; planning again");
+                }
+                Err(error) if is_race(&error) => {
+                    return Err(Error::Raced { attempts: attempt, last: Box::new(error) });
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        unreachable!("the last attempt returns")
     }
 
-    /// Opens `path` through the host on a blocking thread, for at most the host timeout.
-    /// On a timeout the thread is left to finish; what it opened then is closed.
-    async fn open_image(&self, path: &Path, read_only: bool) -> Result<Image, Error> {
+    async fn disk_report(
+        &self,
+        id: DeviceId,
+        outcome: Outcome,
+        deadline: &Deadline,
+    ) -> Result<DiskReport, Error> {
+        let focus = Focus::Device(id.to_string(), DeviceKind::Disk);
+        Ok(DiskReport::read(id, outcome, &self.inventory(&focus, deadline).await?))
+    }
+
+    /// Runs `call` with the host on a blocking thread, for at most the host timeout and
+    /// what is left of `deadline`. On a timeout the thread is left to finish; what it
+    /// opened then is closed.
+    async fn host_io<T: Send + 'static>(
+        &self,
+        operation: String,
+        deadline: &Deadline,
+        call: impl FnOnce(&dyn Host) -> Result<T, hostdev::Error> + Send + 'static,
+    ) -> Result<T, Error> {
         let host = Arc::clone(&self.host);
-        let owned = path.to_owned();
-        let access = Access::from_read_only(read_only);
-        let opening = tokio::task::spawn_blocking(move || host.open_image(&owned, access));
-        match tokio::time::timeout(self.host_timeout, opening).await {
-            Ok(Ok(opened)) => opened.map_err(Error::Open),
+        let timeout = self.host_timeout.min(deadline.remaining());
+        let running = tokio::task::spawn_blocking(move || call(&*host));
+        match tokio::time::timeout(timeout, running).await {
+            Ok(Ok(result)) => result.map_err(|error| match error {
+                hostdev::Error::NotAnImage { path, kind } => Error::InvalidSource { path, kind },
+                other => Error::Open(other),
+            }),
             Ok(Err(join)) => match join.try_into_panic() {
                 Ok(panic) => std::panic::resume_unwind(panic),
-                Err(_) => Err(Error::Open(hostdev::Error::ImageOpen {
-                    path: path.to_owned(),
-                    source: io::Error::new(
-                        io::ErrorKind::Interrupted,
-                        "the runtime shut down before the image was opened",
-                    ),
-                })),
+                Err(_) => Err(Error::HostTimeout { operation, timeout }),
             },
-            Err(_) => Err(Error::HostTimeout {
-                operation: format!("opening disk image {}", path.display()),
-                timeout: self.host_timeout,
-            }),
+            Err(_) => Err(Error::HostTimeout { operation, timeout }),
         }
     }
 
-    /// Hot-removes disk `id` added with `blockdev-add` (Ganeti's `HotDelDisk`):
-    /// `device_del`, wait up to `timeout` for the guest, then `blockdev-del`.
+    /// Removes what earlier, interrupted tries of the device `kind`/`name` left in QEMU
+    /// (the snapshot is the check), so a new plan never meets or reuses them.
+    async fn clear_earlier_tries(
+        &self,
+        kind: DeviceKind,
+        name: &str,
+        snapshot: &Snapshot,
+        deadline: &Deadline,
+    ) -> Result<(), Error> {
+        let items: Vec<Leftover> = leftovers::find(snapshot)
+            .into_iter()
+            .filter(|item| item.device.kind() == kind && item.device.name() == name)
+            .collect();
+        let mut failed = Vec::new();
+        for item in &items {
+            debug!(%item, "removing what an earlier try left");
+            if let Err(error) = self.remove_leftover(item, deadline).await {
+                failed.push((item.to_string(), error.to_string()));
+            }
+        }
+        match items.first() {
+            Some(first) if !failed.is_empty() => {
+                Err(Error::LeftoversRemain { id: first.device.to_string(), failed })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Sends the commands that remove one leftover part (each tolerant of it being gone).
+    async fn remove_leftover(&self, item: &Leftover, deadline: &Deadline) -> Result<(), Error> {
+        let steps = match &item.part {
+            LeftoverPart::BlockNode { node_name } => {
+                vec![Step::BlockdevDel { node_name: node_name.clone() }]
+            }
+            LeftoverPart::Fdset { fdset_id } => {
+                vec![Step::RemoveFdset { fdset: FdsetRef::Id(*fdset_id) }]
+            }
+            LeftoverPart::Netdev { id } => vec![Step::NetdevDel { id: id.clone() }],
+            LeftoverPart::NicIntent { marker, fd_names } => fd_names
+                .iter()
+                .map(|name| Step::CloseFd { name: name.clone() })
+                .chain([Step::ObjectDel { id: marker.clone() }])
+                .collect(),
+        };
+        for step in &steps {
+            // No unplug among these: the run state does not matter.
+            self.run_step(step, &PlanFds::default(), deadline, &RunState::Running).await?;
+        }
+        Ok(())
+    }
+
+    /// What an interrupted operation left in QEMU: the parts of ours (by the id scheme and
+    /// the ownership texts) that no complete device explains. Objects the scheme does not
+    /// explain are never listed.
     ///
     /// # Errors
-    /// As [`Hotplug::del_nic`]; the block node stays when the guest does not let go.
-    pub async fn del_disk(&self, id: &str, timeout: Duration) -> Result<(), Error> {
-        let plan = self.planner.disk_del(id, &self.snapshot().await?);
-        self.run(&plan, &PlanFds::default(), timeout).instrument(info_span!("del_disk", id)).await
+    /// A failed query.
+    pub async fn leftovers(&self) -> Result<Leftovers, Error> {
+        let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let snapshot = self.inventory(&Focus::Everything, &deadline).await?;
+        Ok(Leftovers { items: leftovers::find(&snapshot), run_state: snapshot.run_state })
+    }
+
+    /// Removes `leftovers` (as [`Hotplug::leftovers`] listed them), each only if a fresh
+    /// look at QEMU right before its removal still shows it as a leftover. On a paused VM
+    /// removed fdsets stay listed until it runs: those are reported as pending.
+    ///
+    /// Another manager's add in progress looks like an interrupted one (its intent
+    /// marker, a netdev before its NIC): clean when no other manager is adding, or that
+    /// add fails and rolls back.
+    ///
+    /// # Errors
+    /// A failed query; a part that cannot be removed is reported, not an error.
+    pub async fn clean_leftovers(&self, leftovers: &Leftovers) -> Result<CleanReport, Error> {
+        let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let mut report = CleanReport::default();
+        for item in &leftovers.items {
+            let snapshot = self.inventory(&Focus::Everything, &deadline).await?;
+            if !leftovers::is_leftover(item, &snapshot) {
+                report.skipped.push(item.clone());
+                continue;
+            }
+            match self.remove_leftover(item, &deadline).await {
+                Ok(())
+                    if matches!(item.part, LeftoverPart::Fdset { .. })
+                        && !snapshot.run_state.is_running() =>
+                {
+                    report.pending_until_running.push(item.clone());
+                }
+                Ok(()) => report.removed.push(item.clone()),
+                Err(error) => report.failed.push((item.clone(), error.to_string())),
+            }
+        }
+        Ok(report)
+    }
+
+    /// Hot-removes NIC `id` (Ganeti's `HotDelNic`): `device_del`, wait for the guest
+    /// (`DEVICE_DELETED`), then `netdev_del`; also finishes a removal an earlier call
+    /// started, and removes what an interrupted add of `id` left.
+    ///
+    /// Checked before anything is sent: `id` is a NIC's id of our scheme and the device,
+    /// if present, is a NIC; the VM is running (in prelaunch nothing is sent, since QEMU 7.2
+    /// wedges a device unplugged then; when paused, `device_del` is sent and
+    /// [`Error::UnplugPending`] returned at once).
+    ///
+    /// # Errors
+    /// [`Error::WrongKind`], [`Error::InvalidName`], [`Error::NotFound`] (unless
+    /// `missing_ok`), [`Error::NotRunning`], [`Error::UnplugPending`]; [`Error::UnplugTimeout`]
+    /// or [`Error::UnplugRefused`] inside [`Error::Step`] when the guest does not let go:
+    /// the netdev is then left in place, so the NIC keeps working.
+    pub async fn del_nic(&self, id: &str, options: &RemoveOptions) -> Result<Outcome, Error> {
+        let device = our_id(id, DeviceKind::Nic)?;
+        let deadline = Deadline::after(options.timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let focus = Focus::Device(id.to_owned(), DeviceKind::Nic);
+        let snapshot = self.inventory(&focus, &deadline).await?;
+        if let Some(driver) = snapshot.peripherals.get(id) {
+            let properties = snapshot.properties.get(id).cloned().unwrap_or_default();
+            if properties.netdev.is_none() {
+                return Err(Error::WrongKind {
+                    id: id.into(),
+                    expected: DeviceKind::Nic,
+                    found: format!("a {driver} device, which has no netdev"),
+                });
+            }
+        }
+        let plan = self.planner.nic_del(&device, &snapshot);
+        self.remove(id, &plan, options, &deadline, &snapshot.run_state)
+            .instrument(info_span!("del_nic", id))
+            .await
+    }
+
+    /// Hot-removes disk `id` added with `blockdev-add` (Ganeti's `HotDelDisk`):
+    /// `device_del`, wait for the guest, `blockdev-del`, then `remove-fd` of its fdset;
+    /// also finishes a removal an earlier call started.
+    ///
+    /// # Errors
+    /// As [`Hotplug::del_nic`], and [`Error::DriveMismatch`] when the device uses another
+    /// drive than its own node (remove it with [`Hotplug::del_drive`]); the block node
+    /// stays when the guest does not let go.
+    pub async fn del_disk(&self, id: &str, options: &RemoveOptions) -> Result<Outcome, Error> {
+        let device = our_id(id, DeviceKind::Disk)?;
+        let deadline = Deadline::after(options.timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
+        let snapshot = self.inventory(&focus, &deadline).await?;
+        if let Some(driver) = snapshot.peripherals.get(id) {
+            let properties = snapshot.properties.get(id).cloned().unwrap_or_default();
+            let node = device.node_name();
+            match properties.drive.as_deref() {
+                None => {
+                    return Err(Error::WrongKind {
+                        id: id.into(),
+                        expected: DeviceKind::Disk,
+                        found: format!("a {driver} device, which has no drive"),
+                    });
+                }
+                Some(drive) if !drive.is_empty() && drive != node => {
+                    let owner = snapshot
+                        .backend_with_node(&node)
+                        .and_then(|backend| backend.device_id())
+                        .map(str::to_owned);
+                    return Err(Error::DriveMismatch {
+                        id: id.into(),
+                        drive: node,
+                        uses: Some(drive.into()),
+                        owner,
+                    });
+                }
+                Some(_) => {}
+            }
+        }
+        let plan = self.planner.disk_del(&device, &snapshot);
+        self.remove(id, &plan, options, &deadline, &snapshot.run_state)
+            .instrument(info_span!("del_disk", id))
+            .await
     }
 
     /// Hot-removes disk device `id` whose drive `drive` came from `-drive` or HMP
     /// `drive_add`: `device_del`, wait for the guest, then HMP `drive_del` (QMP has no
-    /// command for it), reading HMP's text for an error. QEMU usually deletes such a drive
-    /// with its device already; `drive_del` then finds nothing, which counts as done.
+    /// command for it), its output checked. QEMU usually deletes such a drive with its
+    /// device already; `drive_del` then finds nothing, which counts as done. `id` need not
+    /// be of our scheme (such disks are usually created at boot).
+    ///
+    /// Checked before anything is sent: the device exists and is a block device, and
+    /// `drive` is the one it uses (`query-block`); a typo never removes another disk's drive.
     ///
     /// # Errors
-    /// As [`Hotplug::del_nic`], or [`Error::Hmp`].
-    pub async fn del_drive(&self, id: &str, drive: &str, timeout: Duration) -> Result<(), Error> {
-        self.run_step(&Step::DeviceDel { id: id.into() }, &PlanFds::default(), timeout)
-            .await
-            .map_err(|error| Error::Step {
-                step: format!("device_del {id}"),
-                source: Box::new(error),
-                rollback: RollbackFailures::default(),
-            })?;
-        match self.hmp_silent(&format!("drive_del {drive}")).await {
+    /// [`Error::NotFound`] (unless `missing_ok`), [`Error::WrongKind`],
+    /// [`Error::DriveMismatch`], the run-state errors of [`Hotplug::del_nic`], a failed
+    /// unplug inside [`Error::Step`], or [`Error::Hmp`].
+    pub async fn del_drive(
+        &self,
+        id: &str,
+        drive: &str,
+        options: &RemoveOptions,
+    ) -> Result<Outcome, Error> {
+        let deadline = Deadline::after(options.timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
+        let snapshot = self.inventory(&focus, &deadline).await?;
+        let backend = snapshot.block_backends.iter().find(|backend| backend.drive == drive);
+        let owner = backend.and_then(|backend| backend.device_id()).map(str::to_owned);
+        let Some(driver) = snapshot.peripherals.get(id) else {
+            return match (backend, &owner) {
+                // The device is gone and its drive has no user: finish the removal.
+                (Some(_), None) => {
+                    self.drive_del(drive, &deadline).await?;
+                    Ok(Outcome::Removed)
+                }
+                _ if options.missing_ok => Ok(Outcome::Absent),
+                _ => Err(Error::NotFound { id: id.into() }),
+            };
+        };
+        let properties = snapshot.properties.get(id).cloned().unwrap_or_default();
+        let Some(uses) = properties.drive else {
+            return Err(Error::WrongKind {
+                id: id.into(),
+                expected: DeviceKind::Disk,
+                found: format!("a {driver} device, which has no drive"),
+            });
+        };
+        if uses != drive || owner.as_deref() != Some(id) {
+            return Err(Error::DriveMismatch {
+                id: id.into(),
+                drive: drive.into(),
+                uses: Some(uses),
+                owner,
+            });
+        }
+        let plan =
+            Plan::new(vec![crate::plan::PlannedStep::new(Step::DeviceDel { id: id.into() }, None)]);
+        self.remove(id, &plan, options, &deadline, &snapshot.run_state)
+            .instrument(info_span!("del_drive", id, drive))
+            .await?;
+        self.drive_del(drive, &deadline).await?;
+        Ok(Outcome::Removed)
+    }
+
+    /// HMP `drive_del`: prints nothing on success; "not found" means QEMU deleted the
+    /// drive with its device already.
+    async fn drive_del(&self, drive: &str, deadline: &Deadline) -> Result<(), Error> {
+        let command_line = format!("drive_del {drive}");
+        match self.hmp(&command_line, deadline).await {
+            Ok(output) if output.trim().is_empty() => Ok(()),
+            Ok(output) => Err(Error::Hmp { command: command_line, message: output.trim().into() }),
             Err(Error::Hmp { message, .. })
                 if HMP_DEVICE_NOT_FOUND.is_hmp_about(&message, drive) =>
             {
                 Ok(())
             }
-            other => other,
+            Err(other) => Err(other),
         }
     }
 
-    /// Runs an HMP command that prints nothing when it succeeds: any text is its error.
-    async fn hmp_silent(&self, command_line: &str) -> Result<(), Error> {
-        let output = self.client.human_monitor_command(command_line).await?;
-        let message = output.trim();
-        if message.is_empty() {
-            Ok(())
-        } else {
-            Err(Error::Hmp { command: command_line.into(), message: message.into() })
+    /// Runs a removal plan: an empty one means nothing of `id` exists.
+    async fn remove(
+        &self,
+        id: &str,
+        plan: &Plan,
+        options: &RemoveOptions,
+        deadline: &Deadline,
+        run_state: &RunState,
+    ) -> Result<Outcome, Error> {
+        if plan.steps().is_empty() {
+            return if options.missing_ok {
+                Ok(Outcome::Absent)
+            } else {
+                Err(Error::NotFound { id: id.into() })
+            };
         }
+        for planned in plan.steps() {
+            let step = &planned.step;
+            match self.run_step(step, &PlanFds::default(), deadline, run_state).await {
+                Ok(_) => {}
+                Err(error @ (Error::NotRunning { .. } | Error::UnplugPending { .. })) => {
+                    return Err(error);
+                }
+                Err(error) => {
+                    return Err(Error::Step {
+                        step: step.to_string(),
+                        source: Box::new(error),
+                        rollback: RollbackFailures::default(),
+                    });
+                }
+            }
+        }
+        Ok(Outcome::Removed)
     }
 
-    /// Carries out `plan`: each step QEMU does not already have, in order. When one fails,
-    /// the steps before it are undone newest first; an undo that finds its object already
-    /// gone counts as done. `unplug_timeout` bounds each wait for `DEVICE_DELETED`.
+    /// Carries out `plan`, in order, within `timeout` (the caller's descriptors in `fds`).
+    /// When a step fails, the steps before it are undone newest first, within the rollback
+    /// budget; an undo that finds its object already gone counts as done. Runs like the
+    /// operations, one at a time per `Hotplug`.
     ///
     /// # Errors
     /// [`Error::Step`]: the failed step, its cause, and any undo that failed.
@@ -416,102 +949,223 @@ impl Hotplug {
         &self,
         plan: &Plan,
         fds: &PlanFds<'_>,
-        unplug_timeout: Duration,
+        timeout: Duration,
     ) -> Result<(), Error> {
-        for (index, planned) in plan.pending() {
-            let Err(error) = self.run_step(&planned.step, fds, unplug_timeout).await else {
-                continue;
+        let deadline = Deadline::after(timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let run_state = self.query::<Value>(Query::Status, &deadline).await?;
+        let run_state = RunState::from_status(run_state["status"].as_str().unwrap_or_default());
+        self.execute_plan(plan, fds, &deadline, &run_state).await
+    }
+
+    async fn execute_plan(
+        &self,
+        plan: &Plan,
+        fds: &PlanFds<'_>,
+        deadline: &Deadline,
+        run_state: &RunState,
+    ) -> Result<(), Error> {
+        let mut new_fdset = None;
+        for (index, planned) in plan.steps().iter().enumerate() {
+            let step = planned.step.resolved(new_fdset);
+            let error = match Box::pin(self.run_step(&step, fds, deadline, run_state)).await {
+                Ok(fdset) => {
+                    new_fdset = fdset.or(new_fdset);
+                    continue;
+                }
+                Err(error) => error,
             };
+            if planned.best_effort {
+                warn!(%step, %error, "tidy-up failed; leftovers() lists what it left");
+                continue;
+            }
             let mut undo = plan.undo_after(index);
             if outcome_unknown(&error) {
                 // QEMU may have done it after all: undo it too (it is gone-tolerant).
                 undo.splice(0..0, planned.undo.clone());
             }
-            warn!(step = %planned.step, %error, undo = undo.len(), "step failed; rolling back");
-            let rollback = self.roll_back(&undo, unplug_timeout).await;
-            return Err(Error::Step {
-                step: planned.step.to_string(),
-                source: Box::new(error),
-                rollback,
+            warn!(%step, %error, undo = undo.len(), "step failed; rolling back");
+            let opaque = plan.steps().iter().find_map(|planned| match &planned.step {
+                Step::AddFd { opaque, .. } => Some(opaque.as_str()),
+                _ => None,
             });
+            let rollback = self.roll_back(&undo, new_fdset, opaque, run_state).await;
+            return Err(Error::Step { step: step.to_string(), source: Box::new(error), rollback });
         }
         Ok(())
     }
 
-    async fn roll_back(&self, undo: &[Step], unplug_timeout: Duration) -> RollbackFailures {
+    /// Undoes `undo` in order within the rollback budget. A planned fdset whose id the
+    /// lost `add-fd` reply never gave is found by `opaque` (the plan's own text).
+    async fn roll_back(
+        &self,
+        undo: &[Step],
+        new_fdset: Option<u64>,
+        opaque: Option<&str>,
+        run_state: &RunState,
+    ) -> RollbackFailures {
+        let deadline = Deadline::after(self.rollback_budget);
         let mut failures = RollbackFailures::default();
-        for step in undo {
-            if let Err(error) = self.run_step(step, &PlanFds::default(), unplug_timeout).await {
+        for (index, step) in undo.iter().enumerate() {
+            let steps = match (step.resolved(new_fdset), opaque) {
+                (Step::RemoveFdset { fdset: FdsetRef::Planned }, Some(opaque)) => {
+                    match self.fdsets_with_opaque(opaque, &deadline).await {
+                        Ok(sets) => sets
+                            .into_iter()
+                            .map(|id| Step::RemoveFdset { fdset: FdsetRef::Id(id) })
+                            .collect(),
+                        Err(error) => {
+                            failures.0.push((step.to_string(), error.to_string()));
+                            continue;
+                        }
+                    }
+                }
+                (resolved, _) => vec![resolved],
+            };
+            for step in steps {
+                let Err(error) =
+                    self.run_step(&step, &PlanFds::default(), &deadline, run_state).await
+                else {
+                    continue;
+                };
                 warn!(%step, %error, "undo failed");
                 failures.0.push((step.to_string(), error.to_string()));
+                if matches!(step, Step::DeviceDel { .. }) {
+                    // The device still uses its backend: deleting the netdev or node now
+                    // would leave it without one. Everything after stays, and says so.
+                    for kept in &undo[index + 1..] {
+                        let why = format!("not attempted: {step} did not complete");
+                        failures.0.push((kept.resolved(new_fdset).to_string(), why));
+                    }
+                    return failures;
+                }
             }
         }
         failures
     }
 
+    async fn fdsets_with_opaque(
+        &self,
+        opaque: &str,
+        deadline: &Deadline,
+    ) -> Result<Vec<u64>, Error> {
+        let sets = self.call(deadline, "query-fdsets", self.client.query_fdsets()).await?;
+        Ok(sets
+            .into_iter()
+            .filter(|set| set.fds.iter().any(|fd| fd.opaque.as_deref() == Some(opaque)))
+            .map(|set| set.fdset_id)
+            .collect())
+    }
+
+    /// Runs one step; returns the new fdset's id for `add-fd`.
     async fn run_step(
         &self,
         step: &Step,
         fds: &PlanFds<'_>,
-        unplug_timeout: Duration,
-    ) -> Result<(), Error> {
+        deadline: &Deadline,
+        run_state: &RunState,
+    ) -> Result<Option<u64>, Error> {
         debug!(%step, "running");
         let result = match step {
             Step::GetFd { name, fd } => {
-                self.client.get_fd(name, fds.get(*fd)?).await.map_err(Error::from)
+                let fd = fds.get(*fd)?;
+                self.call(deadline, step.command(), self.client.get_fd(name, fd))
+                    .await
+                    .map(|()| None)
             }
-            Step::AddFd { fdset_id, opaque, fd } => self
-                .client
-                .add_fd(fds.get(*fd)?, Some(*fdset_id), Some(opaque))
-                .await
-                .map(drop)
-                .map_err(Error::from),
-            Step::DeviceDel { id } => self.unplug(id, unplug_timeout).await,
-            Step::NetdevAdd { id, .. } => match self.execute(step).await {
-                Err(error) if DUPLICATE_NETDEV_ID.matches_reply(error.qmp_error()) => {
-                    // An earlier try's netdev without its NIC (the plan knows the NIC is
-                    // absent): replace it, since its descriptors may be stale.
-                    debug!(id, "replacing a netdev an earlier try left");
-                    self.execute(&Step::NetdevDel { id: id.clone() }).await?;
-                    self.execute(step).await
-                }
-                other => other,
-            },
-            _ => self.execute(step).await,
+            Step::AddFd { opaque, fd } => {
+                let fd = fds.get(*fd)?;
+                let added = self.client.add_fd(fd, None, Some(opaque));
+                self.call(deadline, step.command(), added).await.map(|info| Some(info.fdset_id))
+            }
+            Step::RemoveFdset { fdset: FdsetRef::Planned }
+            | Step::BlockdevAdd { fdset: Some(FdsetRef::Planned), .. } => {
+                return Err(Error::InvalidSpec(format!(
+                    "{step} needs the new fdset's id, which no add-fd of this plan gave"
+                )));
+            }
+            Step::DeviceDel { id } => self.unplug(id, deadline, run_state).await.map(|()| None),
+            _ => {
+                let reply = self.client.execute(step.command(), step.arguments());
+                self.call(deadline, step.command(), reply).await.map(|_| None)
+            }
         };
         match result {
-            Err(error) if is_absent(step, &error) => Ok(()),
+            Err(error) if is_absent(step, &error) => Ok(None),
             other => other,
         }
     }
 
-    async fn execute(&self, step: &Step) -> Result<(), Error> {
-        self.client.execute(step.command(), step.arguments()).await.map(drop).map_err(Error::from)
-    }
-
-    /// `device_del id` and wait for the guest to let go. The subscription starts before
-    /// the command so an event that beats the reply is not missed.
-    async fn unplug(&self, id: &str, timeout: Duration) -> Result<(), Error> {
+    /// `device_del id` and wait for the guest to let go, for what is left of `deadline`.
+    /// Never in prelaunch; on a paused VM the request is sent and left pending.
+    async fn unplug(
+        &self,
+        id: &str,
+        deadline: &Deadline,
+        run_state: &RunState,
+    ) -> Result<(), Error> {
+        match run_state {
+            RunState::Running | RunState::Paused => {}
+            RunState::Prelaunch => {
+                return Err(Error::NotRunning {
+                    state: run_state.clone(),
+                    reason: "QEMU 7.2 wedges a device unplugged before the guest first ran \
+                             (every later device_del says it is already in the process of \
+                             unplug); `cont` and wait for the guest to boot first"
+                        .into(),
+                });
+            }
+            other => {
+                return Err(Error::NotRunning {
+                    state: other.clone(),
+                    reason: "the guest cannot acknowledge an unplug in this state".into(),
+                });
+            }
+        }
         let wanted = id.to_owned();
         // Virtio devices send DEVICE_DELETED twice: first for the backend (no `device`).
         let filter = EventFilter::names(["DEVICE_DELETED", "DEVICE_UNPLUG_GUEST_ERROR"])
             .matching(move |event| event_device(event) == Some(wanted.as_str()));
+        // Subscribed before the command, so an event that beats the reply is not missed.
         let mut events = self.client.subscribe(filter);
-        match self.client.execute("device_del", json!({"id": id})).await {
+        let request = self.client.execute("device_del", json!({"id": id}));
+        match self.call(deadline, "device_del", request).await {
             Ok(_) => {}
             // A retry while the guest still has the first request: keep waiting for it.
             Err(error) if UNPLUG_IN_PROGRESS.matches_reply(error.qmp_error()) => {}
-            Err(error) => return Err(error.into()),
+            Err(error) => return Err(error),
         }
-        match events.wait(timeout).await {
+        if *run_state == RunState::Paused {
+            return Err(Error::UnplugPending { id: id.into(), reason: PendingReason::Paused });
+        }
+        match events.wait(deadline.remaining()).await {
             Ok(event) if event.event == "DEVICE_DELETED" => Ok(()),
             Ok(_) => Err(Error::UnplugRefused { id: id.into() }),
             Err(qmp_client::Error::EventTimeout(_)) => {
-                Err(Error::UnplugTimeout { id: id.into(), timeout })
+                Err(Error::UnplugTimeout { id: id.into(), timeout: deadline.budget() })
             }
             Err(error) => Err(error.into()),
         }
     }
+}
+
+/// `id` as a device id of our scheme of `kind`.
+fn our_id(id: &str, kind: DeviceKind) -> Result<DeviceId, Error> {
+    let device = id.parse::<DeviceId>()?;
+    if device.kind() == kind {
+        Ok(device)
+    } else {
+        Err(Error::WrongKind {
+            id: id.into(),
+            expected: kind,
+            found: format!("the id of a {} device", device.kind().prefix()),
+        })
+    }
+}
+
+/// The leftovers in `snapshot` that belong to `device`.
+fn leftovers_of_device(snapshot: &Snapshot, device: &DeviceId) -> Vec<Leftover> {
+    leftovers::find(snapshot).into_iter().filter(|item| item.device == *device).collect()
 }
 
 fn event_device(event: &Event) -> Option<&str> {
@@ -527,10 +1181,22 @@ fn is_absent(step: &Step, error: &Error) -> bool {
         Step::CloseFd { .. } => FD_NAME_NOT_FOUND.matches(class, desc),
         Step::RemoveFdset { .. } => FDSET_NOT_FOUND.matches(class, desc),
         Step::BlockdevDel { .. } => NODE_NOT_FOUND.matches(class, desc),
+        Step::ObjectDel { .. } => OBJECT_NOT_FOUND.matches(class, desc),
         _ => false,
     }
 }
 
 fn outcome_unknown(error: &Error) -> bool {
     matches!(error, Error::Client(client) if client.outcome_unknown())
+}
+
+/// A failed, cleanly rolled-back step that another manager caused by taking a slot or a
+/// name this plan used.
+fn is_race(error: &Error) -> bool {
+    match error {
+        Error::Step { source, rollback, .. } => {
+            rollback.is_empty() && RACES.iter().any(|race| race.matches_reply(source.qmp_error()))
+        }
+        _ => false,
+    }
 }

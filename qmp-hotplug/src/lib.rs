@@ -1,19 +1,51 @@
 //! PCI hotplug for QEMU over [`qmp_client`]: slot planning from `query-pci`, device ids,
-//! NIC and disk hot-add and hot-del, with rollback and idempotent retry.
+//! NIC and disk hot-add and hot-del that do exactly what was asked, or nothing, or say
+//! precisely what is left.
 //!
-//! The crate has a pure core and a thin executor, one concern per file:
+//! A VM manager hands this crate a running guest's disks and NICs, so it trusts nothing
+//! but QEMU's own state:
+//!
+//! - **Adopt only what is provably ours.** An add whose device exists returns
+//!   [`Outcome::AlreadyPresent`] only when every field QEMU shows matches the spec
+//!   (driver, netdev, MAC, queue count; node format, read-only flag, and the image's
+//!   fingerprint kept in its fdset's opaque); otherwise [`Error::Conflict`] names each
+//!   difference. Parts an interrupted try left are removed, never reused; fdset ids come
+//!   from QEMU's `add-fd` replies.
+//! - **Check before removing.** A removal checks the id's kind, that the device exists,
+//!   and that a drive belongs to it ([`Error::WrongKind`], [`Error::NotFound`] unless
+//!   [`RemoveOptions::missing_ok`], [`Error::DriveMismatch`]); it never unplugs in
+//!   prelaunch ([`Error::NotRunning`]) and says when a paused guest cannot acknowledge yet
+//!   ([`Error::UnplugPending`]).
+//! - **Deadlines hold.** One per operation: each command, the unplug wait and the host's
+//!   image I/O (on a blocking thread) get what is left of it; a rollback has its own budget.
+//! - **Races are survivable.** Calls on one [`Hotplug`] run one at a time; a slot or name
+//!   another manager took meanwhile leads to a fresh read and a new plan.
+//! - **Nothing is unfindable.** A NIC add first creates an intent marker naming the
+//!   descriptors it passes (QEMU cannot list named descriptors);
+//!   [`Hotplug::leftovers`] lists what interrupted operations left and
+//!   [`Hotplug::clean_leftovers`] removes it.
+//! - **Truthful output.** Adds report what QEMU has afterwards ([`NicReport`],
+//!   [`DiskReport`]), down to the tap carrying each queue.
+//!
+//! One concern per file:
 //!
 //! | file | owns |
 //! | --- | --- |
-//! | `spec.rs` | what the caller asks for: [`NicSpec`], [`DiskSpec`], [`DiskSource`], [`DiskFormat`], [`Vhost`], [`NbdExport`] and NBD URI parsing |
+//! | `spec.rs` | what the caller asks for: [`NicSpec`], [`DiskSpec`], [`DiskSource`], [`DiskFormat`], [`Vhost`], [`NbdExport`], [`RemoveOptions`] |
 //! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme and every QEMU name derived from it |
-//! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots ([`SlotMap::free_slot`], [`SlotMap::has_device`]) |
-//! | `snapshot.rs` | [`Snapshot`]: what QEMU has, the queries that read it and the pure parsing of their replies |
-//! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo, and which an earlier try already did |
+//! | `ownership.rs` | the texts that prove what is ours: [`disk_opaque`] (image fingerprints), [`IntentMarker`] |
+//! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots |
+//! | `netinfo.rs` | [`NetworkInfo`]: HMP `info network` parsed (QEMU 7.2 has no `query-netdev`) |
+//! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
+//! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
+//! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
+//! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo |
 //! | `planner.rs` | [`Planner`]: spec + snapshot to plan; pure, no client and no I/O |
-//! | `executor.rs` | [`Hotplug`]: reads the snapshot, runs the plan through the client, waits for `DEVICE_DELETED`, rolls back |
-//! | `host.rs` | [`Host`]: the host I/O the executor is handed (images, vhost-net), [`LocalHost`] through `hostdev` |
-//! | `qemu_errors.rs` | [`qemu_errors`]: the QEMU error texts recognised, each with the version it was seen on |
+//! | `executor.rs` | [`Hotplug`]: reads QEMU, checks, runs plans, waits for `DEVICE_DELETED`, rolls back, retries races |
+//! | `report.rs` | [`Outcome`], [`NicReport`], [`DiskReport`]: what QEMU has afterwards |
+//! | `host.rs` | [`Host`]: the host I/O the executor is handed (images, vhost-net, `/proc`), [`LocalHost`] through `hostdev` |
+//! | `deadline.rs` | one deadline per operation |
+//! | `qemu_errors.rs` | [`qemu_errors`]: the QEMU error texts recognised, each with the version it was seen on, and the HMP check |
 //! | `error.rs` | [`Error`], the one error type |
 //!
 //! Planning needs no QEMU:
@@ -21,15 +53,13 @@
 //! ```
 //! use qmp_hotplug::{NicSpec, Planner, Snapshot, SlotMap};
 //! let pci = SlotMap::from_query_pci(&serde_json::json!([{"bus": 0, "devices": []}]))?;
-//! let snapshot = Snapshot { pci, peripherals: Default::default(),
-//!                           block_nodes: Default::default(), fdsets: vec![] };
-//! let (id, plan) = Planner::default().nic_add(&NicSpec::new("web1"), &snapshot)?;
+//! let (id, plan) = Planner::default().nic_add(&NicSpec::new("web1"), &Snapshot::new(pci))?;
 //! assert_eq!(id.to_string(), "nic-web1-pci-1");
 //! let commands: Vec<_> = plan.steps().iter().map(|s| s.step.command()).collect();
-//! assert_eq!(commands, ["getfd", "netdev_add", "device_add"]);
-//! // If device_add fails, the netdev goes; the getfd name was consumed by netdev_add.
-//! assert_eq!(plan.undo_after(2).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
-//!            ["netdev_del nic-web1-pci-1"]);
+//! assert_eq!(commands, ["object-add", "getfd", "netdev_add", "device_add", "object-del"]);
+//! // If device_add fails, the netdev goes (it consumed the getfd name), then the marker.
+//! assert_eq!(plan.undo_after(3).iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+//!            ["netdev_del nic-web1-pci-1", "object-del qmp-rs-intent.nic-web1-pci-1.t1.v0"]);
 //! # Ok::<(), qmp_hotplug::Error>(())
 //! ```
 //!
@@ -38,37 +68,58 @@
 //! ```no_run
 //! # async fn example(tap: std::os::fd::OwnedFd) -> Result<(), qmp_hotplug::Error> {
 //! use std::time::Duration;
-//! use qmp_hotplug::{Hotplug, NicSpec};
+//! use qmp_hotplug::{Hotplug, NicSpec, Outcome, RemoveOptions};
 //! let client = qmp_client::Client::connect("/run/vm/qmp.sock").await?;
 //! let hotplug = Hotplug::new(client);
-//! let id = hotplug.add_nic(&NicSpec::new("web1"), &[tap], &[] as &[std::os::fd::OwnedFd]).await?;
-//! hotplug.del_nic(&id.to_string(), Duration::from_secs(10)).await?;
+//! let nic = hotplug.add_nic(&NicSpec::new("web1"), &[tap], &[] as &[std::os::fd::OwnedFd]).await?;
+//! println!("{} {} on {:?}", nic.outcome, nic.id, nic.queues[0].tap);
+//! let options = RemoveOptions::new(Duration::from_secs(10)).missing_ok(true);
+//! assert_eq!(hotplug.del_nic(&nic.id.to_string(), &options).await?, Outcome::Removed);
+//! // After a crash: what did interrupted operations leave?
+//! let leftovers = hotplug.leftovers().await?;
+//! let report = hotplug.clean_leftovers(&leftovers).await?;
+//! assert!(report.is_complete());
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
 
+mod adopt;
+mod deadline;
 mod error;
 mod executor;
 mod host;
 mod ids;
+mod leftovers;
+mod netinfo;
+mod ownership;
 mod pci;
 mod plan;
 mod planner;
 pub mod qemu_errors;
+mod report;
 mod snapshot;
 mod spec;
 mod topology;
 
-pub use error::{Error, RollbackFailures};
-pub use executor::{DEFAULT_HOST_TIMEOUT, DEFAULT_UNPLUG_TIMEOUT, Hotplug, PlanFds};
-pub use host::{Host, LocalHost};
+pub use adopt::Difference;
+pub use error::{Error, PendingReason, RollbackFailures};
+pub use executor::{
+    DEFAULT_HOST_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_ROLLBACK_BUDGET,
+    DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds,
+};
+pub use host::{Host, ImageFacts, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};
+pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
+pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
+pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
 pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
-pub use plan::{FdRef, Plan, PlannedStep, Step};
+pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
-pub use snapshot::Snapshot;
+pub use report::{DiskReport, NicReport, Outcome, QueueReport};
+pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot};
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost,
+    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, RemoveOptions,
+    Vhost,
 };
 pub use topology::{
     Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,

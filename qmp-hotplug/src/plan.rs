@@ -16,6 +16,30 @@ pub enum FdRef {
     Image,
 }
 
+/// Which fdset a step means: one QEMU already has, or the one this plan's `add-fd`
+/// creates (QEMU picks its id; the executor takes it from the reply, never a guess).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum FdsetRef {
+    /// The fdset with this id.
+    Id(u64),
+    /// The fdset this plan's [`Step::AddFd`] creates.
+    Planned,
+}
+
+impl fmt::Display for FdsetRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Id(id) => write!(f, "fdset {id}"),
+            Self::Planned => f.write_str("the new fdset"),
+        }
+    }
+}
+
+/// The `/dev/fdset/...` path a planned [`Step::BlockdevAdd`] carries until the executor
+/// knows the new set's id.
+pub const PLANNED_FDSET_PATH: &str = "/dev/fdset/<new>";
+
 /// One QMP command of a plan.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -44,26 +68,27 @@ pub enum Step {
         /// The netdev id.
         id: String,
     },
-    /// `add-fd` into fdset `fdset_id`.
+    /// `add-fd` into a new fdset, which QEMU picks ([`FdsetRef::Planned`]).
     AddFd {
-        /// The fdset.
-        fdset_id: u64,
-        /// The `opaque` text (the device id, so a retry can find the set).
+        /// The `opaque` text: the device and the image's fingerprint.
         opaque: String,
         /// Which descriptor.
         fd: FdRef,
     },
-    /// `remove-fd` of a whole fdset: QEMU closes its copies once no block node uses them.
+    /// `remove-fd` of a whole fdset: QEMU closes its descriptors once no block node uses
+    /// them (and, in 7.2, only while the VM runs).
     RemoveFdset {
         /// The fdset.
-        fdset_id: u64,
+        fdset: FdsetRef,
     },
     /// `blockdev-add`.
     BlockdevAdd {
         /// The top node's name.
         node_name: String,
-        /// All arguments.
+        /// All arguments; for a planned fdset, `file.filename` is [`PLANNED_FDSET_PATH`].
         arguments: Map<String, Value>,
+        /// The fdset its protocol node reads, if any.
+        fdset: Option<FdsetRef>,
     },
     /// `blockdev-del`.
     BlockdevDel {
@@ -82,6 +107,18 @@ pub enum Step {
         /// The device id.
         id: String,
     },
+    /// `object-add`: an intent marker.
+    ObjectAdd {
+        /// The object id.
+        id: String,
+        /// All arguments (`qom-type`, `id`, ...).
+        arguments: Map<String, Value>,
+    },
+    /// `object-del`.
+    ObjectDel {
+        /// The object id.
+        id: String,
+    },
 }
 
 impl Step {
@@ -98,22 +135,51 @@ impl Step {
             Self::BlockdevDel { .. } => "blockdev-del",
             Self::DeviceAdd { .. } => "device_add",
             Self::DeviceDel { .. } => "device_del",
+            Self::ObjectAdd { .. } => "object-add",
+            Self::ObjectDel { .. } => "object-del",
         }
     }
 
-    /// The QMP arguments, exactly as sent.
+    /// The QMP arguments, exactly as sent once resolved ([`Step::resolved`]); an
+    /// unresolved planned fdset shows as `"<new>"`.
     pub fn arguments(&self) -> Value {
         match self {
             Self::GetFd { name, .. } | Self::CloseFd { name } => json!({"fdname": name}),
             Self::NetdevAdd { arguments, .. }
             | Self::BlockdevAdd { arguments, .. }
-            | Self::DeviceAdd { arguments, .. } => Value::Object(arguments.clone()),
-            Self::NetdevDel { id } | Self::DeviceDel { id } => json!({"id": id}),
-            Self::AddFd { fdset_id, opaque, .. } => {
-                json!({"fdset-id": fdset_id, "opaque": opaque})
+            | Self::DeviceAdd { arguments, .. }
+            | Self::ObjectAdd { arguments, .. } => Value::Object(arguments.clone()),
+            Self::NetdevDel { id } | Self::DeviceDel { id } | Self::ObjectDel { id } => {
+                json!({"id": id})
             }
-            Self::RemoveFdset { fdset_id } => json!({"fdset-id": fdset_id}),
+            Self::AddFd { opaque, .. } => json!({"opaque": opaque}),
+            Self::RemoveFdset { fdset: FdsetRef::Id(id) } => json!({"fdset-id": id}),
+            Self::RemoveFdset { fdset: FdsetRef::Planned } => json!({"fdset-id": "<new>"}),
             Self::BlockdevDel { node_name } => json!({"node-name": node_name}),
+        }
+    }
+
+    /// The step with [`FdsetRef::Planned`] replaced by `planned` (the id QEMU gave the new
+    /// set), its path included; other steps as they are.
+    #[must_use]
+    pub fn resolved(&self, planned: Option<u64>) -> Self {
+        let Some(id) = planned else { return self.clone() };
+        match self {
+            Self::RemoveFdset { fdset: FdsetRef::Planned } => {
+                Self::RemoveFdset { fdset: FdsetRef::Id(id) }
+            }
+            Self::BlockdevAdd { node_name, arguments, fdset: Some(FdsetRef::Planned) } => {
+                let mut arguments = arguments.clone();
+                if let Some(Value::Object(file)) = arguments.get_mut("file") {
+                    file.insert("filename".into(), format!("/dev/fdset/{id}").into());
+                }
+                Self::BlockdevAdd {
+                    node_name: node_name.clone(),
+                    arguments,
+                    fdset: Some(FdsetRef::Id(id)),
+                }
+            }
+            other => other.clone(),
         }
     }
 
@@ -127,6 +193,7 @@ impl Step {
                 | Self::RemoveFdset { .. }
                 | Self::BlockdevDel { .. }
                 | Self::DeviceDel { .. }
+                | Self::ObjectDel { .. }
         )
     }
 
@@ -147,10 +214,11 @@ impl fmt::Display for Step {
             Self::NetdevAdd { id, .. }
             | Self::NetdevDel { id }
             | Self::DeviceAdd { id, .. }
-            | Self::DeviceDel { id } => id.clone(),
-            Self::AddFd { fdset_id, .. } | Self::RemoveFdset { fdset_id } => {
-                format!("fdset {fdset_id}")
-            }
+            | Self::DeviceDel { id }
+            | Self::ObjectAdd { id, .. }
+            | Self::ObjectDel { id } => id.clone(),
+            Self::AddFd { .. } => "a new fdset".into(),
+            Self::RemoveFdset { fdset } => fdset.to_string(),
             Self::BlockdevAdd { node_name, .. } | Self::BlockdevDel { node_name } => {
                 node_name.clone()
             }
@@ -166,24 +234,25 @@ pub struct PlannedStep {
     pub step: Step,
     /// What undoes it, if anything needs undoing.
     pub undo: Option<Step>,
-    /// QEMU already has this step's result (an earlier try got this far): the executor
-    /// skips it, but a rollback still undoes it, since it is ours.
-    pub already_done: bool,
     /// Earlier steps (by index) whose undo this step makes unnecessary or impossible: a
-    /// `netdev_add` consumes its `getfd` names, and releasing an fdset replaces removing it.
+    /// `netdev_add` consumes its `getfd` names, and deleting the intent marker ends its
+    /// own undo.
     pub supersedes: Vec<usize>,
+    /// A final tidy-up (deleting the intent marker): when it fails, the operation still
+    /// succeeded and what it would have removed is reported as left behind.
+    pub best_effort: bool,
 }
 
 impl PlannedStep {
     /// A step to run, undone by `undo`.
     pub fn new(step: Step, undo: Option<Step>) -> Self {
-        Self { step, undo, already_done: false, supersedes: Vec::new() }
+        Self { step, undo, supersedes: Vec::new(), best_effort: false }
     }
 
-    /// Marks the step as already done in QEMU.
+    /// Marks the step as a tidy-up whose failure does not fail the operation.
     #[must_use]
-    pub fn already_done(mut self, done: bool) -> Self {
-        self.already_done = done;
+    pub fn best_effort(mut self) -> Self {
+        self.best_effort = true;
         self
     }
 
@@ -210,11 +279,6 @@ impl Plan {
     /// The steps, in order.
     pub fn steps(&self) -> &[PlannedStep] {
         &self.steps
-    }
-
-    /// The steps still to run: those QEMU does not already have.
-    pub fn pending(&self) -> impl Iterator<Item = (usize, &PlannedStep)> {
-        self.steps.iter().enumerate().filter(|(_, planned)| !planned.already_done)
     }
 
     /// What to run, in order, to take back the first `completed` steps (after step
@@ -284,15 +348,34 @@ mod tests {
 
     #[test]
     fn steps_render_as_qmp() {
-        let step = Step::AddFd { fdset_id: 3, opaque: "disk-a-pci-4".into(), fd: FdRef::Image };
+        let step = Step::AddFd { opaque: "qmp-rs:disk-a-pci-4:blk=7.0".into(), fd: FdRef::Image };
         assert_eq!(step.command(), "add-fd");
-        assert_eq!(step.arguments(), json!({"fdset-id": 3, "opaque": "disk-a-pci-4"}));
+        assert_eq!(step.arguments(), json!({"opaque": "qmp-rs:disk-a-pci-4:blk=7.0"}));
         assert_eq!(step.fd(), Some(FdRef::Image));
-        assert_eq!(step.to_string(), "add-fd fdset 3");
+        assert_eq!(step.to_string(), "add-fd a new fdset");
         assert_eq!(
             Step::DeviceDel { id: "nic-a-pci-5".into() }.to_string(),
             "device_del nic-a-pci-5"
         );
-        assert_eq!(Step::RemoveFdset { fdset_id: 3 }.fd(), None);
+        let remove = Step::RemoveFdset { fdset: FdsetRef::Planned };
+        assert_eq!(remove.fd(), None);
+        assert_eq!(remove.to_string(), "remove-fd the new fdset");
+        assert_eq!(remove.resolved(Some(3)).arguments(), json!({"fdset-id": 3}));
+        assert_eq!(remove.resolved(None), remove);
+    }
+
+    #[test]
+    fn a_planned_fdset_resolves_into_the_node_path() {
+        let mut arguments = Map::new();
+        arguments.insert("driver".into(), "raw".into());
+        arguments.insert("file".into(), json!({"driver": "file", "filename": PLANNED_FDSET_PATH}));
+        let step = Step::BlockdevAdd {
+            node_name: "disk-a-pci-4".into(),
+            arguments,
+            fdset: Some(FdsetRef::Planned),
+        };
+        let resolved = step.resolved(Some(7));
+        assert_eq!(resolved.arguments()["file"]["filename"], "/dev/fdset/7");
+        assert!(matches!(resolved, Step::BlockdevAdd { fdset: Some(FdsetRef::Id(7)), .. }));
     }
 }

@@ -1,12 +1,15 @@
 //! From what the caller wants ([`spec`](crate::spec)) and what QEMU has ([`Snapshot`]) to a
 //! [`Plan`]: pure, no I/O and no client; the QMP shapes it reads come from `qmp_codec`.
 
+use hostdev::image::ImageIdentity;
 use serde_json::{Map, Value, json};
 
 use crate::Error;
+use crate::adopt::protocol_driver;
 use crate::ids::{DeviceId, DeviceKind};
+use crate::ownership::{IntentMarker, MARKER_QOM_TYPE, disk_opaque};
 use crate::pci::Slot;
-use crate::plan::{FdRef, Plan, PlannedStep, Step};
+use crate::plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 use crate::snapshot::Snapshot;
 use crate::spec::{DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost};
 
@@ -26,8 +29,9 @@ impl Default for Planner {
 }
 
 impl Planner {
-    /// The id and slot for a new device of `kind`: the one an earlier try of the same
-    /// device left behind, the caller's slot, or the first free one.
+    /// The id and slot for a new device of `kind`: the caller's slot, or the first free
+    /// one. Never an earlier try's: what an interrupted try left is removed before
+    /// planning, and a complete device is compared, not planned again.
     fn place(
         &self,
         kind: DeviceKind,
@@ -35,21 +39,6 @@ impl Planner {
         wanted: Option<u8>,
         snapshot: &Snapshot,
     ) -> Result<DeviceId, Error> {
-        if let Some(earlier) = snapshot.earlier_try(kind, name) {
-            if wanted.is_none_or(|slot| slot == earlier.slot()) {
-                let slot_state = snapshot.pci.get(earlier.slot());
-                let ours_or_free = match slot_state {
-                    Some(Slot::Free) => true,
-                    Some(Slot::Occupied(_)) => {
-                        snapshot.pci.has_device(&earlier.to_string(), earlier.slot())
-                    }
-                    _ => false,
-                };
-                if ours_or_free {
-                    return Ok(earlier);
-                }
-            }
-        }
         let pci = snapshot.pci.clone().with_reserved(self.reserved_slots.iter().copied());
         let slot = match wanted {
             Some(slot) => match pci.get(slot) {
@@ -71,41 +60,37 @@ impl Planner {
         DeviceId::new(kind, name, slot)
     }
 
-    /// The plan to hot-add `spec`'s NIC: `getfd` each tap (and vhost) descriptor,
-    /// `netdev_add`, `device_add`.
+    /// The plan to hot-add `spec`'s NIC: create the intent marker, `getfd` each tap (and
+    /// vhost) descriptor, `netdev_add`, `device_add`, delete the marker.
     ///
     /// # Errors
     /// A bad name, slot or queue count, or a full bus.
     pub fn nic_add(&self, spec: &NicSpec, snapshot: &Snapshot) -> Result<(DeviceId, Plan), Error> {
-        if spec.queues == 0 || spec.queues > MAX_NIC_QUEUES {
-            return Err(Error::InvalidSpec(format!(
-                "a NIC needs 1 to {MAX_NIC_QUEUES} queues, not {}",
-                spec.queues
-            )));
-        }
+        check_queues(spec.queues)?;
         let id = self.place(DeviceKind::Nic, &spec.name, spec.slot, snapshot)?;
-        let present = snapshot.peripherals.contains(&id.to_string());
-        let mut steps = Vec::new();
-        let mut fd_names =
-            |names: &mut Vec<String>, fd: fn(usize) -> FdRef, name: &dyn Fn(usize) -> String| {
-                for queue in 0..spec.queues {
-                    names.push(name(queue));
-                    steps.push(
-                        PlannedStep::new(
-                            Step::GetFd { name: name(queue), fd: fd(queue) },
-                            Some(Step::CloseFd { name: name(queue) }),
-                        )
-                        .already_done(present),
-                    );
-                }
-            };
-        let mut taps = Vec::new();
-        fd_names(&mut taps, FdRef::Tap, &|queue| id.tap_fd_name(queue));
-        let mut vhosts = Vec::new();
-        if spec.vhost == Vhost::Fds {
-            fd_names(&mut vhosts, FdRef::Vhost, &|queue| id.vhost_fd_name(queue));
+        let vhosts = if spec.vhost == Vhost::Fds { spec.queues } else { 0 };
+        let marker = IntentMarker { device: id.clone(), taps: spec.queues, vhosts };
+        let mut marker_arguments = Map::new();
+        marker_arguments.insert("qom-type".into(), MARKER_QOM_TYPE.into());
+        marker_arguments.insert("id".into(), marker.object_id().into());
+        marker_arguments.insert("data".into(), "qmp-rs hotplug intent".into());
+        let mut steps = vec![PlannedStep::new(
+            Step::ObjectAdd { id: marker.object_id(), arguments: marker_arguments },
+            Some(Step::ObjectDel { id: marker.object_id() }),
+        )];
+        let taps: Vec<String> = (0..spec.queues).map(|queue| id.tap_fd_name(queue)).collect();
+        let vhost_names: Vec<String> = (0..vhosts).map(|queue| id.vhost_fd_name(queue)).collect();
+        let descriptors =
+            taps.iter().enumerate().map(|(queue, name)| (name, FdRef::Tap(queue))).chain(
+                vhost_names.iter().enumerate().map(|(queue, name)| (name, FdRef::Vhost(queue))),
+            );
+        for (name, fd) in descriptors {
+            steps.push(PlannedStep::new(
+                Step::GetFd { name: name.clone(), fd },
+                Some(Step::CloseFd { name: name.clone() }),
+            ));
         }
-        let fd_steps: Vec<usize> = (0..steps.len()).collect();
+        let fd_steps: Vec<usize> = (1..steps.len()).collect();
 
         let mut netdev = Map::new();
         netdev.insert("type".into(), "tap".into());
@@ -118,7 +103,7 @@ impl Planner {
         if spec.vhost != Vhost::Off {
             netdev.insert("vhost".into(), true.into());
         }
-        match vhosts.as_slice() {
+        match vhost_names.as_slice() {
             [] => {}
             [one] => {
                 netdev.insert("vhostfd".into(), one.clone().into());
@@ -132,7 +117,6 @@ impl Planner {
                 Step::NetdevAdd { id: id.netdev_id(), arguments: netdev },
                 Some(Step::NetdevDel { id: id.netdev_id() }),
             )
-            .already_done(present)
             .superseding(fd_steps),
         );
 
@@ -146,104 +130,104 @@ impl Planner {
             // One vector per rx and tx queue, plus config and control.
             device.insert("vectors".into(), (2 * spec.queues + 2).into());
         }
-        steps.push(Self::device_step(&id, device, present));
+        steps.push(Self::device_step(&id, device));
+        steps.push(
+            PlannedStep::new(Step::ObjectDel { id: marker.object_id() }, None)
+                .superseding([0])
+                .best_effort(),
+        );
         Ok((id, Plan::new(steps)))
     }
 
-    /// The plan to hot-add `spec`'s disk: `add-fd` (for a descriptor source),
-    /// `blockdev-add`, `remove-fd` to hand the fdset over to the node, `device_add`.
+    /// The plan to hot-add `spec`'s disk: for a descriptor source, `add-fd` of the image
+    /// (whose identity is `image`) into a new fdset that keeps it for the disk's life,
+    /// with the fingerprint as its opaque; `blockdev-add` (`file` for a regular file,
+    /// `host_device` for a block device, `nbd` for an export); `device_add`.
     ///
     /// # Errors
-    /// A bad name or slot, or a full bus.
+    /// A bad name or slot, a full bus, or a descriptor source without `image`.
     pub fn disk_add(
         &self,
         spec: &DiskSpec,
+        image: Option<&ImageIdentity>,
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
         let id = self.place(DeviceKind::Disk, &spec.name, spec.slot, snapshot)?;
-        let node_present = snapshot.block_nodes.contains(&id.node_name());
         let mut steps = Vec::new();
-        let file = if spec.source.needs_fd() {
-            let existing = snapshot.fdset_with_opaque(&id.fdset_opaque());
-            let fdset_id = existing.unwrap_or_else(|| snapshot.unused_fdset_id());
-            // With the node present, any fdset of ours is an earlier try's leftover copy.
-            let add_done = existing.is_some() || node_present;
-            let add_undo =
-                (existing.is_some() || !node_present).then_some(Step::RemoveFdset { fdset_id });
-            steps.push(
-                PlannedStep::new(
-                    Step::AddFd { fdset_id, opaque: id.fdset_opaque(), fd: FdRef::Image },
-                    add_undo,
-                )
-                .already_done(add_done),
-            );
-            json!({
-                "driver": "file",
-                "node-name": id.file_node_name(),
-                "filename": format!("/dev/fdset/{fdset_id}"),
-                "read-only": spec.read_only,
-            })
-        } else {
-            let DiskSource::Nbd(export) = &spec.source else {
-                unreachable!("every source without a descriptor is NBD")
-            };
-            nbd_file(export, &id.file_node_name())
+        let (file, fdset) = match (&spec.source, image) {
+            (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
+            (_, Some(image)) => {
+                steps.push(PlannedStep::new(
+                    Step::AddFd { opaque: disk_opaque(&id, image), fd: FdRef::Image },
+                    Some(Step::RemoveFdset { fdset: FdsetRef::Planned }),
+                ));
+                let file = json!({
+                    "driver": protocol_driver(image),
+                    "node-name": id.file_node_name(),
+                    "filename": PLANNED_FDSET_PATH,
+                    "read-only": spec.read_only,
+                });
+                (file, Some(FdsetRef::Planned))
+            }
+            (_, None) => {
+                return Err(Error::InvalidSpec(
+                    "a disk passed as a descriptor needs its image's identity".into(),
+                ));
+            }
         };
-        let fdset_step = spec.source.needs_fd().then_some(0);
-
         let mut node = Map::new();
         node.insert("driver".into(), spec.format.driver().into());
         node.insert("node-name".into(), id.node_name().into());
         node.insert("read-only".into(), spec.read_only.into());
         node.insert("file".into(), file);
-        steps.push(
-            PlannedStep::new(
-                Step::BlockdevAdd { node_name: id.node_name(), arguments: node },
-                Some(Step::BlockdevDel { node_name: id.node_name() }),
-            )
-            .already_done(node_present),
-        );
-        if let Some(add_fd) = fdset_step {
-            let Step::AddFd { fdset_id, .. } = steps[add_fd].step else { unreachable!() };
-            // The node holds its own duplicate now; removing the set makes QEMU close our
-            // copy and drop the set when the node goes, so nothing is left to undo.
-            let still_listed = snapshot.fdset_with_opaque(&id.fdset_opaque()).is_some();
-            steps.push(
-                PlannedStep::new(Step::RemoveFdset { fdset_id }, None)
-                    .already_done(node_present && !still_listed)
-                    .superseding([add_fd]),
-            );
-        }
-
+        steps.push(PlannedStep::new(
+            Step::BlockdevAdd { node_name: id.node_name(), arguments: node, fdset },
+            Some(Step::BlockdevDel { node_name: id.node_name() }),
+        ));
         let mut device = self.device_arguments(&spec.model, &id);
         device.insert("drive".into(), id.node_name().into());
-        let present = snapshot.peripherals.contains(&id.to_string());
-        steps.push(Self::device_step(&id, device, present));
+        steps.push(Self::device_step(&id, device));
         Ok((id, Plan::new(steps)))
     }
 
-    /// The plan to hot-remove NIC `id`: `device_del` (waiting for the guest), then
-    /// `netdev_del`, in that order: deleting the netdev first would leave the NIC without
-    /// a backend and still return success.
-    pub fn nic_del(&self, id: &str, snapshot: &Snapshot) -> Plan {
-        Plan::new(vec![
-            PlannedStep::new(Step::DeviceDel { id: id.into() }, None)
-                .already_done(!snapshot.peripherals.contains(id)),
-            PlannedStep::new(Step::NetdevDel { id: id.into() }, None),
-        ])
+    /// The plan to hot-remove NIC `id`, as far as QEMU still has it: `device_del`
+    /// (waiting for the guest), then `netdev_del` (in that order: deleting the netdev
+    /// first would leave the NIC without a backend and still return success), then the
+    /// descriptor names and marker of an interrupted add.
+    pub fn nic_del(&self, id: &DeviceId, snapshot: &Snapshot) -> Plan {
+        let mut steps = Vec::new();
+        let name = id.to_string();
+        if snapshot.peripherals.contains_key(&name) {
+            steps.push(PlannedStep::new(Step::DeviceDel { id: name.clone() }, None));
+        }
+        if snapshot.network.netdevs.contains_key(&id.netdev_id()) {
+            steps.push(PlannedStep::new(Step::NetdevDel { id: id.netdev_id() }, None));
+        }
+        for marker in snapshot.markers().filter(|marker| marker.device == *id) {
+            for fd_name in marker.fd_names() {
+                steps.push(PlannedStep::new(Step::CloseFd { name: fd_name }, None));
+            }
+            steps.push(PlannedStep::new(Step::ObjectDel { id: marker.object_id() }, None));
+        }
+        Plan::new(steps)
     }
 
-    /// The plan to hot-remove disk `id`: `device_del` (waiting for the guest), then
-    /// `blockdev-del` of its node, and `remove-fd` of an fdset an interrupted add left.
-    pub fn disk_del(&self, id: &str, snapshot: &Snapshot) -> Plan {
-        let mut steps = vec![
-            PlannedStep::new(Step::DeviceDel { id: id.into() }, None)
-                .already_done(!snapshot.peripherals.contains(id)),
-            PlannedStep::new(Step::BlockdevDel { node_name: id.into() }, None)
-                .already_done(!snapshot.block_nodes.contains(id)),
-        ];
-        if let Some(fdset_id) = snapshot.fdset_with_opaque(id) {
-            steps.push(PlannedStep::new(Step::RemoveFdset { fdset_id }, None));
+    /// The plan to hot-remove disk `id`, as far as QEMU still has it: `device_del`
+    /// (waiting for the guest), `blockdev-del` of its node, `remove-fd` of its fdsets.
+    pub fn disk_del(&self, id: &DeviceId, snapshot: &Snapshot) -> Plan {
+        let mut steps = Vec::new();
+        let name = id.to_string();
+        if snapshot.peripherals.contains_key(&name) {
+            steps.push(PlannedStep::new(Step::DeviceDel { id: name }, None));
+        }
+        if snapshot.block_nodes.contains_key(&id.node_name()) {
+            steps.push(PlannedStep::new(Step::BlockdevDel { node_name: id.node_name() }, None));
+        }
+        let mut sets: Vec<u64> =
+            snapshot.disk_fdsets().filter(|(_, set)| set.device == *id).map(|(id, _)| id).collect();
+        sets.dedup();
+        for fdset_id in sets {
+            steps.push(PlannedStep::new(Step::RemoveFdset { fdset: FdsetRef::Id(fdset_id) }, None));
         }
         Plan::new(steps)
     }
@@ -257,13 +241,25 @@ impl Planner {
         device
     }
 
-    fn device_step(id: &DeviceId, arguments: Map<String, Value>, present: bool) -> PlannedStep {
+    fn device_step(id: &DeviceId, arguments: Map<String, Value>) -> PlannedStep {
         PlannedStep::new(
             Step::DeviceAdd { id: id.to_string(), arguments },
             Some(Step::DeviceDel { id: id.to_string() }),
         )
-        .already_done(present)
     }
+}
+
+/// Checks a queue count: 1 to [`MAX_NIC_QUEUES`].
+///
+/// # Errors
+/// [`Error::InvalidSpec`].
+pub(crate) fn check_queues(queues: usize) -> Result<(), Error> {
+    if queues == 0 || queues > MAX_NIC_QUEUES {
+        return Err(Error::InvalidSpec(format!(
+            "a NIC needs 1 to {MAX_NIC_QUEUES} queues, not {queues}"
+        )));
+    }
+    Ok(())
 }
 
 /// The `file` child of an NBD disk's `blockdev-add`: QEMU's `nbd` driver, no descriptor.
@@ -283,25 +279,21 @@ fn nbd_file(export: &NbdExport, node_name: &str) -> Value {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
+    use hostdev::DeviceNumber;
     use qmp_codec::{FdsetFdInfo, FdsetInfo};
 
     use super::*;
+    use crate::netinfo::NetworkInfo;
     use crate::pci::SlotMap;
-    use crate::spec::DiskFormat;
+    use crate::snapshot::BlockNode;
+    use crate::spec::{DiskFormat, NbdExport};
 
     fn empty() -> Snapshot {
         let pci = json!([{"bus": 0, "devices": [
             {"bus": 0, "slot": 0, "function": 0, "qdev_id": ""},
             {"bus": 0, "slot": 1, "function": 0, "qdev_id": ""},
             {"bus": 0, "slot": 1, "function": 1, "qdev_id": ""}]}]);
-        Snapshot {
-            pci: SlotMap::from_query_pci(&pci).unwrap(),
-            peripherals: BTreeSet::new(),
-            block_nodes: BTreeSet::new(),
-            fdsets: Vec::new(),
-        }
+        Snapshot::new(SlotMap::from_query_pci(&pci).unwrap())
     }
 
     fn with_device(mut snapshot: Snapshot, slot: u8, id: &str) -> Snapshot {
@@ -314,7 +306,7 @@ mod tests {
         }
         devices.push(json!({"bus": 0, "slot": slot, "function": 0, "qdev_id": id}));
         snapshot.pci = SlotMap::from_query_pci(&json!([{"bus": 0, "devices": devices}])).unwrap();
-        snapshot.peripherals.insert(id.into());
+        snapshot.peripherals.insert(id.into(), "virtio-net-pci".into());
         snapshot
     }
 
@@ -326,15 +318,32 @@ mod tests {
         plan.steps().iter().find(|s| s.step.command() == command).unwrap().step.arguments()
     }
 
+    fn undo(plan: &Plan, completed: usize) -> Vec<String> {
+        plan.undo_after(completed).iter().map(ToString::to_string).collect()
+    }
+
+    const FILE: ImageIdentity = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 77 };
+
     #[test]
-    fn a_single_queue_nic_is_getfd_netdev_device() {
+    fn a_single_queue_nic_is_marked_passed_added_and_unmarked() {
         let mut spec = NicSpec::new("a1");
         spec.mac = Some("52:54:00:12:34:56".into());
         let (id, plan) = Planner::default().nic_add(&spec, &empty()).unwrap();
         assert_eq!(id.to_string(), "nic-a1-pci-2");
         assert_eq!(
             commands(&plan),
-            ["getfd nic-a1-pci-2-tap0", "netdev_add nic-a1-pci-2", "device_add nic-a1-pci-2"]
+            [
+                "object-add qmp-rs-intent.nic-a1-pci-2.t1.v0",
+                "getfd nic-a1-pci-2-tap0",
+                "netdev_add nic-a1-pci-2",
+                "device_add nic-a1-pci-2",
+                "object-del qmp-rs-intent.nic-a1-pci-2.t1.v0"
+            ]
+        );
+        assert_eq!(
+            arguments(&plan, "object-add"),
+            json!({"qom-type": "secret", "id": "qmp-rs-intent.nic-a1-pci-2.t1.v0",
+                   "data": "qmp-rs hotplug intent"})
         );
         assert_eq!(
             arguments(&plan, "netdev_add"),
@@ -345,7 +354,22 @@ mod tests {
             json!({"driver": "virtio-net-pci", "id": "nic-a1-pci-2", "bus": "pci.0", "addr": "0x2",
                    "netdev": "nic-a1-pci-2", "mac": "52:54:00:12:34:56"})
         );
-        assert!(plan.steps().iter().all(|s| !s.already_done));
+        // The marker goes last in every rollback, so an interrupted one still finds the names.
+        assert_eq!(
+            undo(&plan, 2),
+            ["closefd nic-a1-pci-2-tap0", "object-del qmp-rs-intent.nic-a1-pci-2.t1.v0"]
+        );
+        assert_eq!(
+            undo(&plan, 4),
+            [
+                "device_del nic-a1-pci-2",
+                "netdev_del nic-a1-pci-2",
+                "object-del qmp-rs-intent.nic-a1-pci-2.t1.v0"
+            ]
+        );
+        let last = plan.steps().last().unwrap();
+        assert!(last.best_effort && last.undo.is_none());
+        assert_eq!(undo(&plan, 5), ["device_del nic-a1-pci-2", "netdev_del nic-a1-pci-2"]);
     }
 
     #[test]
@@ -360,6 +384,7 @@ mod tests {
             json!({"type": "tap", "id": "nic-mq-pci-9", "fds": "nic-mq-pci-9-tap0:nic-mq-pci-9-tap1",
                    "vhost": true, "vhostfds": "nic-mq-pci-9-vhost0:nic-mq-pci-9-vhost1"})
         );
+        assert_eq!(arguments(&plan, "object-add")["id"], "qmp-rs-intent.nic-mq-pci-9.t2.v2");
         let device = arguments(&plan, "device_add");
         assert_eq!(
             (device["mq"].clone(), device["vectors"].clone(), device["addr"].clone()),
@@ -368,10 +393,10 @@ mod tests {
         let fds: Vec<_> = plan.steps().iter().filter_map(|s| s.step.fd()).collect();
         assert_eq!(fds, [FdRef::Tap(0), FdRef::Tap(1), FdRef::Vhost(0), FdRef::Vhost(1)]);
         // Before netdev_add, every getfd name is undone; after it, only the netdev.
-        assert_eq!(plan.undo_after(4).len(), 4);
+        assert_eq!(plan.undo_after(5).len(), 5);
         assert_eq!(
-            plan.undo_after(5).iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["netdev_del nic-mq-pci-9"]
+            undo(&plan, 6),
+            ["netdev_del nic-mq-pci-9", "object-del qmp-rs-intent.nic-mq-pci-9.t2.v2"]
         );
     }
 
@@ -418,15 +443,6 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_nic_add_finds_its_earlier_device() {
-        let snapshot = with_device(empty(), 7, "nic-a1-pci-7");
-        let (id, plan) = Planner::default().nic_add(&NicSpec::new("a1"), &snapshot).unwrap();
-        assert_eq!(id.slot(), 7, "the earlier try's slot, not the first free one");
-        assert!(plan.steps().iter().all(|s| s.already_done));
-        assert_eq!(plan.pending().count(), 0);
-    }
-
-    #[test]
     fn another_devices_slot_is_not_reused() {
         let snapshot = with_device(empty(), 2, "nic-other-pci-2");
         let (id, _) = Planner::default().nic_add(&NicSpec::new("a1"), &snapshot).unwrap();
@@ -434,41 +450,53 @@ mod tests {
     }
 
     #[test]
-    fn a_path_disk_is_addfd_blockdev_release_device() {
+    fn a_path_disk_keeps_its_fingerprinted_fdset() {
         let mut snapshot = empty();
         snapshot.fdsets.push(FdsetInfo { fdset_id: 0, fds: vec![] });
         let mut spec = DiskSpec::new("d1", DiskSource::Path("/img".into()));
         spec.format = DiskFormat::Qcow2;
         spec.read_only = true;
-        let (id, plan) = Planner::default().disk_add(&spec, &snapshot).unwrap();
+        let (id, plan) = Planner::default().disk_add(&spec, Some(&FILE), &snapshot).unwrap();
         assert_eq!(id.to_string(), "disk-d1-pci-2");
         assert_eq!(
             commands(&plan),
-            [
-                "add-fd fdset 1",
-                "blockdev-add disk-d1-pci-2",
-                "remove-fd fdset 1",
-                "device_add disk-d1-pci-2"
-            ]
+            ["add-fd a new fdset", "blockdev-add disk-d1-pci-2", "device_add disk-d1-pci-2"]
         );
         assert_eq!(
-            arguments(&plan, "blockdev-add"),
+            arguments(&plan, "add-fd"),
+            json!({"opaque": "qmp-rs:disk-d1-pci-2:file=8.1:77"}),
+            "no fdset-id: QEMU picks a new one"
+        );
+        let node = plan.steps()[1].step.resolved(Some(5)).arguments();
+        assert_eq!(
+            node,
             json!({"driver": "qcow2", "node-name": "disk-d1-pci-2", "read-only": true,
                    "file": {"driver": "file", "node-name": "disk-d1-pci-2-file",
-                            "filename": "/dev/fdset/1", "read-only": true}})
+                            "filename": "/dev/fdset/5", "read-only": true}})
         );
         assert_eq!(arguments(&plan, "device_add")["drive"], json!("disk-d1-pci-2"));
-        let undo = |n| plan.undo_after(n).iter().map(ToString::to_string).collect::<Vec<_>>();
-        assert_eq!(undo(1), ["remove-fd fdset 1"]);
-        assert_eq!(undo(2), ["blockdev-del disk-d1-pci-2", "remove-fd fdset 1"]);
-        assert_eq!(undo(3), ["blockdev-del disk-d1-pci-2"], "the node owns the released set");
+        assert_eq!(undo(&plan, 1), ["remove-fd the new fdset"]);
+        assert_eq!(undo(&plan, 2), ["blockdev-del disk-d1-pci-2", "remove-fd the new fdset"]);
+        assert!(matches!(
+            Planner::default().disk_add(&spec, None, &snapshot),
+            Err(Error::InvalidSpec(_))
+        ));
+    }
+
+    #[test]
+    fn a_block_device_takes_host_device() {
+        let spec = DiskSpec::new("b", DiskSource::Path("/dev/loop0".into()));
+        let block = ImageIdentity::BlockDevice(DeviceNumber::new(7, 0));
+        let (_, plan) = Planner::default().disk_add(&spec, Some(&block), &empty()).unwrap();
+        assert_eq!(arguments(&plan, "blockdev-add")["file"]["driver"], "host_device");
+        assert_eq!(arguments(&plan, "add-fd")["opaque"], "qmp-rs:disk-b-pci-2:blk=7.0");
     }
 
     #[test]
     fn an_nbd_disk_passes_no_descriptor() {
         let export = NbdExport::parse_uri("nbd+unix:///exp0?socket=/run/nbd.sock").unwrap();
         let (_, plan) = Planner::default()
-            .disk_add(&DiskSpec::new("n", DiskSource::Nbd(export)), &empty())
+            .disk_add(&DiskSpec::new("n", DiskSource::Nbd(export)), None, &empty())
             .unwrap();
         assert_eq!(commands(&plan), ["blockdev-add disk-n-pci-2", "device_add disk-n-pci-2"]);
         assert_eq!(
@@ -479,53 +507,39 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_disk_add_completes_what_is_missing() {
-        let spec = DiskSpec::new("d1", DiskSource::Path("/img".into()));
-        let fdset = |id| FdsetInfo {
-            fdset_id: id,
-            fds: vec![FdsetFdInfo { fd: 20, opaque: Some("disk-d1-pci-2".into()) }],
-        };
-        // The earlier try stopped after add-fd: reuse its set.
-        let mut snapshot = empty();
-        snapshot.fdsets.push(fdset(5));
-        let (_, plan) = Planner::default().disk_add(&spec, &snapshot).unwrap();
-        let pending: Vec<_> = plan.pending().map(|(_, s)| s.step.to_string()).collect();
+    fn removal_plans_take_only_what_qemu_has() {
+        let nic: DeviceId = "nic-a-pci-3".parse().unwrap();
+        let mut snapshot = with_device(empty(), 3, "nic-a-pci-3");
+        snapshot.network = NetworkInfo::parse(" \\ nic-a-pci-3: index=0,type=tap,fd=9\n");
+        snapshot.objects.insert("qmp-rs-intent.nic-a-pci-3.t1.v0".into());
         assert_eq!(
-            pending,
-            ["blockdev-add disk-d1-pci-2", "remove-fd fdset 5", "device_add disk-d1-pci-2"]
+            commands(&Planner::default().nic_del(&nic, &snapshot)),
+            [
+                "device_del nic-a-pci-3",
+                "netdev_del nic-a-pci-3",
+                "closefd nic-a-pci-3-tap0",
+                "object-del qmp-rs-intent.nic-a-pci-3.t1.v0"
+            ]
         );
-        // ... after blockdev-add: release the set and add the device.
-        snapshot.block_nodes.insert("disk-d1-pci-2".into());
-        let (_, plan) = Planner::default().disk_add(&spec, &snapshot).unwrap();
-        let pending: Vec<_> = plan.pending().map(|(_, s)| s.step.to_string()).collect();
-        assert_eq!(pending, ["remove-fd fdset 5", "device_add disk-d1-pci-2"]);
-        // ... after the release: only the device; a rollback would still delete the node.
-        snapshot.fdsets.clear();
-        let (_, plan) = Planner::default().disk_add(&spec, &snapshot).unwrap();
-        let pending: Vec<_> = plan.pending().map(|(_, s)| s.step.to_string()).collect();
-        assert_eq!(pending, ["device_add disk-d1-pci-2"]);
-        assert_eq!(
-            plan.undo_after(3).iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["blockdev-del disk-d1-pci-2"]
-        );
-    }
+        assert!(Planner::default().nic_del(&nic, &empty()).steps().is_empty());
 
-    #[test]
-    fn removal_plans_skip_what_is_already_gone() {
-        let snapshot = with_device(empty(), 3, "nic-a-pci-3");
-        let plan = Planner::default().nic_del("nic-a-pci-3", &snapshot);
-        assert_eq!(commands(&plan), ["device_del nic-a-pci-3", "netdev_del nic-a-pci-3"]);
-        assert!(!plan.steps()[0].already_done);
-        let plan = Planner::default().nic_del("nic-a-pci-3", &empty());
-        assert!(plan.steps()[0].already_done, "no device: only the netdev is left to delete");
+        let disk: DeviceId = "disk-b-pci-4".parse().unwrap();
         let mut snapshot = empty();
+        snapshot
+            .block_nodes
+            .insert("disk-b-pci-4".into(), BlockNode::new("raw", false, "/dev/fdset/2"));
         snapshot.fdsets.push(FdsetInfo {
             fdset_id: 2,
-            fds: vec![FdsetFdInfo { fd: 9, opaque: Some("disk-b-pci-4".into()) }],
+            fds: vec![FdsetFdInfo { fd: 9, opaque: Some("qmp-rs:disk-b-pci-4:blk=7.0".into()) }],
         });
-        let plan = Planner::default().disk_del("disk-b-pci-4", &snapshot);
-        let pending: Vec<_> = plan.pending().map(|(_, s)| s.step.to_string()).collect();
-        assert_eq!(pending, ["remove-fd fdset 2"]);
+        snapshot.fdsets.push(FdsetInfo {
+            fdset_id: 3,
+            fds: vec![FdsetFdInfo { fd: 10, opaque: Some("disk-b-pci-4".into()) }],
+        });
+        assert_eq!(
+            commands(&Planner::default().disk_del(&disk, &snapshot)),
+            ["blockdev-del disk-b-pci-4", "remove-fd fdset 2", "remove-fd fdset 3"]
+        );
     }
 
     #[test]

@@ -18,6 +18,8 @@
 
 use qmp_codec::ErrorClass;
 
+use crate::Error;
+
 /// One recognised QEMU error text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct KnownError {
@@ -114,22 +116,183 @@ pub const HMP_DEVICE_NOT_FOUND: KnownError = KnownError {
     after: "' not found",
 };
 
+/// `device_add` into a slot another device took (a race with another manager).
+pub const SLOT_NOT_AVAILABLE: KnownError = KnownError {
+    name: "slot-not-available",
+    command: "device_add",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "PCI: slot 5 function 0 not available for virtio-net-pci, in use by virtio-net-pci,id=nic1",
+    before: "PCI: slot ",
+    after: " function 0 not available",
+};
+
+/// `device_add` of an id a device already has.
+pub const DUPLICATE_DEVICE_ID: KnownError = KnownError {
+    name: "duplicate-device-id",
+    command: "device_add",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "Duplicate device ID 'nic1'",
+    before: "Duplicate device ID '",
+    after: "'",
+};
+
+/// `blockdev-add` of a node name QEMU already has.
+pub const DUPLICATE_NODE_NAME: KnownError = KnownError {
+    name: "duplicate-node-name",
+    command: "blockdev-add",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "Duplicate nodes with node-name='disk0'",
+    before: "Duplicate nodes with node-name='",
+    after: "'",
+};
+
+/// `object-add` of an id an object already has.
+pub const DUPLICATE_OBJECT_ID: KnownError = KnownError {
+    name: "duplicate-object-id",
+    command: "object-add",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "attempt to add duplicate property 'm1' to object (type 'container')",
+    before: "attempt to add duplicate property '",
+    after: "' to object",
+};
+
+/// `netdev_add` naming a descriptor QEMU does not hold (another manager's clean-up
+/// closed it, or a `getfd` was lost).
+pub const FD_NAME_NOT_HELD: KnownError = KnownError {
+    name: "fd-name-not-held",
+    command: "netdev_add",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "File descriptor named 'nofd' has not been found",
+    before: "File descriptor named '",
+    after: "' has not been found",
+};
+
+/// `object-del` of an object QEMU does not have.
+pub const OBJECT_NOT_FOUND: KnownError = KnownError {
+    name: "object-not-found",
+    command: "object-del",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "object 'm1' not found",
+    before: "object '",
+    after: "' not found",
+};
+
+/// `qom-get` of a property the device does not have (a NIC's `drive`, a disk's `netdev`).
+pub const PROPERTY_NOT_FOUND: KnownError = KnownError {
+    name: "property-not-found",
+    command: "qom-get",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "Property 'e1000.drive' not found",
+    before: "Property '",
+    after: "' not found",
+};
+
+/// HMP `drive_del` of a node a device still uses.
+pub const HMP_NODE_IN_USE: KnownError = KnownError {
+    name: "hmp-node-in-use",
+    command: "drive_del",
+    channel: Channel::Hmp,
+    seen_on: "7.2.22",
+    sample: "Node disk0 is in use",
+    before: "Node ",
+    after: " is in use",
+};
+
+/// HMP of a command (or `info` topic) it does not have.
+pub const HMP_UNKNOWN_COMMAND: KnownError = KnownError {
+    name: "hmp-unknown-command",
+    command: "any",
+    channel: Channel::Hmp,
+    seen_on: "7.2.22",
+    sample: "unknown command: 'info nosuch'",
+    before: "unknown command: '",
+    after: "'",
+};
+
+/// HMP's generic error report (`hmp_handle_error`): `Error: ` and the reason.
+pub const HMP_ERROR: KnownError = KnownError {
+    name: "hmp-error",
+    command: "any",
+    channel: Channel::Hmp,
+    seen_on: "7.2.22",
+    sample: "Error: Device does not have a block device backend",
+    before: "Error: ",
+    after: "",
+};
+
 /// Every entry.
-pub const ALL: [KnownError; 6] = [
+pub const ALL: [KnownError; 16] = [
     DUPLICATE_NETDEV_ID,
     UNPLUG_IN_PROGRESS,
     FD_NAME_NOT_FOUND,
     FDSET_NOT_FOUND,
     NODE_NOT_FOUND,
     HMP_DEVICE_NOT_FOUND,
+    SLOT_NOT_AVAILABLE,
+    DUPLICATE_DEVICE_ID,
+    DUPLICATE_NODE_NAME,
+    DUPLICATE_OBJECT_ID,
+    FD_NAME_NOT_HELD,
+    OBJECT_NOT_FOUND,
+    PROPERTY_NOT_FOUND,
+    HMP_NODE_IN_USE,
+    HMP_UNKNOWN_COMMAND,
+    HMP_ERROR,
 ];
+
+/// The QMP errors that mean another manager took what this plan was about to use (a
+/// slot, a device id, a node name, a netdev or object id, a descriptor name): worth a
+/// fresh snapshot and a new plan.
+pub const RACES: [KnownError; 6] = [
+    SLOT_NOT_AVAILABLE,
+    DUPLICATE_DEVICE_ID,
+    DUPLICATE_NODE_NAME,
+    DUPLICATE_NETDEV_ID,
+    DUPLICATE_OBJECT_ID,
+    FD_NAME_NOT_HELD,
+];
+
+/// Checks the output of HMP `command_line` against the HMP error shapes QEMU is known to
+/// print: the output when it is none of them, [`Error::Hmp`] with QEMU's words otherwise.
+/// HMP reports errors as the text of a successful reply, so every HMP command the crate
+/// sends goes through here. (Commands that print nothing on success, like `drive_del`,
+/// treat any text as an error besides.)
+///
+/// ```
+/// use qmp_hotplug::qemu_errors::check_hmp;
+/// assert_eq!(check_hmp("info network", "u1: index=0,type=user\r\n")?, "u1: index=0,type=user\r\n");
+/// let error = check_hmp("info nosuch", "unknown command: 'info nosuch'\r\n").unwrap_err();
+/// assert_eq!(error.to_string(), "HMP 'info nosuch' failed: unknown command: 'info nosuch'");
+/// # Ok::<(), qmp_hotplug::Error>(())
+/// ```
+///
+/// # Errors
+/// [`Error::Hmp`].
+pub fn check_hmp<'a>(command_line: &str, output: &'a str) -> Result<&'a str, Error> {
+    let first = output.lines().next().unwrap_or_default().trim();
+    let known =
+        ALL.iter().any(|entry| entry.channel == Channel::Hmp && entry.subject(first).is_some());
+    if known {
+        Err(Error::Hmp { command: command_line.into(), message: output.trim().into() })
+    } else {
+        Ok(output)
+    }
+}
 
 impl KnownError {
     /// The subject of `text` (the id, name or node in it) if `text` is this error: it
     /// starts with the text before the subject, and the text after it follows.
     pub fn subject<'a>(&self, text: &'a str) -> Option<&'a str> {
         let rest = text.strip_prefix(self.before)?;
-        let end = rest.find(self.after)?;
+        // An empty `after`: the subject runs to the end.
+        let end = if self.after.is_empty() { rest.len() } else { rest.find(self.after)? };
         Some(&rest[..end]).filter(|subject| !subject.is_empty())
     }
 
@@ -172,6 +335,8 @@ mod tests {
             assert!(subject.is_some(), "{}: {:?}", entry.name, entry.sample);
             assert_eq!(entry.seen_on, "7.2.22");
             for other in ALL.iter().filter(|other| other.name != entry.name) {
+                // HMP's generic `Error: ` shape is about any text starting so; no sample
+                // of another entry does.
                 let text = other.sample;
                 let confused = match entry.channel {
                     Channel::GenericError => entry.matches(&ErrorClass::GenericError, text),
@@ -188,6 +353,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn races_are_recognised_by_their_words() {
+        let race = |desc: &str| RACES.iter().any(|e| e.matches(&ErrorClass::GenericError, desc));
+        assert!(race(
+            "PCI: slot 2 function 0 not available for virtio-net-pci, in use by virtio-net-pci,id=nic-b-pci-2"
+        ));
+        assert!(race("Duplicate device ID 'nic-a-pci-2'"));
+        assert!(race("File descriptor named 'nic-a-pci-2-tap0' has not been found"));
+        assert!(!race("Property 'virtio-net-pci.mac' doesn't take value 'x'"));
+        assert_eq!(SLOT_NOT_AVAILABLE.subject(SLOT_NOT_AVAILABLE.sample), Some("5"));
+    }
+
+    #[test]
+    fn hmp_output_is_checked_against_every_known_shape() {
+        for entry in ALL.iter().filter(|entry| entry.channel == Channel::Hmp) {
+            let output = format!("{}\r\n", entry.sample);
+            assert!(check_hmp("x", &output).is_err(), "{}", entry.name);
+        }
+        let listing = "nic-a-pci-2: index=0,type=nic,model=virtio-net-pci\r\n";
+        assert_eq!(check_hmp("info network", listing).unwrap(), listing);
+        assert_eq!(check_hmp("drive_del d", "").unwrap(), "");
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! What QEMU has, as far as hotplug cares ([`Snapshot`]), the queries that read it, and
 //! the pure parsing of their replies. The executor runs the queries; nothing here does I/O.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 
 use qmp_codec::FdsetInfo;
 use serde::Deserialize;
@@ -9,81 +10,326 @@ use serde_json::{Value, json};
 
 use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
+use crate::netinfo::NetworkInfo;
+use crate::ownership::{DiskFdset, IntentMarker};
 use crate::pci::SlotMap;
 
 /// The QOM container of user-created devices (those with an `id`).
-const PERIPHERAL_PATH: &str = "/machine/peripheral";
+pub(crate) const PERIPHERAL_PATH: &str = "/machine/peripheral";
 
-/// What QEMU has, as far as hotplug cares: read before planning.
+/// The QOM container of user-created objects (`object-add`).
+const OBJECTS_PATH: &str = "/objects";
+
+/// QEMU's run state (`query-status`), as far as hotplug tells them apart.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum RunState {
+    /// The guest runs: it can acknowledge an unplug.
+    #[default]
+    Running,
+    /// Stopped after having run (`stop`): an unplug request waits until `cont`.
+    Paused,
+    /// Started with `-S` and never run: QEMU 7.2 wedges a device unplugged now for good.
+    Prelaunch,
+    /// Any other state QEMU reports (`inmigrate`, `shutdown`, `suspended`, ...).
+    Other(String),
+}
+
+impl RunState {
+    /// The state named by `query-status`'s `status`.
+    pub fn from_status(status: &str) -> Self {
+        match status {
+            "running" => Self::Running,
+            "paused" => Self::Paused,
+            "prelaunch" => Self::Prelaunch,
+            other => Self::Other(other.to_owned()),
+        }
+    }
+
+    /// `query-status`'s name for it.
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Running => "running",
+            Self::Paused => "paused",
+            Self::Prelaunch => "prelaunch",
+            Self::Other(status) => status,
+        }
+    }
+
+    /// Whether the guest runs. QEMU 7.2 also closes removed fdset descriptors only then.
+    pub fn is_running(&self) -> bool {
+        *self == Self::Running
+    }
+}
+
+impl fmt::Display for RunState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A named block node (`query-named-block-nodes`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BlockNode {
+    /// Its driver (`raw`, `qcow2`, `file`, `host_device`, `nbd`, ...).
+    pub driver: String,
+    /// Read-only.
+    pub read_only: bool,
+    /// What it reads: `/dev/fdset/N`, a path, or an NBD URI.
+    pub file: String,
+}
+
+impl BlockNode {
+    /// A node of `driver` over `file`.
+    pub fn new(driver: impl Into<String>, read_only: bool, file: impl Into<String>) -> Self {
+        Self { driver: driver.into(), read_only, file: file.into() }
+    }
+
+    /// The fdset it reads, if `file` is `/dev/fdset/N`.
+    pub fn fdset(&self) -> Option<u64> {
+        self.file.strip_prefix("/dev/fdset/")?.parse().ok()
+    }
+}
+
+/// A block backend (`query-block`): what a device (or a `-drive`) has inserted.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct BlockBackend {
+    /// The legacy drive name (`-drive id=`), empty for a device's anonymous backend.
+    pub drive: String,
+    /// The QOM path of the device using it, e.g. `/machine/peripheral/disk-a-pci-2/virtio-backend`.
+    pub qdev: Option<String>,
+    /// The top node inserted, if any.
+    pub node: Option<String>,
+}
+
+impl BlockBackend {
+    /// A backend.
+    pub fn new(drive: impl Into<String>, qdev: Option<String>, node: Option<String>) -> Self {
+        Self { drive: drive.into(), qdev, node }
+    }
+
+    /// The id of the user-created device using it: the `/machine/peripheral/<id>` of its
+    /// QOM path (with or without the virtio backend child).
+    pub fn device_id(&self) -> Option<&str> {
+        let rest = self.qdev.as_deref()?.strip_prefix(PERIPHERAL_PATH)?.strip_prefix('/')?;
+        let id = rest.strip_suffix("/virtio-backend").unwrap_or(rest);
+        (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+}
+
+/// Properties of one of our devices (`qom-get`); `None` when the device has no such
+/// property (a NIC has no `drive`, a disk no `netdev`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct DeviceProperties {
+    /// A NIC's netdev id (empty when it has none).
+    pub netdev: Option<String>,
+    /// A NIC's MAC address.
+    pub mac: Option<String>,
+    /// A virtio NIC's multiqueue flag.
+    pub mq: Option<bool>,
+    /// A disk's drive: the block node (or legacy drive) it uses, empty when none.
+    pub drive: Option<String>,
+}
+
+/// What QEMU has, as far as hotplug cares: read before planning, and again after an add
+/// to report what QEMU really holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Snapshot {
+    /// The run state (`query-status`).
+    pub run_state: RunState,
     /// Bus 0 (`query-pci`).
     pub pci: SlotMap,
-    /// Ids of user-created devices (`qom-list /machine/peripheral`).
-    pub peripherals: BTreeSet<String>,
+    /// User-created devices and their drivers (`qom-list /machine/peripheral`).
+    pub peripherals: BTreeMap<String, String>,
+    /// User-created objects (`qom-list /objects`): intent markers among them.
+    pub objects: BTreeSet<String>,
     /// Named block nodes (`query-named-block-nodes`).
-    pub block_nodes: BTreeSet<String>,
+    pub block_nodes: BTreeMap<String, BlockNode>,
+    /// Block backends (`query-block`).
+    pub block_backends: Vec<BlockBackend>,
     /// fdsets (`query-fdsets`).
     pub fdsets: Vec<FdsetInfo>,
+    /// Netdevs and NICs (HMP `info network`).
+    pub network: NetworkInfo,
+    /// Properties of the devices of ours the operation concerns (`qom-get`).
+    pub properties: BTreeMap<String, DeviceProperties>,
 }
 
 impl Snapshot {
-    /// A snapshot from the replies to its [`Query`]s.
+    /// A running QEMU with bus 0 as `pci` and nothing else: for planning without QEMU.
+    pub fn new(pci: SlotMap) -> Self {
+        Self {
+            run_state: RunState::Running,
+            pci,
+            peripherals: BTreeMap::new(),
+            objects: BTreeSet::new(),
+            block_nodes: BTreeMap::new(),
+            block_backends: Vec::new(),
+            fdsets: Vec::new(),
+            network: NetworkInfo::default(),
+            properties: BTreeMap::new(),
+        }
+    }
+
+    /// A snapshot from the replies to its [`Query`]s and the HMP `info network` text;
+    /// no properties yet.
     ///
     /// # Errors
     /// [`Error::PciData`] when the `query-pci` reply has an unexpected shape.
     pub(crate) fn from_replies(replies: Replies) -> Result<Self, Error> {
+        let children = |list: Vec<QomProperty>| {
+            list.into_iter()
+                .filter_map(|p| {
+                    let driver = p.kind.strip_prefix("child<")?.strip_suffix('>')?.to_owned();
+                    Some((p.name, driver))
+                })
+                .collect::<BTreeMap<_, _>>()
+        };
         Ok(Self {
+            run_state: RunState::from_status(&replies.status.status),
             pci: SlotMap::from_query_pci(&replies.pci)?,
-            peripherals: replies
-                .peripherals
+            peripherals: children(replies.peripherals),
+            objects: children(replies.objects).into_keys().collect(),
+            block_nodes: replies
+                .block_nodes
                 .into_iter()
-                .filter(|property| property.kind.starts_with("child<"))
-                .map(|property| property.name)
+                .map(|node| {
+                    (
+                        node.node_name,
+                        BlockNode::new(node.drv, node.ro, node.file.unwrap_or_default()),
+                    )
+                })
                 .collect(),
-            block_nodes: replies.block_nodes.into_iter().map(|node| node.node_name).collect(),
+            block_backends: replies
+                .block
+                .into_iter()
+                .map(|backend| {
+                    let node = backend.inserted.map(|inserted| inserted.node_name);
+                    BlockBackend::new(backend.device, backend.qdev, node)
+                })
+                .collect(),
             fdsets: replies.fdsets,
+            network: NetworkInfo::parse(&replies.network),
+            properties: BTreeMap::new(),
         })
     }
 
-    /// The fdset whose descriptor carries `opaque`.
-    pub fn fdset_with_opaque(&self, opaque: &str) -> Option<u64> {
-        self.fdsets
+    /// The intent markers QEMU holds, by object id.
+    pub fn markers(&self) -> impl Iterator<Item = IntentMarker> + '_ {
+        self.objects.iter().filter_map(|id| IntentMarker::parse(id))
+    }
+
+    /// The fdsets of ours (each descriptor whose `opaque` is one of our disk texts), with
+    /// what the opaque says.
+    pub fn disk_fdsets(&self) -> impl Iterator<Item = (u64, DiskFdset)> + '_ {
+        self.fdsets.iter().flat_map(|set| {
+            set.fds
+                .iter()
+                .filter_map(|fd| DiskFdset::parse(fd.opaque.as_deref()?))
+                .map(move |parsed| (set.fdset_id, parsed))
+        })
+    }
+
+    /// The named nodes reading `/dev/fdset/<fdset_id>`.
+    pub fn nodes_reading_fdset(&self, fdset_id: u64) -> impl Iterator<Item = &str> + '_ {
+        self.block_nodes
             .iter()
-            .find(|set| set.fds.iter().any(|fd| fd.opaque.as_deref() == Some(opaque)))
-            .map(|set| set.fdset_id)
+            .filter(move |(_, node)| node.fdset() == Some(fdset_id))
+            .map(|(name, _)| name.as_str())
     }
 
-    /// The lowest fdset id QEMU does not use.
-    pub fn unused_fdset_id(&self) -> u64 {
-        let used: BTreeSet<u64> = self.fdsets.iter().map(|set| set.fdset_id).collect();
-        // Of len + 1 candidates at least one is unused.
-        (0..=used.len() as u64).find(|id| !used.contains(id)).unwrap_or_default()
+    /// The backend that has node `node` inserted, if a device or drive uses it.
+    pub fn backend_with_node(&self, node: &str) -> Option<&BlockBackend> {
+        self.block_backends.iter().find(|backend| backend.node.as_deref() == Some(node))
     }
 
-    /// Every name of ours QEMU knows, as device ids of `kind` and `name`: a device, a
-    /// block node or an fdset left by an earlier try.
-    pub(crate) fn earlier_try(&self, kind: DeviceKind, name: &str) -> Option<DeviceId> {
-        let opaques =
-            self.fdsets.iter().flat_map(|set| &set.fds).filter_map(|fd| fd.opaque.as_ref());
+    /// Every id of ours of `kind` and `name`, in any slot, that some object in QEMU
+    /// carries: a device, a netdev, a block node, a fdset opaque or an intent marker.
+    pub fn ids_named(&self, kind: DeviceKind, name: &str) -> BTreeSet<DeviceId> {
+        let parsed = |text: &str| text.parse::<DeviceId>().ok();
         self.peripherals
-            .iter()
-            .chain(&self.block_nodes)
-            .chain(opaques)
-            .filter_map(|text| text.parse::<DeviceId>().ok())
-            .find(|id| id.kind() == kind && id.name() == name)
+            .keys()
+            .filter_map(|id| parsed(id))
+            .chain(self.network.netdevs.keys().filter_map(|id| parsed(id)))
+            .chain(self.block_nodes.keys().filter_map(|node| parsed(node)))
+            .chain(self.disk_fdsets().map(|(_, set)| set.device))
+            .chain(self.markers().map(|marker| marker.device))
+            .filter(|id| id.kind() == kind && id.name() == name)
+            .collect()
+    }
+
+    /// The devices whose properties the operation needs (`qom-get`): ours of `kind` and
+    /// `name` in any slot, or every device of ours for `None`.
+    pub(crate) fn property_targets(&self, focus: &Focus) -> Vec<(String, DeviceKind)> {
+        self.peripherals
+            .keys()
+            .filter_map(|id| {
+                let kind = match focus {
+                    Focus::Everything => id.parse::<DeviceId>().ok()?.kind(),
+                    Focus::Named(kind, name) => {
+                        let parsed = id.parse::<DeviceId>().ok()?;
+                        (parsed.kind() == *kind && parsed.name() == name).then_some(*kind)?
+                    }
+                    Focus::Device(wanted, kind) => (id == wanted).then_some(*kind)?,
+                };
+                Some((id.clone(), kind))
+            })
+            .collect()
+    }
+}
+
+/// Which devices an inventory reads properties of.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Focus {
+    /// Every device of ours.
+    Everything,
+    /// Ours of this kind and name, in any slot.
+    Named(DeviceKind, String),
+    /// This device id, read as this kind (any id, ours or not).
+    Device(String, DeviceKind),
+}
+
+/// The `qom-get` properties read for a device of `kind`.
+pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
+    match kind {
+        DeviceKind::Nic => &["netdev", "mac", "mq"],
+        DeviceKind::Disk => &["drive"],
+    }
+}
+
+impl DeviceProperties {
+    /// Records `property`'s value from a `qom-get` reply.
+    pub(crate) fn set(&mut self, property: &str, value: &Value) {
+        let text = || value.as_str().map(str::to_owned);
+        match property {
+            "netdev" => self.netdev = text(),
+            "mac" => self.mac = text(),
+            "mq" => self.mq = value.as_bool(),
+            "drive" => self.drive = text(),
+            _ => {}
+        }
     }
 }
 
 /// One QMP query a [`Snapshot`] is read from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Query {
+    /// `query-status`: the run state.
+    Status,
     /// `query-pci`: the buses and their devices.
     Pci,
     /// `qom-list /machine/peripheral`: the user-created devices.
     Peripherals,
+    /// `qom-list /objects`: the user-created objects.
+    Objects,
     /// `query-named-block-nodes {"flat": true}`: every named block node.
     BlockNodes,
+    /// `query-block`: which device uses which node or drive.
+    Block,
     /// `query-fdsets`.
     Fdsets,
 }
@@ -92,9 +338,11 @@ impl Query {
     /// The command.
     pub(crate) fn command(self) -> &'static str {
         match self {
+            Self::Status => "query-status",
             Self::Pci => "query-pci",
-            Self::Peripherals => "qom-list",
+            Self::Peripherals | Self::Objects => "qom-list",
             Self::BlockNodes => "query-named-block-nodes",
+            Self::Block => "query-block",
             Self::Fdsets => "query-fdsets",
         }
     }
@@ -102,8 +350,9 @@ impl Query {
     /// Its arguments (`null` for none).
     pub(crate) fn arguments(self) -> Value {
         match self {
-            Self::Pci | Self::Fdsets => Value::Null,
+            Self::Status | Self::Pci | Self::Block | Self::Fdsets => Value::Null,
             Self::Peripherals => json!({"path": PERIPHERAL_PATH}),
+            Self::Objects => json!({"path": OBJECTS_PATH}),
             Self::BlockNodes => json!({"flat": true}),
         }
     }
@@ -112,18 +361,26 @@ impl Query {
 /// The replies a [`Snapshot`] is made of, typed as far as the client decodes them.
 #[derive(Debug)]
 pub(crate) struct Replies {
-    /// [`Query::Pci`]'s, parsed by [`SlotMap::from_query_pci`].
+    pub(crate) status: Status,
+    /// Parsed by [`SlotMap::from_query_pci`].
     pub(crate) pci: Value,
-    /// [`Query::Peripherals`]'s.
     pub(crate) peripherals: Vec<QomProperty>,
-    /// [`Query::BlockNodes`]'s.
-    pub(crate) block_nodes: Vec<BlockNode>,
-    /// [`Query::Fdsets`]'s.
+    pub(crate) objects: Vec<QomProperty>,
+    pub(crate) block_nodes: Vec<RawBlockNode>,
+    pub(crate) block: Vec<RawBlockBackend>,
     pub(crate) fdsets: Vec<FdsetInfo>,
+    /// HMP `info network`'s text.
+    pub(crate) network: String,
 }
 
-/// An entry of a `qom-list` reply (QEMU's `ObjectPropertyInfo`): a child device is a
-/// property of type `child<DRIVER>`.
+/// `query-status`'s reply (QEMU's `StatusInfo`); only the state is read.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Status {
+    status: String,
+}
+
+/// An entry of a `qom-list` reply (QEMU's `ObjectPropertyInfo`): a child is a property of
+/// type `child<TYPE>`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct QomProperty {
     name: String,
@@ -131,10 +388,32 @@ pub(crate) struct QomProperty {
     kind: String,
 }
 
-/// An entry of a `query-named-block-nodes` reply (QEMU's `BlockDeviceInfo`); only the
-/// name is read.
+/// An entry of a `query-named-block-nodes` reply (QEMU's `BlockDeviceInfo`).
 #[derive(Debug, Deserialize)]
-pub(crate) struct BlockNode {
+pub(crate) struct RawBlockNode {
+    #[serde(rename = "node-name")]
+    node_name: String,
+    #[serde(default)]
+    drv: String,
+    #[serde(default)]
+    ro: bool,
+    #[serde(default)]
+    file: Option<String>,
+}
+
+/// An entry of a `query-block` reply (QEMU's `BlockInfo`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawBlockBackend {
+    #[serde(default)]
+    device: String,
+    #[serde(default)]
+    qdev: Option<String>,
+    #[serde(default)]
+    inserted: Option<RawInserted>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawInserted {
     #[serde(rename = "node-name")]
     node_name: String,
 }
@@ -145,44 +424,99 @@ mod tests {
 
     use super::*;
 
-    /// Replies as QEMU 7.2 gives them (trimmed): one NIC, one disk with its file node,
-    /// and the disk's released fdset.
+    /// Replies as QEMU 7.2.22 gives them (trimmed): a NIC, a disk on an fdset of ours, a
+    /// `-drive` disk, an intent marker and a stray fdset.
     fn replies() -> Replies {
         let peripherals = json!([
             {"name": "type", "type": "string"},
             {"name": "nic-a-pci-2", "type": "child<virtio-net-pci>"},
-            {"name": "disk-b-pci-3", "type": "child<virtio-blk-pci>"}]);
+            {"name": "disk-b-pci-3", "type": "child<virtio-blk-pci>"},
+            {"name": "legacy-dev", "type": "child<virtio-blk-pci>"}]);
+        let objects = json!([
+            {"name": "type", "type": "string"},
+            {"name": "qmp-rs-intent.nic-c-pci-4.t1.v0", "type": "child<secret>"},
+            {"name": "pc.ram", "type": "child<memory-backend-ram>"}]);
         let nodes = json!([
-            {"node-name": "disk-b-pci-3", "drv": "raw", "ro": false},
-            {"node-name": "disk-b-pci-3-file", "drv": "file", "ro": false}]);
+            {"node-name": "disk-b-pci-3", "drv": "raw", "ro": false, "file": "/dev/fdset/0"},
+            {"node-name": "disk-b-pci-3-file", "drv": "file", "ro": false, "file": "/dev/fdset/0"},
+            {"node-name": "#block124", "drv": "raw", "ro": false, "file": "/srv/leg.img"}]);
+        let block = json!([
+            {"device": "drv0", "qdev": "/machine/peripheral/legacy-dev/virtio-backend",
+             "inserted": {"node-name": "#block124", "file": "/srv/leg.img"}},
+            {"device": "", "qdev": "/machine/peripheral/disk-b-pci-3/virtio-backend",
+             "inserted": {"node-name": "disk-b-pci-3", "file": "/dev/fdset/0"}}]);
         Replies {
+            status: serde_json::from_value(json!({"status": "paused", "running": false})).unwrap(),
             pci: json!([{"bus": 0, "devices": [
                 {"bus": 0, "slot": 0, "function": 0, "qdev_id": ""},
                 {"bus": 0, "slot": 2, "function": 0, "qdev_id": "nic-a-pci-2"},
                 {"bus": 0, "slot": 3, "function": 0, "qdev_id": "disk-b-pci-3"}]}]),
             peripherals: serde_json::from_value(peripherals).unwrap(),
+            objects: serde_json::from_value(objects).unwrap(),
             block_nodes: serde_json::from_value(nodes).unwrap(),
-            fdsets: serde_json::from_value(json!([{"fdset-id": 0, "fds": []}])).unwrap(),
+            block: serde_json::from_value(block).unwrap(),
+            fdsets: vec![
+                FdsetInfo {
+                    fdset_id: 0,
+                    fds: vec![FdsetFdInfo {
+                        fd: 12,
+                        opaque: Some("qmp-rs:disk-b-pci-3:file=8.1:77".into()),
+                    }],
+                },
+                FdsetInfo {
+                    fdset_id: 1,
+                    fds: vec![FdsetFdInfo { fd: 13, opaque: Some("someone-else".into()) }],
+                },
+            ],
+            network: " \\ nic-a-pci-2: index=0,type=tap,fd=11\r\n".into(),
         }
     }
 
     #[test]
     fn replies_make_a_snapshot() {
         let snapshot = Snapshot::from_replies(replies()).unwrap();
+        assert_eq!(snapshot.run_state, RunState::Paused);
+        assert_eq!(snapshot.peripherals["nic-a-pci-2"], "virtio-net-pci");
+        assert_eq!(snapshot.peripherals.len(), 3, "child<...> properties only");
+        assert_eq!(snapshot.objects.len(), 2);
+        let markers: Vec<String> = snapshot.markers().map(|m| m.device.to_string()).collect();
+        assert_eq!(markers, ["nic-c-pci-4"]);
+        assert_eq!(snapshot.block_nodes["disk-b-pci-3-file"].driver, "file");
+        assert_eq!(snapshot.block_nodes["disk-b-pci-3"].fdset(), Some(0));
+        assert_eq!(snapshot.nodes_reading_fdset(0).collect::<Vec<_>>().len(), 2);
+        let ours: Vec<u64> = snapshot.disk_fdsets().map(|(id, _)| id).collect();
+        assert_eq!(ours, [0], "the stray fdset is not ours");
+        let backend = snapshot.backend_with_node("disk-b-pci-3").unwrap();
+        assert_eq!(backend.device_id(), Some("disk-b-pci-3"));
+        let legacy = snapshot.backend_with_node("#block124").unwrap();
+        assert_eq!((legacy.drive.as_str(), legacy.device_id()), ("drv0", Some("legacy-dev")));
+        let named: Vec<String> =
+            snapshot.ids_named(DeviceKind::Nic, "c").iter().map(ToString::to_string).collect();
+        assert_eq!(named, ["nic-c-pci-4"], "a marker names an id too");
+        assert!(snapshot.ids_named(DeviceKind::Disk, "a").is_empty(), "kind matters");
+    }
+
+    #[test]
+    fn run_states_and_property_targets() {
+        for (text, state) in [
+            ("running", RunState::Running),
+            ("paused", RunState::Paused),
+            ("prelaunch", RunState::Prelaunch),
+            ("inmigrate", RunState::Other("inmigrate".into())),
+        ] {
+            assert_eq!(RunState::from_status(text), state);
+            assert_eq!(state.as_str(), text);
+        }
+        let snapshot = Snapshot::from_replies(replies()).unwrap();
         assert_eq!(
-            snapshot.peripherals,
-            BTreeSet::from(["nic-a-pci-2".to_owned(), "disk-b-pci-3".to_owned()]),
-            "child<...> properties only"
+            snapshot.property_targets(&Focus::Everything),
+            [("disk-b-pci-3".into(), DeviceKind::Disk), ("nic-a-pci-2".into(), DeviceKind::Nic)],
+            "our devices only"
         );
-        assert_eq!(
-            snapshot.block_nodes,
-            BTreeSet::from(["disk-b-pci-3".to_owned(), "disk-b-pci-3-file".to_owned()])
-        );
-        assert!(snapshot.pci.has_device("nic-a-pci-2", 2));
-        assert_eq!(snapshot.unused_fdset_id(), 1);
-        let nic = snapshot.earlier_try(DeviceKind::Nic, "a").unwrap();
-        assert_eq!(nic.to_string(), "nic-a-pci-2");
-        assert_eq!(snapshot.earlier_try(DeviceKind::Disk, "a"), None, "kind matters");
+        let focus = Focus::Named(DeviceKind::Nic, "a".into());
+        assert_eq!(snapshot.property_targets(&focus).len(), 1);
+        let focus = Focus::Device("legacy-dev".into(), DeviceKind::Disk);
+        assert_eq!(snapshot.property_targets(&focus), [("legacy-dev".into(), DeviceKind::Disk)]);
     }
 
     #[test]
@@ -193,28 +527,11 @@ mod tests {
     }
 
     #[test]
-    fn fdsets_are_found_by_opaque_and_ids_are_not_reused() {
-        let mut snapshot = Snapshot::from_replies(replies()).unwrap();
-        snapshot.fdsets = vec![
-            FdsetInfo { fdset_id: 0, fds: vec![] },
-            FdsetInfo {
-                fdset_id: 2,
-                fds: vec![FdsetFdInfo { fd: 20, opaque: Some("disk-c-pci-4".into()) }],
-            },
-        ];
-        assert_eq!(snapshot.fdset_with_opaque("disk-c-pci-4"), Some(2));
-        assert_eq!(snapshot.fdset_with_opaque("disk-b-pci-3"), None);
-        assert_eq!(snapshot.unused_fdset_id(), 1);
-        let disk = snapshot.earlier_try(DeviceKind::Disk, "c").unwrap();
-        assert_eq!(disk.slot(), 4, "an fdset's opaque names an earlier try too");
-    }
-
-    #[test]
     fn queries_are_what_the_replies_answer() {
         assert_eq!(Query::Peripherals.command(), "qom-list");
-        assert_eq!(Query::Peripherals.arguments(), json!({"path": "/machine/peripheral"}));
+        assert_eq!(Query::Objects.arguments(), json!({"path": "/objects"}));
         assert_eq!(Query::BlockNodes.arguments(), json!({"flat": true}));
         assert_eq!((Query::Pci.command(), Query::Pci.arguments()), ("query-pci", Value::Null));
-        assert_eq!(Query::Fdsets.command(), "query-fdsets");
+        assert_eq!(Query::Block.command(), "query-block");
     }
 }

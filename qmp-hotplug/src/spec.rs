@@ -1,7 +1,11 @@
 //! What the caller asks for: the NIC and disk specs, where a disk's data is, and NBD URIs.
 //! Plain data: no client and no I/O (the planner turns it into QMP arguments).
 
+use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
+
+use hostdev::format::ImageFormat;
 
 use crate::Error;
 
@@ -154,6 +158,30 @@ impl DiskFormat {
             Self::Qcow2 => "qcow2",
         }
     }
+
+    /// Whether an image whose header shows `found` (`None`: no known signature) fits
+    /// this declared format: raw data has no known signature, qcow2 has its own.
+    ///
+    /// ```
+    /// use hostdev::format::ImageFormat;
+    /// use qmp_hotplug::DiskFormat;
+    /// assert!(DiskFormat::Raw.fits(None));
+    /// assert!(!DiskFormat::Raw.fits(Some(ImageFormat::Qcow2 { version: 3 })));
+    /// assert!(DiskFormat::Qcow2.fits(Some(ImageFormat::Qcow2 { version: 3 })));
+    /// assert!(!DiskFormat::Qcow2.fits(None));
+    /// ```
+    pub fn fits(self, found: Option<ImageFormat>) -> bool {
+        match self {
+            Self::Raw => found.is_none(),
+            Self::Qcow2 => matches!(found, Some(ImageFormat::Qcow2 { .. })),
+        }
+    }
+}
+
+impl fmt::Display for DiskFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.driver())
+    }
 }
 
 /// A disk to hot-add: a block node and a virtio-blk (or other) PCI device.
@@ -163,8 +191,12 @@ pub struct DiskSpec {
     pub name: String,
     /// Where the data is.
     pub source: DiskSource,
-    /// The image format.
+    /// The image format QEMU is told. Never probed: when the image's header contradicts
+    /// it, the add is refused ([`Error::FormatMismatch`]) unless `allow_format_mismatch`.
     pub format: DiskFormat,
+    /// Use `format` even when the image's header says otherwise (e.g. a raw disk whose
+    /// guest wrote a qcow2 signature at its start).
+    pub allow_format_mismatch: bool,
     /// Open and present the disk read-only.
     pub read_only: bool,
     /// The device model (`virtio-blk-pci`, ...).
@@ -180,10 +212,36 @@ impl DiskSpec {
             name: name.into(),
             source,
             format: DiskFormat::Raw,
+            allow_format_mismatch: false,
             read_only: false,
             model: "virtio-blk-pci".into(),
             slot: None,
         }
+    }
+}
+
+/// How a removal behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RemoveOptions {
+    /// The whole removal's time, the guest's acknowledgement included.
+    pub timeout: Duration,
+    /// Nothing of the device exists: [`Outcome::Absent`](crate::Outcome::Absent) instead of
+    /// [`Error::NotFound`] (for callers that remove idempotently).
+    pub missing_ok: bool,
+}
+
+impl RemoveOptions {
+    /// Wait up to `timeout`; a missing device is an error.
+    pub fn new(timeout: Duration) -> Self {
+        Self { timeout, missing_ok: false }
+    }
+
+    /// Sets [`RemoveOptions::missing_ok`].
+    #[must_use]
+    pub fn missing_ok(mut self, missing_ok: bool) -> Self {
+        self.missing_ok = missing_ok;
+        self
     }
 }
 

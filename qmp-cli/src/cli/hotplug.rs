@@ -24,6 +24,24 @@ opened. Status 0 when everything is supported, 1 otherwise.")]
     /// Disks: a block node and a virtio-blk device
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// List (--dry-run) or remove what interrupted hotplug operations left in QEMU
+    #[command(long_about = "\
+List, as JSON, the parts of ours that interrupted hotplug operations left in QEMU (an intent \
+marker and the tap descriptor names it implies, netdevs without their NIC, block nodes \
+without their disk, fdsets no node reads), then remove each after checking again that it is \
+still a leftover. Only objects named by this tool's id scheme are ever touched. On a paused \
+VM, QEMU keeps removed fdsets listed until it runs: those are reported as pending. Status 0 \
+when everything listed was removed (or is pending), 1 otherwise. Another manager's add in \
+progress looks like an interrupted one: run gc when no add is under way.")]
+    Gc(GcArgs),
+}
+
+/// `qmp hotplug gc`.
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Only list what would be removed
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 /// `qmp hotplug check`.
@@ -39,13 +57,24 @@ pub(crate) struct CheckArgs {
 pub(crate) enum NicCommand {
     /// Hot-add a NIC; prints its device id, slot, netdev and tap as JSON
     #[command(long_about = "\
-Hot-add a NIC: pass the tap's descriptors with getfd, netdev_add, then device_add in the first \
-free slot (or --slot). The device id is nic-NAME-pci-SLOT. Without --tap-fd a tap device is \
-opened here (--tap NAME, default qmptap%d: the kernel picks the number), with --queues queues; \
-it lives as long as QEMU uses it. If a step fails, the steps before it are undone. Running the \
-same add again after a timeout completes it.")]
+Hot-add a NIC: create an intent marker, pass the tap's descriptors with getfd, netdev_add, \
+then device_add in the first free slot (or --slot), and delete the marker. The device id is \
+nic-NAME-pci-SLOT. Without --tap-fd a tap device is opened here (--tap NAME, default \
+qmptap%d: the kernel picks the number), with --queues queues; it lives as long as QEMU uses \
+it. If a step fails, the steps before it are undone. Prints what QEMU has afterwards as JSON, \
+with the tap carrying each queue (read from QEMU's /proc, `unknown` when it cannot be read). \
+Running the same add again is `already-present` (the tap opened for it is not used and goes \
+away); a NIC of that name with another MAC, model or queue count is status 1 naming each \
+difference. What an interrupted earlier add left is removed first (see `hotplug gc`).")]
     Add(NicAddArgs),
     /// Hot-remove a NIC: `device_del`, wait for the guest, `netdev_del`
+    #[command(long_about = "\
+Hot-remove a NIC: device_del, wait for the guest's DEVICE_DELETED, then netdev_del; prints \
+the outcome as JSON. Checked first, nothing sent otherwise: the id is a NIC's (nic-...), the \
+device exists (or parts of it are left, which are removed; a missing id is status 1 unless \
+--if-exists), and the VM is running. In prelaunch (-S, before the first cont) nothing is \
+sent, since QEMU 7.2 wedges a device unplugged then; on a paused VM device_del is sent and \
+the command ends at once with status 4: run it again after cont to delete the netdev.")]
     Del(DelArgs),
 }
 
@@ -89,6 +118,9 @@ pub(crate) struct DelArgs {
     /// Seconds to wait for the guest to let go of the device (`DEVICE_DELETED`)
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, default_value = "30")]
     pub(crate) wait: Duration,
+    /// Succeed (status 0, outcome `absent`) when nothing of the device exists
+    #[arg(long)]
+    pub(crate) if_exists: bool,
 }
 
 /// `qmp hotplug disk`.
@@ -96,13 +128,25 @@ pub(crate) struct DelArgs {
 pub(crate) enum DiskCommand {
     /// Hot-add a disk; prints its device id, slot and block node as JSON
     #[command(long_about = "\
-Hot-add a disk. An --image is opened here (read-only with --read-only) and passed in an fdset \
-(add-fd), then blockdev-add reads /dev/fdset/N, remove-fd hands the descriptor over to the \
-node, and device_add plugs a virtio-blk device into the first free slot (or --slot). A --uri \
-(nbd://HOST[:PORT]/EXPORT or nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and \
-passes no descriptor. If a step fails, the steps before it are undone.")]
+Hot-add a disk. An --image (a regular file or a block device; a FIFO, directory or device \
+node is refused unopened) is opened here (read-only with --read-only) and passed in a new \
+fdset (add-fd) that keeps it for the disk's life, with the image's device and inode as its \
+opaque; blockdev-add reads /dev/fdset/N (driver file, or host_device for a block device), \
+and device_add plugs a virtio-blk device into the first free slot (or --slot). The format is \
+never probed: an image whose header contradicts --format (raw by default) is refused unless \
+--allow-format-mismatch. A --uri (nbd://HOST[:PORT]/EXPORT or \
+nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and passes no descriptor. If a \
+step fails, the steps before it are undone. Prints what QEMU has afterwards as JSON; a disk \
+of that name that QEMU already has exactly so is `already-present` (and this image was not \
+passed), one that differs is status 1 naming each difference.")]
     Add(DiskAddArgs),
     /// Hot-remove a disk: `device_del`, wait for the guest, then `blockdev-del` (or `drive_del`)
+    #[command(long_about = "\
+Hot-remove a disk: device_del, wait for the guest's DEVICE_DELETED, then blockdev-del and \
+remove-fd of its image's fdset (or, with --drive, HMP drive_del of that -drive backend); \
+prints the outcome as JSON. Checked first, nothing sent otherwise: the id is a disk's \
+(disk-..., any id with --drive), the device exists and is a block device, and --drive is the \
+drive it uses (query-block). Missing ids, prelaunch and paused VMs as for `nic del`.")]
     Del(DiskDelArgs),
 }
 
@@ -137,9 +181,13 @@ pub(crate) struct DiskAddArgs {
     /// brackets) or `nbd+unix:///EXPORT?socket=PATH`
     #[arg(long, value_name = "URI", value_parser = parse_nbd_uri)]
     pub(crate) uri: Option<NbdExport>,
-    /// The image format
+    /// The image format (never probed: an image whose header says otherwise is refused)
     #[arg(long, value_enum, default_value = "raw")]
     pub(crate) format: Format,
+    /// Use --format even though the image's header says another format (e.g. a raw disk
+    /// whose guest wrote a qcow2 signature into it)
+    #[arg(long)]
+    pub(crate) allow_format_mismatch: bool,
     /// Open and present the disk read-only
     #[arg(long)]
     pub(crate) read_only: bool,

@@ -38,7 +38,12 @@ Exit status:
   1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
      not in the server's query-commands, HMP rejected the command line (`unknown command:`),
      or the output could not be written; `hotplug`: QEMU refused a step (the steps before it
-     were undone), the guest refused an unplug, a tap or image could not be opened
+     were undone), the guest refused an unplug, a tap or image could not be opened, an
+     --image that is not a regular file or block device, an image whose header contradicts
+     --format (without --allow-format-mismatch), a device of that name exists and differs
+     (each difference named), `del` of an id of which nothing exists (without
+     --if-exists), a NIC's id given to `disk del` (or the reverse), a --drive that is not
+     the device's, another manager kept taking the slot, `gc` could not remove a part
   2  usage error, found before anything is connected or opened: an unknown option, a bad
      option value (a --name outside the id rules, --queues outside 1..256, --slot outside
      1..31, a malformed or multicast --mac, a --timeout/--wait that is not a positive
@@ -49,6 +54,9 @@ Exit status:
      up, or a timeout (the command's outcome is then unknown); `events` also when
      --count events did not come within --timeout; `hotplug ... del` also when the guest
      did not acknowledge the unplug within --wait
+  4  `hotplug ... del` cannot complete now: the VM is in prelaunch (nothing was sent: QEMU
+     7.2 wedges a device unplugged before the guest first ran; `cont` first) or paused
+     (device_del was sent; run the removal again after `cont`)
   130, 143  `demo` ended by SIGINT or SIGTERM, after undoing what it made
 
 Errors are one line on stderr, starting `qmp: ` (or `error: ` for the server's own errors).
@@ -62,7 +70,8 @@ Examples:
   qmp pci
   qmp hotplug nic add --name web1 --queues 2
   qmp hotplug disk add --name data1 --image /var/lib/vm/data1.qcow2 --format qcow2
-  qmp hotplug nic del nic-web1-pci-2 --wait 10
+  qmp hotplug nic del nic-web1-pci-2 --wait 10 --if-exists
+  qmp hotplug gc --dry-run
   echo 'qom-list path=/machine' | qmp shell";
 
 /// `qmp`: a command-line QMP client.

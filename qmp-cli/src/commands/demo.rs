@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hostdev::tap::Tap;
 use qemu_launcher::{GUEST_READY, GUEST_READY_TIMEOUT, GuestImage, Qemu, QemuBuilder, SerialLine};
 use qmp_client::Client;
-use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec};
+use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec, RemoveOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::DemoArgs;
@@ -199,11 +199,11 @@ impl Demo {
         let serial_start = self.qemu.serial_len();
         let spec = DiskSpec::new("demo", DiskSource::Path(image));
         let (disk, took) = timed(self.hotplug.add_disk(&spec, None)).await;
-        let disk = disk?;
+        let disk = disk?.id;
         step(
             took,
             &format!(
-                "hot-added disk {disk} in slot {}: add-fd (fdset), blockdev-add, remove-fd, device_add",
+                "hot-added disk {disk} in slot {}: add-fd (fdset), blockdev-add, device_add",
                 disk.slot()
             ),
         );
@@ -218,12 +218,12 @@ impl Demo {
         let tap_name = tap.name().to_owned();
         let (nic, took) =
             timed(self.hotplug.add_nic(&NicSpec::new("demo"), tap.queues(), NO_VHOST)).await;
-        let nic = nic?;
+        let nic = nic?.id;
         drop(tap); // QEMU holds its own copy now.
         step(
             took,
             &format!(
-                "hot-added NIC {nic} in slot {} on tap {tap_name}: getfd, netdev_add, device_add",
+                "hot-added NIC {nic} in slot {} on tap {tap_name}: object-add (intent marker), getfd, netdev_add, device_add, object-del",
                 nic.slot()
             ),
         );
@@ -237,9 +237,9 @@ impl Demo {
         for (id, what) in devices {
             let removal = async {
                 if *what == "disk" {
-                    self.hotplug.del_disk(id, UNPLUG_TIMEOUT).await
+                    self.hotplug.del_disk(id, &RemoveOptions::new(UNPLUG_TIMEOUT)).await
                 } else {
-                    self.hotplug.del_nic(id, UNPLUG_TIMEOUT).await
+                    self.hotplug.del_nic(id, &RemoveOptions::new(UNPLUG_TIMEOUT)).await
                 }
             };
             let label = format!("waiting for the guest to release {id}");

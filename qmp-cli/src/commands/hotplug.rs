@@ -3,8 +3,11 @@
 use std::os::fd::OwnedFd;
 
 use hostdev::tap::Tap;
-use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost};
-use serde_json::json;
+use qmp_hotplug::{
+    DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NicSpec, Outcome,
+    RemoveOptions, Vhost,
+};
+use serde_json::{Value, json};
 
 use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
 use crate::exit::{Failure, Status};
@@ -34,11 +37,12 @@ pub(crate) async fn run(
         HotplugCommand::Nic(NicCommand::Del(args)) => {
             let hotplug = connect(global).await?;
             let id = &args.id;
-            with_progress(&format!("waiting for the guest to release {id}"), async {
-                hotplug.del_nic(id, args.wait).await
+            let options = RemoveOptions::new(args.wait).missing_ok(args.if_exists);
+            let outcome = with_progress(&format!("waiting for the guest to release {id}"), async {
+                hotplug.del_nic(id, &options).await
             })
-            .await
-            .map_err(Failure::from)
+            .await?;
+            output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
         HotplugCommand::Disk(DiskCommand::Add(args)) => {
             add_disk(&connect(global).await?, args, style).await
@@ -46,16 +50,65 @@ pub(crate) async fn run(
         HotplugCommand::Disk(DiskCommand::Del(args)) => {
             let hotplug = connect(global).await?;
             let id = &args.del.id;
-            with_progress(&format!("waiting for the guest to release {id}"), async {
+            let options = RemoveOptions::new(args.del.wait).missing_ok(args.del.if_exists);
+            let outcome = with_progress(&format!("waiting for the guest to release {id}"), async {
                 match &args.drive {
-                    Some(drive) => hotplug.del_drive(id, drive, args.del.wait).await,
-                    None => hotplug.del_disk(id, args.del.wait).await,
+                    Some(drive) => hotplug.del_drive(id, drive, &options).await,
+                    None => hotplug.del_disk(id, &options).await,
                 }
             })
-            .await
-            .map_err(Failure::from)
+            .await?;
+            output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
+        HotplugCommand::Gc(args) => gc(&connect(global).await?, args.dry_run, style).await,
     }
+}
+
+/// A leftover as JSON: its device, what it is, and how QEMU names it.
+fn leftover_json(item: &Leftover) -> Value {
+    let (part, name, fd_names) = match &item.part {
+        LeftoverPart::BlockNode { node_name } => ("block-node", node_name.clone(), None),
+        LeftoverPart::Fdset { fdset_id } => ("fdset", fdset_id.to_string(), None),
+        LeftoverPart::Netdev { id } => ("netdev", id.clone(), None),
+        LeftoverPart::NicIntent { marker, fd_names } => {
+            ("nic-intent", marker.clone(), Some(fd_names.clone()))
+        }
+        other => ("other", format!("{other:?}"), None),
+    };
+    json!({
+        "device": item.device.to_string(),
+        "part": part,
+        "name": name,
+        "fd_names": fd_names,
+        "closes_when_running": item.closes_when_running,
+        "description": item.to_string(),
+    })
+}
+
+/// `hotplug gc`: lists what interrupted operations left, and removes it unless `dry_run`.
+async fn gc(hotplug: &Hotplug, dry_run: bool, style: Style) -> Result<(), Failure> {
+    let leftovers = hotplug.leftovers().await?;
+    let listed: Vec<Value> = leftovers.items.iter().map(leftover_json).collect();
+    if dry_run {
+        let report = json!({"run_state": leftovers.run_state.as_str(), "leftovers": listed});
+        return output::print_line(&style.render(&report));
+    }
+    let cleaned = hotplug.clean_leftovers(&leftovers).await?;
+    let list = |items: &[Leftover]| items.iter().map(leftover_json).collect::<Vec<_>>();
+    let failed: Vec<Value> = cleaned
+        .failed
+        .iter()
+        .map(|(item, error)| json!({"leftover": leftover_json(item), "error": error}))
+        .collect();
+    let report = json!({
+        "run_state": leftovers.run_state.as_str(),
+        "removed": list(&cleaned.removed),
+        "pending_until_running": list(&cleaned.pending_until_running),
+        "skipped": list(&cleaned.skipped),
+        "failed": failed,
+    });
+    output::print_line(&style.render(&report))?;
+    if cleaned.is_complete() { Ok(()) } else { Err(Failure::quiet(Status::CommandFailed)) }
 }
 
 async fn connect(global: &GlobalArgs) -> Result<Hotplug, Failure> {
@@ -138,10 +191,24 @@ fn prepare_nic(args: &NicAddArgs, inherited: Inherited) -> Result<PreparedNic, F
     Ok(PreparedNic { spec, taps, vhost_fds, tap_name })
 }
 
-async fn add_nic(hotplug: &Hotplug, nic: PreparedNic, style: Style) -> Result<(), Failure> {
-    let id = hotplug.add_nic(&nic.spec, &nic.taps, &nic.vhost_fds).await?;
-    let report = json!({"id": id.to_string(), "slot": id.slot(), "netdev": id.netdev_id(),
-                        "tap": nic.tap_name});
+async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Result<(), Failure> {
+    let nic = hotplug.add_nic(&prepared.spec, &prepared.taps, &prepared.vhost_fds).await?;
+    // What QEMU has: for an already present NIC the tap opened here was not used.
+    let carried = nic.queues.first().and_then(|queue| queue.tap.clone());
+    let tap = carried.or(prepared.tap_name.filter(|_| nic.outcome == Outcome::Added));
+    let queues: Vec<Value> =
+        nic.queues.iter().map(|queue| json!({"fd": queue.fd, "tap": queue.tap})).collect();
+    let report = json!({
+        "id": nic.id.to_string(),
+        "slot": nic.id.slot(),
+        "outcome": nic.outcome.as_str(),
+        "model": nic.model,
+        "netdev": nic.netdev,
+        "mac": nic.mac,
+        "tap": tap.as_deref().unwrap_or("unknown"),
+        "queues": queues,
+        "left_behind": nic.left_behind.iter().map(leftover_json).collect::<Vec<_>>(),
+    });
     output::print_line(&style.render(&report))
 }
 
@@ -154,12 +221,24 @@ async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result
     };
     let spec = DiskSpec {
         format: args.format.into(),
+        allow_format_mismatch: args.allow_format_mismatch,
         read_only: args.read_only,
         model: args.model.clone(),
         slot: args.slot,
         ..DiskSpec::new(args.name.clone(), source)
     };
-    let id = hotplug.add_disk(&spec, None).await?;
-    let report = json!({"id": id.to_string(), "slot": id.slot(), "node": id.node_name()});
+    let disk = hotplug.add_disk(&spec, None).await?;
+    let report = json!({
+        "id": disk.id.to_string(),
+        "slot": disk.id.slot(),
+        "outcome": disk.outcome.as_str(),
+        "model": disk.model,
+        "node": disk.node,
+        "format": disk.format,
+        "protocol": disk.protocol,
+        "read_only": disk.read_only,
+        "file": disk.file,
+        "fdset": disk.fdset_id,
+    });
     output::print_line(&style.render(&report))
 }

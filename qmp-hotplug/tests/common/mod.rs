@@ -1,10 +1,17 @@
-//! A fake QEMU on the mock server: enough hotplug state to tell whether a rollback left
-//! anything behind, and a way to make its N-th changing command fail or go unanswered.
+//! A model of QEMU 7.2 on the mock server: the hotplug objects and the rules measured on
+//! the real thing (named descriptors that survive disconnects, fdsets that stay listed and
+//! usable after `remove-fd` until the VM runs, unused fdsets closed when the last monitor
+//! client leaves a running VM, unplugs that need a running guest and wedge in prelaunch,
+//! `info network` text, `qom-get` properties), and a way to make its N-th changing command
+//! fail, go unanswered, or hang up the connection.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Mutex};
 
+use hostdev::image::ImageIdentity;
 use qmp_client::mock::{MockConnection, MockRequest, MockServer};
 use serde_json::{Value, json};
 
@@ -15,21 +22,95 @@ pub enum Fault {
     Refuse,
     /// Carry it out but never answer (a timeout whose outcome is unknown).
     DoButStaySilent,
+    /// Carry it out, then hang up before answering (the manager's connection dies).
+    DoThenDisconnect,
+    /// Hang up without carrying it out.
+    Disconnect,
+    /// From this change on, answer nothing at all (a frozen QEMU).
+    Freeze,
 }
 
-#[derive(Debug, Default)]
+/// Another manager's device, put into a slot right before a change of ours.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Squat {
+    /// Before every `device_add`, into the slot it asks for.
+    EveryDeviceAdd,
+    /// Before the first `device_add` only.
+    FirstDeviceAdd,
+}
+
+/// A descriptor QEMU holds in an fdset.
+#[derive(Debug)]
+pub struct FdsetFd {
+    pub number: i64,
+    pub opaque: Option<String>,
+    /// What the descriptor really is, if an image.
+    pub identity: Option<ImageIdentity>,
+    pub removed: bool,
+    _fd: Option<OwnedFd>,
+}
+
+#[derive(Debug)]
+pub struct Device {
+    pub driver: String,
+    pub slot: u8,
+    pub netdev: Option<String>,
+    pub drive: Option<String>,
+    pub mac: Option<String>,
+    pub mq: bool,
+    /// `device_del` sent while paused: completes at `cont`.
+    pub unplug_pending: bool,
+    /// `device_del` sent in prelaunch: never completes (QEMU 7.2).
+    pub wedged: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub driver: String,
+    pub read_only: bool,
+    pub protocol: String,
+    pub file: String,
+    pub fdset: Option<u64>,
+    /// The identity of the image the node opened (through its fdset).
+    pub image: Option<ImageIdentity>,
+}
+
+#[derive(Debug)]
 pub struct State {
-    pub fd_names: BTreeSet<String>,
-    pub netdevs: BTreeSet<String>,
-    /// id -> (slot, netdev or drive it uses)
-    pub devices: BTreeMap<String, (u8, String)>,
-    /// node -> fdset it reads, if any
-    pub nodes: BTreeMap<String, Option<u64>>,
-    /// fdset -> (opaques of its fds, removed by remove-fd)
-    pub fdsets: BTreeMap<u64, (Vec<String>, bool)>,
+    pub status: &'static str,
+    pub fd_names: BTreeMap<String, Option<OwnedFd>>,
+    /// netdev -> queue count
+    pub netdevs: BTreeMap<String, usize>,
+    pub devices: BTreeMap<String, Device>,
+    pub nodes: BTreeMap<String, Node>,
+    pub fdsets: BTreeMap<u64, Vec<FdsetFd>>,
+    pub objects: BTreeSet<String>,
     pub changes: usize,
     pub fault: Option<(usize, Fault)>,
+    pub squat: Option<Squat>,
     pub log: Vec<String>,
+    frozen: bool,
+    next_fd: i64,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        Self {
+            status: "running",
+            fd_names: BTreeMap::new(),
+            netdevs: BTreeMap::new(),
+            devices: BTreeMap::new(),
+            nodes: BTreeMap::new(),
+            fdsets: BTreeMap::new(),
+            objects: BTreeSet::new(),
+            changes: 0,
+            fault: None,
+            squat: None,
+            log: Vec::new(),
+            frozen: false,
+            next_fd: 20,
+        }
+    }
 }
 
 impl State {
@@ -40,6 +121,71 @@ impl State {
             && self.devices.is_empty()
             && self.nodes.is_empty()
             && self.fdsets.is_empty()
+            && self.objects.is_empty()
+    }
+
+    fn running(&self) -> bool {
+        self.status == "running"
+    }
+
+    fn fdset_in_use(&self, id: u64) -> bool {
+        self.nodes.values().any(|node| node.fdset == Some(id))
+    }
+
+    /// `monitor_fdset_cleanup` of every set: removed descriptors close while the VM runs
+    /// and no node uses the set; with no monitor client (`no_monitor`), unused ones too.
+    fn fdset_cleanup(&mut self, no_monitor: bool) {
+        let running = self.running();
+        let ids: Vec<u64> = self.fdsets.keys().copied().collect();
+        for id in ids {
+            let in_use = self.fdset_in_use(id);
+            let fds = self.fdsets.get_mut(&id).unwrap();
+            fds.retain(|fd| !(running && !in_use && (fd.removed || no_monitor)));
+            if fds.is_empty() && !in_use {
+                self.fdsets.remove(&id);
+            }
+        }
+    }
+
+    /// The client hung up: QEMU cleans fdsets as if no monitor were connected.
+    pub fn client_gone(&mut self) {
+        self.fdset_cleanup(true);
+    }
+
+    fn info_network(&self) -> String {
+        let mut text = String::new();
+        let mut fd = 100;
+        let mut used = BTreeSet::new();
+        for (id, device) in &self.devices {
+            let Some(netdev) = &device.netdev else { continue };
+            let queues = self.netdevs.get(netdev).copied().unwrap_or(1);
+            for index in 0..queues {
+                if index == 0 {
+                    let mac = device.mac.clone().unwrap_or_else(|| "52:54:00:12:34:56".into());
+                    let _ = write!(
+                        text,
+                        "{id}: index=0,type=nic,model={},macaddr={mac}\r\n",
+                        device.driver
+                    );
+                } else {
+                    let _ = write!(text, "{id}: index={index},type=nic,\r\n");
+                }
+                if self.netdevs.contains_key(netdev) {
+                    let _ = write!(text, " \\ {netdev}: index={index},type=tap,fd={fd}\r\n");
+                    fd += 1;
+                }
+            }
+            used.insert(netdev.clone());
+        }
+        for (netdev, queues) in &self.netdevs {
+            if !used.contains(netdev) {
+                for index in 0..*queues {
+                    let _ = write!(text, "{netdev}: index={index},type=tap,fd={fd}\r\n");
+                    fd += 1;
+                }
+            }
+        }
+        text
     }
 }
 
@@ -53,13 +199,15 @@ impl FakeQemu {
         let state = Arc::new(Mutex::new(State { fault, ..State::default() }));
         let shared = Arc::clone(&state);
         let server = MockServer::builder()
-            .handler(move |conn, request| handle(&shared, conn, &request))
-            .commands(
-                qmp_client::mock::DEFAULT_COMMANDS
-                    .iter()
-                    .copied()
-                    .chain(["qom-list", "query-named-block-nodes"]),
-            )
+            .handler(move |conn, request| handle(&shared, conn, request))
+            .commands(qmp_client::mock::DEFAULT_COMMANDS.iter().copied().chain([
+                "qom-list",
+                "qom-get",
+                "query-named-block-nodes",
+                "query-block",
+                "object-add",
+                "object-del",
+            ]))
             .start();
         Self { server, state }
     }
@@ -69,26 +217,66 @@ impl FakeQemu {
     }
 }
 
-fn handle(state: &Mutex<State>, conn: &MockConnection, request: &MockRequest) {
+fn handle(state: &Mutex<State>, conn: &MockConnection, request: MockRequest) {
     let command = &request.command;
     let args = command.arguments.clone().map(Value::Object).unwrap_or(json!({}));
     let mut state = state.lock().unwrap();
+    if state.frozen {
+        return;
+    }
     let name = command.name.as_str();
-    let changes = !name.starts_with("query") && name != "qom-list";
+    let reads = name.starts_with("query")
+        || matches!(name, "qom-list" | "qom-get")
+        || (name == "human-monitor-command" && args["command-line"] == "info network");
+    let changes = !reads;
     let mut silent = false;
+    let mut hang_up = false;
     if changes {
         state.changes += 1;
         state.log.push(name.to_owned());
         match state.fault {
-            Some((n, Fault::Refuse)) if n + 1 == state.changes => {
-                return conn.error(command, "GenericError", "injected failure");
-            }
-            Some((n, Fault::DoButStaySilent)) if n + 1 == state.changes => silent = true,
+            Some((n, fault)) if n + 1 == state.changes => match fault {
+                Fault::Refuse => return conn.error(command, "GenericError", "injected failure"),
+                Fault::DoButStaySilent => silent = true,
+                Fault::DoThenDisconnect => hang_up = true,
+                Fault::Disconnect => {
+                    state.client_gone();
+                    return conn.disconnect();
+                }
+                Fault::Freeze => {
+                    state.frozen = true;
+                    return;
+                }
+            },
             _ => {}
+        }
+        if name == "device_add" {
+            if let Some(rule) = state.squat {
+                if rule == Squat::FirstDeviceAdd {
+                    state.squat = None;
+                }
+                let slot = u8::from_str_radix(text(&args, "addr").trim_start_matches("0x"), 16)
+                    .unwrap_or_default();
+                let id = format!("squatter{slot}");
+                state.devices.entry(id).or_insert(Device {
+                    driver: "virtio-net-pci".into(),
+                    slot,
+                    netdev: Some(String::new()),
+                    drive: None,
+                    mac: None,
+                    mq: false,
+                    unplug_pending: false,
+                    wedged: false,
+                });
+            }
         }
     }
     let mut events = Vec::new();
-    let result = apply(&mut state, name, &args, request.fds.len(), &mut events);
+    let result = apply(&mut state, name, &args, request.fds, &mut events);
+    if hang_up {
+        state.client_gone();
+        return conn.disconnect();
+    }
     if silent {
         return;
     }
@@ -111,60 +299,149 @@ fn text<'a>(args: &'a Value, key: &str) -> &'a str {
     args[key].as_str().unwrap_or_default()
 }
 
+fn deleted(events: &mut Vec<(&'static str, Value)>, id: &str) {
+    events.push((
+        "DEVICE_DELETED",
+        json!({"path": format!("/machine/peripheral/{id}/virtio-backend")}),
+    ));
+    events.push((
+        "DEVICE_DELETED",
+        json!({"device": id, "path": format!("/machine/peripheral/{id}")}),
+    ));
+}
+
 #[allow(clippy::too_many_lines)]
 fn apply(
     state: &mut State,
     name: &str,
     args: &Value,
-    fds: usize,
+    mut fds: Vec<OwnedFd>,
     events: &mut Vec<(&'static str, Value)>,
 ) -> Reply {
     match name {
+        "query-status" => Ok(json!({"status": state.status, "running": state.running()})),
+        "stop" => {
+            if state.running() {
+                state.status = "paused";
+            }
+            Ok(json!({}))
+        }
+        "cont" => {
+            state.status = "running";
+            let pending: Vec<String> = state
+                .devices
+                .iter()
+                .filter(|(_, device)| device.unplug_pending)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in pending {
+                state.devices.remove(&id);
+                deleted(events, &id);
+            }
+            state.fdset_cleanup(false);
+            Ok(json!({}))
+        }
         "query-pci" => {
             let mut devices = vec![
                 json!({"bus": 0, "slot": 0, "function": 0, "qdev_id": ""}),
                 json!({"bus": 0, "slot": 1, "function": 0, "qdev_id": ""}),
             ];
-            for (id, (slot, _)) in &state.devices {
-                devices.push(json!({"bus": 0, "slot": slot, "function": 0, "qdev_id": id}));
+            for (id, device) in &state.devices {
+                devices.push(json!({"bus": 0, "slot": device.slot, "function": 0, "qdev_id": id}));
             }
             Ok(json!([{"bus": 0, "devices": devices}]))
         }
         "qom-list" => {
             let mut list = vec![json!({"name": "type", "type": "string"})];
-            list.extend(
-                state.devices.keys().map(|id| json!({"name": id, "type": "child<virtio-net-pci>"})),
-            );
+            match text(args, "path") {
+                "/machine/peripheral" => list.extend(state.devices.iter().map(|(id, device)| {
+                    json!({"name": id, "type": format!("child<{}>", device.driver)})
+                })),
+                "/objects" => list.extend(
+                    state.objects.iter().map(|id| json!({"name": id, "type": "child<secret>"})),
+                ),
+                other => return Err(("DeviceNotFound", format!("Device '{other}' not found"))),
+            }
             Ok(Value::Array(list))
+        }
+        "qom-get" => {
+            let path = text(args, "path");
+            let id = path.strip_prefix("/machine/peripheral/").unwrap_or_default();
+            let Some(device) = state.devices.get(id) else {
+                return Err(("DeviceNotFound", format!("Device '{path}' not found")));
+            };
+            let is_nic = device.driver.contains("net") || device.driver == "e1000";
+            let property = text(args, "property");
+            match (property, is_nic) {
+                ("netdev", true) => Ok(json!(device.netdev.clone().unwrap_or_default())),
+                ("mac", true) => {
+                    Ok(json!(device.mac.clone().unwrap_or_else(|| "52:54:00:12:34:56".into())))
+                }
+                ("mq", true) => Ok(json!(device.mq)),
+                ("drive", false) => Ok(json!(device.drive.clone().unwrap_or_default())),
+                _ => generic(format!("Property '{}.{property}' not found", device.driver)),
+            }
         }
         "query-named-block-nodes" => Ok(state
             .nodes
-            .keys()
-            .flat_map(|node| {
-                [json!({"node-name": node}), json!({"node-name": format!("{node}-file")})]
+            .iter()
+            .flat_map(|(node, info)| {
+                [
+                    json!({"node-name": node, "drv": info.driver, "ro": info.read_only, "file": info.file}),
+                    json!({"node-name": format!("{node}-file"), "drv": info.protocol,
+                           "ro": info.read_only, "file": info.file}),
+                ]
+            })
+            .collect()),
+        "query-block" => Ok(state
+            .devices
+            .iter()
+            .filter_map(|(id, device)| {
+                let drive = device.drive.as_ref()?;
+                Some(json!({"device": "", "qdev": format!("/machine/peripheral/{id}/virtio-backend"),
+                            "inserted": {"node-name": drive, "file": state.nodes.get(drive).map(|n| n.file.clone())}}))
             })
             .collect()),
         "query-fdsets" => Ok(state
             .fdsets
             .iter()
-            .map(|(id, (opaques, _))| {
-                let fds: Vec<Value> = opaques
-                    .iter()
-                    .enumerate()
-                    .map(|(n, o)| json!({"fd": 20 + n, "opaque": o}))
-                    .collect();
+            .map(|(id, fds)| {
+                let fds: Vec<Value> =
+                    fds.iter().map(|fd| json!({"fd": fd.number, "opaque": fd.opaque})).collect();
                 json!({"fdset-id": id, "fds": fds})
             })
             .collect()),
-        "getfd" => {
-            if fds != 1 {
-                return generic("No file descriptor supplied via SCM_RIGHTS".into());
+        "human-monitor-command" => match text(args, "command-line") {
+            "info network" => Ok(json!(state.info_network())),
+            other => Ok(json!(format!("unknown command: '{other}'\r\n"))),
+        },
+        "object-add" => {
+            let id = text(args, "id");
+            if !state.objects.insert(id.into()) {
+                return generic(format!(
+                    "attempt to add duplicate property '{id}' to object (type 'container')"
+                ));
             }
-            state.fd_names.insert(text(args, "fdname").into());
+            Ok(json!({}))
+        }
+        "object-del" => {
+            let id = text(args, "id");
+            if state.objects.remove(id) {
+                Ok(json!({}))
+            } else {
+                generic(format!("object '{id}' not found"))
+            }
+        }
+        "getfd" => {
+            let Some(fd) = fds.pop().filter(|_| fds.is_empty()) else {
+                return generic("No file descriptor supplied via SCM_RIGHTS".into());
+            };
+            // getfd of an existing name replaces it.
+            state.fd_names.insert(text(args, "fdname").into(), Some(fd));
             Ok(json!({}))
         }
         "closefd" => {
-            if state.fd_names.remove(text(args, "fdname")) {
+            if state.fd_names.remove(text(args, "fdname")).is_some() {
                 Ok(json!({}))
             } else {
                 generic(format!("File descriptor named '{}' not found", text(args, "fdname")))
@@ -172,7 +449,7 @@ fn apply(
         }
         "netdev_add" => {
             let id = text(args, "id");
-            if state.netdevs.contains(id) {
+            if state.netdevs.contains_key(id) {
                 return generic(format!("Duplicate ID '{id}' for netdev"));
             }
             let names: Vec<&str> = args["fd"]
@@ -180,117 +457,182 @@ fn apply(
                 .into_iter()
                 .chain(args["fds"].as_str().into_iter().flat_map(|f| f.split(':')))
                 .collect();
-            if let Some(missing) = names.iter().find(|n| !state.fd_names.contains(**n)) {
+            if let Some(missing) = names.iter().find(|n| !state.fd_names.contains_key(**n)) {
                 return generic(format!("File descriptor named '{missing}' has not been found"));
             }
-            for n in names {
-                state.fd_names.remove(n);
+            for n in &names {
+                state.fd_names.remove(*n);
             }
-            state.netdevs.insert(id.into());
+            state.netdevs.insert(id.into(), names.len());
             Ok(json!({}))
         }
         "netdev_del" => {
-            if state.netdevs.remove(text(args, "id")) {
+            if state.netdevs.remove(text(args, "id")).is_some() {
                 Ok(json!({}))
             } else {
                 Err(("DeviceNotFound", format!("Device '{}' not found", text(args, "id"))))
             }
         }
         "add-fd" => {
-            if fds != 1 {
+            let Some(fd) = fds.pop().filter(|_| fds.is_empty()) else {
                 return generic("No file descriptor supplied via SCM_RIGHTS".into());
-            }
-            let id = args["fdset-id"].as_u64().unwrap();
-            let set = state.fdsets.entry(id).or_default();
-            set.0.push(text(args, "opaque").into());
-            Ok(json!({"fdset-id": id, "fd": 20}))
+            };
+            let identity = hostdev::image::identify(&fd).ok();
+            let id = match args["fdset-id"].as_u64() {
+                Some(id) => id,
+                // The first id no listed set has, as QEMU picks it.
+                None => (0..=state.fdsets.len() as u64)
+                    .find(|id| !state.fdsets.contains_key(id))
+                    .unwrap(),
+            };
+            let number = state.next_fd;
+            state.next_fd += 1;
+            let opaque = args["opaque"].as_str().map(str::to_owned);
+            state.fdsets.entry(id).or_default().push(FdsetFd {
+                number,
+                opaque,
+                identity,
+                removed: false,
+                _fd: Some(fd),
+            });
+            Ok(json!({"fdset-id": id, "fd": number}))
         }
         "remove-fd" => {
             let id = args["fdset-id"].as_u64().unwrap();
-            let in_use = state.nodes.values().any(|set| *set == Some(id));
-            match state.fdsets.get_mut(&id) {
-                None => generic(format!("File descriptor named 'fdset-id:{id}' not found")),
-                Some(set) => {
-                    set.0.clear();
-                    set.1 = true;
-                    if !in_use {
-                        state.fdsets.remove(&id);
-                    }
-                    Ok(json!({}))
-                }
+            let Some(fds) = state.fdsets.get_mut(&id) else {
+                return generic(format!("File descriptor named 'fdset-id:{id}' not found"));
+            };
+            for fd in fds {
+                fd.removed = true;
             }
+            state.fdset_cleanup(false);
+            Ok(json!({}))
         }
         "blockdev-add" => {
             let node = text(args, "node-name");
             if state.nodes.contains_key(node) {
                 return generic(format!("Duplicate nodes with node-name='{node}'"));
             }
-            let filename = args["file"]["filename"].as_str();
-            let fdset = match filename.and_then(|f| f.strip_prefix("/dev/fdset/")) {
-                Some(id) => {
-                    let id: u64 = id.parse().unwrap();
-                    if state.fdsets.get(&id).is_none_or(|set| set.0.is_empty()) {
+            let file = &args["file"];
+            let protocol = text(file, "driver").to_owned();
+            let (path, fdset, image) = if protocol == "nbd" {
+                let socket = file["server"]["path"].as_str().unwrap_or_default();
+                let export = file["export"].as_str().unwrap_or_default();
+                (format!("nbd+unix:///{export}?socket={socket}"), None, None)
+            } else {
+                {
+                    let path = text(file, "filename").to_owned();
+                    let Some(id) = path.strip_prefix("/dev/fdset/").and_then(|id| id.parse().ok())
+                    else {
+                        return generic(format!("Could not open '{path}'"));
+                    };
+                    // Removed descriptors stay usable until QEMU closes them.
+                    let Some(first) = state.fdsets.get(&id).and_then(|fds| fds.first()) else {
                         return generic(format!(
                             "Could not dup FD for /dev/fdset/{id} flags 2: No such file or directory"
                         ));
+                    };
+                    let image = first.identity;
+                    let block = matches!(image, Some(ImageIdentity::BlockDevice(_)));
+                    if protocol == "file" && block {
+                        return generic(format!("'file' driver requires '{path}' to be a regular file"));
                     }
-                    Some(id)
+                    if protocol == "host_device" && !block {
+                        return generic(format!("'host_device' driver requires '{path}' to be either a character or block device"));
+                    }
+                    (path, Some(id), image)
                 }
-                None => None,
             };
-            state.nodes.insert(node.into(), fdset);
+            let read_only = args["read-only"].as_bool().unwrap_or(false);
+            state.nodes.insert(
+                node.into(),
+                Node {
+                    driver: text(args, "driver").into(),
+                    read_only,
+                    protocol,
+                    file: path,
+                    fdset,
+                    image,
+                },
+            );
             Ok(json!({}))
         }
         "blockdev-del" => {
             let node = text(args, "node-name");
-            if state.devices.values().any(|(_, used)| used == node) {
+            if state.devices.values().any(|device| device.drive.as_deref() == Some(node)) {
                 return generic(format!("Node {node} is in use"));
             }
-            match state.nodes.remove(node) {
-                None => generic(format!("Failed to find node with node-name='{node}'")),
-                Some(fdset) => {
-                    if let Some(id) = fdset {
-                        if state.fdsets.get(&id).is_some_and(|set| set.1) {
-                            state.fdsets.remove(&id);
-                        }
-                    }
-                    Ok(json!({}))
-                }
+            if state.nodes.remove(node).is_none() {
+                return generic(format!("Failed to find node with node-name='{node}'"));
             }
+            state.fdset_cleanup(false);
+            Ok(json!({}))
         }
         "device_add" => {
             let id = text(args, "id");
             if state.devices.contains_key(id) {
                 return generic(format!("Duplicate device ID '{id}'"));
             }
-            let backend = args
-                .get("netdev")
-                .or_else(|| args.get("drive"))
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            if !state.netdevs.contains(backend) && !state.nodes.contains_key(backend) {
-                return generic(format!("Property can't find value '{backend}'"));
+            let netdev = args.get("netdev").and_then(Value::as_str).map(str::to_owned);
+            let drive = args.get("drive").and_then(Value::as_str).map(str::to_owned);
+            match (&netdev, &drive) {
+                (Some(netdev), _) if !state.netdevs.contains_key(netdev) => {
+                    return generic(format!("Property 'virtio-net-device.netdev' can't find value '{netdev}'"));
+                }
+                (_, Some(drive)) if !state.nodes.contains_key(drive) => {
+                    return generic(format!("Property 'virtio-blk-device.drive' can't find value '{drive}'"));
+                }
+                (_, Some(drive))
+                    if state.devices.values().any(|d| d.drive.as_deref() == Some(drive.as_str())) =>
+                {
+                    return generic(format!("Permission conflict on node '{drive}'"));
+                }
+                _ => {}
+            }
+            let driver = text(args, "driver").to_owned();
+            if driver.starts_with("no-such") {
+                return generic(format!("'{driver}' is not a valid device model name"));
             }
             let slot = u8::from_str_radix(text(args, "addr").trim_start_matches("0x"), 16).unwrap();
-            if state.devices.values().any(|(s, _)| *s == slot) {
-                return generic(format!("PCI: slot {slot} function 0 not available"));
+            if let Some((other, used)) = state.devices.iter().find(|(_, d)| d.slot == slot) {
+                return generic(format!(
+                    "PCI: slot {slot} function 0 not available for {driver}, in use by {},id={other}",
+                    used.driver
+                ));
             }
-            state.devices.insert(id.into(), (slot, backend.into()));
+            state.devices.insert(
+                id.into(),
+                Device {
+                    driver,
+                    slot,
+                    netdev,
+                    drive,
+                    mac: args.get("mac").and_then(Value::as_str).map(str::to_lowercase),
+                    mq: args.get("mq").and_then(Value::as_bool).unwrap_or(false),
+                    unplug_pending: false,
+                    wedged: false,
+                },
+            );
             Ok(json!({}))
         }
         "device_del" => {
             let id = text(args, "id");
-            if state.devices.remove(id).is_none() {
+            let running = state.running();
+            let prelaunch = state.status == "prelaunch";
+            let Some(device) = state.devices.get_mut(id) else {
                 return Err(("DeviceNotFound", format!("Device '{id}' not found")));
+            };
+            if device.wedged || device.unplug_pending {
+                return generic(format!("Device {id} is already in the process of unplug"));
             }
-            events.push((
-                "DEVICE_DELETED",
-                json!({"path": format!("/machine/peripheral/{id}/virtio-backend")}),
-            ));
-            events.push((
-                "DEVICE_DELETED",
-                json!({"device": id, "path": format!("/machine/peripheral/{id}")}),
-            ));
+            if running {
+                state.devices.remove(id);
+                deleted(events, id);
+            } else if prelaunch {
+                device.wedged = true;
+            } else {
+                device.unplug_pending = true;
+            }
             Ok(json!({}))
         }
         other => Err(("CommandNotFound", format!("The command {other} has not been found"))),

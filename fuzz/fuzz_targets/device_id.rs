@@ -1,0 +1,102 @@
+//! Device ids, the names qmp-hotplug reads back from QEMU (`query-pci`, `qom-list`, node
+//! names) to tell its devices from everyone else's: `DeviceId` (Ganeti's
+//! `<kind>-<name>-pci-<slot>`) and `BusDeviceId` (`<kind>-<name>-<bus>-<slot>`).
+//!
+//! Byte 0 even: the rest is an id read from QEMU. Whatever parses prints back as the same
+//! text, is a QEMU id within `MAX_ID_LEN`, and both parsers agree on pc's bus 0.
+//! Byte 0 odd: the rest picks a kind, name, bus and slot (from alphabets that reach the
+//! rules' edges); whatever `new` accepts prints as an id that parses back to it.
+#![no_main]
+
+use libfuzzer_sys::arbitrary::{Result, Unstructured};
+use libfuzzer_sys::fuzz_target;
+use qmp_hotplug::{BusDeviceId, DeviceId, DeviceKind, MAX_ID_LEN, Place, PlaceBus};
+
+/// QEMU's node-name buffer holds 31 characters; `<id>-file` is the longest name made.
+const QEMU_NODE_NAME_MAX: usize = 31;
+
+/// Characters of ids, the separator, a few QEMU forbids and one beyond ASCII.
+const ALPHABET: &[char] = &[
+    'a', 'z', 'A', 'Z', '0', '1', '9', '_', '-', '.', 'p', 'c', 'i', 'n', 'd', 's', 'k', ' ', '/',
+    'é',
+];
+
+fn text(u: &mut Unstructured<'_>, max: usize) -> Result<String> {
+    let len = u.int_in_range(0..=max)?;
+    (0..len).map(|_| u.choose(ALPHABET).copied()).collect()
+}
+
+fn kind(u: &mut Unstructured<'_>) -> Result<DeviceKind> {
+    Ok(if u.arbitrary()? { DeviceKind::Disk } else { DeviceKind::Nic })
+}
+
+/// What every id we make must be: a QEMU id that leaves room for its derived node names.
+fn check_shape(id: &str) {
+    assert!(id.len() <= MAX_ID_LEN, "{id} is longer than {MAX_ID_LEN}");
+    assert!(id.len() + "-file".len() <= QEMU_NODE_NAME_MAX);
+    assert!(id.starts_with(|c: char| c.is_ascii_alphabetic()), "{id}");
+    assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')), "{id}");
+}
+
+fn read_back(text: &str) {
+    let ganeti = text.parse::<DeviceId>();
+    let any_bus = text.parse::<BusDeviceId>();
+    if let Ok(id) = &ganeti {
+        assert_eq!(id.to_string(), text);
+        assert!(id.slot() < qmp_hotplug::PCI_SLOTS);
+        check_shape(text);
+        let on_bus = any_bus.as_ref().expect("a Ganeti id is a bus device id on pc's bus 0");
+        assert_eq!(on_bus.place(), Place { bus: PlaceBus::PcRoot, slot: id.slot() });
+        assert_eq!(on_bus.on_pc_root().as_ref(), Some(id));
+    }
+    if let Ok(id) = &any_bus {
+        assert_eq!(id.to_string(), text);
+        check_shape(text);
+        let made = BusDeviceId::new(id.kind(), id.name(), &id.place());
+        assert_eq!(made.as_ref().ok(), Some(id), "{text} parses but cannot be made");
+        let on_pc_root = id.place().bus == PlaceBus::PcRoot;
+        assert_eq!(on_pc_root, ganeti.is_ok(), "{text}: the two parsers disagree on bus 0");
+    }
+}
+
+fn made(u: &mut Unstructured<'_>) -> Result<()> {
+    let kind = kind(u)?;
+    let name = text(u, 16)?;
+    let slot = if u.ratio(1, 8)? { u.arbitrary()? } else { u.int_in_range(0..=31)? };
+    let bus = match u.int_in_range(0..=3)? {
+        0 => PlaceBus::PcRoot,
+        1 => PlaceBus::Named("pci".into()),
+        _ => PlaceBus::Named(text(u, 14)?),
+    };
+    let place = Place { bus, slot };
+    let ganeti = DeviceId::new(kind, &name, slot);
+    if let Ok(id) = &ganeti {
+        assert_eq!((id.kind(), id.name(), id.slot()), (kind, name.as_str(), slot));
+        assert_eq!(id.to_string().parse::<DeviceId>().as_ref().ok(), Some(id));
+        check_shape(&id.to_string());
+        assert!(id.file_node_name().len() <= QEMU_NODE_NAME_MAX);
+    }
+    match BusDeviceId::new(kind, &name, &place) {
+        Ok(id) => {
+            let text = id.to_string();
+            assert_eq!((id.kind(), id.name(), id.place()), (kind, name.as_str(), place.clone()));
+            assert_eq!(text.parse::<BusDeviceId>().as_ref().ok(), Some(&id), "{text}");
+            assert!(ganeti.is_ok(), "{text} made with a name or slot DeviceId refuses");
+            read_back(&text);
+        }
+        // Ganeti's ids always fit: on pc's bus 0 the two constructors agree.
+        Err(error) => assert!(place.bus != PlaceBus::PcRoot || ganeti.is_err(), "{error}"),
+    }
+    Ok(())
+}
+
+fuzz_target!(|data: &[u8]| {
+    let Some((&mode, rest)) = data.split_first() else { return };
+    if mode & 1 == 0 {
+        if let Ok(text) = std::str::from_utf8(rest) {
+            read_back(text);
+        }
+    } else {
+        let _ = made(&mut Unstructured::new(rest));
+    }
+});

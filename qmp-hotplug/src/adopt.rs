@@ -1,0 +1,370 @@
+//! Whether a device QEMU already has under the spec's name is the one the spec would
+//! create: compared field by field from QEMU's own state. Pure.
+//!
+//! Only what QEMU shows can prove anything: the driver (`qom-list`), the NIC's netdev, MAC
+//! and multiqueue flag and the disk's drive (`qom-get`), the netdev's queues (`info
+//! network`), the node's driver, read-only flag and file (`query-named-block-nodes`), and
+//! the fingerprint of the image in the disk's fdset (`query-fdsets`). QEMU 7.2 shows no
+//! trace of vhost on a tap netdev, so vhost is not compared.
+
+use std::fmt;
+
+use hostdev::image::ImageIdentity;
+
+use crate::Error;
+use crate::ids::{DeviceId, DeviceKind};
+use crate::ownership::{DiskFdset, disk_opaque};
+use crate::snapshot::Snapshot;
+use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec};
+
+/// One way an existing device differs from what was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Difference {
+    /// What differs: `model`, `mac`, `queues`, `image`, ...
+    pub field: &'static str,
+    /// What the spec asks for.
+    pub wanted: String,
+    /// What QEMU has.
+    pub found: String,
+}
+
+impl Difference {
+    fn new(field: &'static str, wanted: impl fmt::Display, found: impl fmt::Display) -> Self {
+        Self { field, wanted: wanted.to_string(), found: found.to_string() }
+    }
+}
+
+impl fmt::Display for Difference {
+    /// `mac: asked 52:54:00:00:00:02, QEMU has 52:54:00:00:00:01`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: asked {}, QEMU has {}", self.field, self.wanted, self.found)
+    }
+}
+
+/// The differences, as `Error::Conflict` lists them.
+pub(crate) fn list(differences: &[Difference]) -> String {
+    differences.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// The devices QEMU has of `kind` named `name`, in any slot.
+fn devices_named(kind: DeviceKind, name: &str, snapshot: &Snapshot) -> Vec<DeviceId> {
+    snapshot
+        .peripherals
+        .keys()
+        .filter_map(|id| id.parse::<DeviceId>().ok())
+        .filter(|id| id.kind() == kind && id.name() == name)
+        .collect()
+}
+
+/// The one existing device of the spec's kind and name, or none; several are a conflict.
+fn the_device(
+    kind: DeviceKind,
+    name: &str,
+    snapshot: &Snapshot,
+) -> Result<Option<DeviceId>, Error> {
+    let mut devices = devices_named(kind, name, snapshot);
+    match devices.len() {
+        0 => Ok(None),
+        1 => Ok(devices.pop()),
+        _ => {
+            let ids: Vec<String> = devices.iter().map(ToString::to_string).collect();
+            Err(Error::Conflict {
+                id: ids[0].clone(),
+                differences: vec![Difference::new("devices", "one", ids.join(", "))],
+            })
+        }
+    }
+}
+
+fn common(
+    id: &DeviceId,
+    model: &str,
+    slot: Option<u8>,
+    snapshot: &Snapshot,
+    differences: &mut Vec<Difference>,
+) {
+    let driver = snapshot.peripherals.get(&id.to_string()).map_or("none", String::as_str);
+    if driver != model {
+        differences.push(Difference::new("model", model, driver));
+    }
+    if let Some(slot) = slot.filter(|slot| *slot != id.slot()) {
+        differences.push(Difference::new("slot", slot, id.slot()));
+    }
+}
+
+fn shown(value: Option<&str>) -> &str {
+    match value {
+        None => "nothing readable",
+        Some("") => "none",
+        Some(text) => text,
+    }
+}
+
+/// The NIC QEMU has under `spec`'s name, if it is exactly what `spec` would create;
+/// `Ok(None)` when there is none.
+///
+/// # Errors
+/// [`Error::Conflict`] naming each difference.
+pub(crate) fn existing_nic(spec: &NicSpec, snapshot: &Snapshot) -> Result<Option<DeviceId>, Error> {
+    let Some(id) = the_device(DeviceKind::Nic, &spec.name, snapshot)? else { return Ok(None) };
+    let mut differences = Vec::new();
+    common(&id, &spec.model, spec.slot, snapshot, &mut differences);
+    let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
+    let netdev_id = id.netdev_id();
+    if properties.netdev.as_deref() != Some(netdev_id.as_str()) {
+        differences.push(Difference::new(
+            "netdev",
+            &netdev_id,
+            shown(properties.netdev.as_deref()),
+        ));
+    }
+    match snapshot.network.netdevs.get(&netdev_id) {
+        Some(netdev) if netdev.kind == "tap" && netdev.nic.as_deref() == Some(&*netdev_id) => {
+            if netdev.queues.len() != spec.queues {
+                differences.push(Difference::new("queues", spec.queues, netdev.queues.len()));
+            }
+        }
+        Some(netdev) => differences.push(Difference::new(
+            "netdev",
+            format!("tap {netdev_id} used by this NIC"),
+            format!("{} used by {}", netdev.kind, shown(netdev.nic.as_deref())),
+        )),
+        None => differences.push(Difference::new("netdev", &netdev_id, "none listed")),
+    }
+    if let Some(mq) = properties.mq.filter(|mq| *mq != (spec.queues > 1)) {
+        differences.push(Difference::new("mq", !mq, mq));
+    }
+    if let Some(mac) = &spec.mac {
+        let found = properties.mac.as_deref();
+        if !found.is_some_and(|found| found.eq_ignore_ascii_case(mac)) {
+            differences.push(Difference::new("mac", mac, shown(found)));
+        }
+    }
+    if differences.is_empty() {
+        Ok(Some(id))
+    } else {
+        Err(Error::Conflict { id: id.to_string(), differences })
+    }
+}
+
+/// The disk QEMU has under `spec`'s name, if it is exactly what `spec` would create with
+/// `image` (the identity of the caller's image; `None` for NBD); `Ok(None)` when there is
+/// none.
+///
+/// # Errors
+/// [`Error::Conflict`] naming each difference, including an image QEMU's state cannot
+/// prove (an fdset without a fingerprint).
+pub(crate) fn existing_disk(
+    spec: &DiskSpec,
+    image: Option<&ImageIdentity>,
+    snapshot: &Snapshot,
+) -> Result<Option<DeviceId>, Error> {
+    let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
+    let mut differences = Vec::new();
+    common(&id, &spec.model, spec.slot, snapshot, &mut differences);
+    let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
+    let node_name = id.node_name();
+    if properties.drive.as_deref() != Some(node_name.as_str()) {
+        differences.push(Difference::new("drive", &node_name, shown(properties.drive.as_deref())));
+    }
+    let Some(node) = snapshot.block_nodes.get(&node_name) else {
+        differences.push(Difference::new("node", &node_name, "none"));
+        return Err(Error::Conflict { id: id.to_string(), differences });
+    };
+    if node.driver != spec.format.driver() {
+        differences.push(Difference::new("format", spec.format.driver(), &node.driver));
+    }
+    if node.read_only != spec.read_only {
+        differences.push(Difference::new("read-only", spec.read_only, node.read_only));
+    }
+    let protocol = snapshot.block_nodes.get(&id.file_node_name()).map_or("none", |n| &n.driver);
+    match (&spec.source, image) {
+        (DiskSource::Nbd(export), _) => {
+            if protocol != "nbd" || NbdExport::parse_uri(&node.file).ok().as_ref() != Some(export) {
+                differences.push(Difference::new("source", nbd_text(export), &node.file));
+            }
+        }
+        (_, Some(image)) => {
+            let wanted_protocol = protocol_driver(image);
+            if protocol != wanted_protocol {
+                differences.push(Difference::new("protocol driver", wanted_protocol, protocol));
+            }
+            if let Some(found) = image_difference(&id, image, node.fdset(), snapshot) {
+                differences.push(Difference::new("image", disk_opaque(&id, image), found));
+            }
+        }
+        (_, None) => differences.push(Difference::new("image", "a known image", "unknown")),
+    }
+    if differences.is_empty() {
+        Ok(Some(id))
+    } else {
+        Err(Error::Conflict { id: id.to_string(), differences })
+    }
+}
+
+/// The `file` node driver QEMU needs for `image`: `host_device` for a block device.
+pub(crate) fn protocol_driver(image: &ImageIdentity) -> &'static str {
+    match image {
+        ImageIdentity::BlockDevice(_) => "host_device",
+        _ => "file",
+    }
+}
+
+/// What is wrong with the proof that node `fdset` holds `image`, or `None` when the fdset
+/// holds exactly one descriptor, fingerprinted as `image` for `id`.
+fn image_difference(
+    id: &DeviceId,
+    image: &ImageIdentity,
+    fdset: Option<u64>,
+    snapshot: &Snapshot,
+) -> Option<String> {
+    let Some(fdset) = fdset else { return Some("a node that does not read an fdset".into()) };
+    let Some(set) = snapshot.fdsets.iter().find(|set| set.fdset_id == fdset) else {
+        return Some(format!("fdset {fdset}, which QEMU no longer lists (cannot prove its image)"));
+    };
+    let [fd] = set.fds.as_slice() else {
+        return Some(format!("fdset {fdset} with {} descriptors (cannot prove)", set.fds.len()));
+    };
+    let opaque = fd.opaque.as_deref().unwrap_or_default();
+    match DiskFdset::parse(opaque) {
+        Some(DiskFdset { device, image: Some(found) }) if device == *id && found == *image => None,
+        Some(DiskFdset { image: None, .. }) => {
+            Some(format!("fdset {fdset} without a fingerprint (cannot prove its image)"))
+        }
+        _ => Some(format!("fdset {fdset} holding '{opaque}'")),
+    }
+}
+
+fn nbd_text(export: &NbdExport) -> String {
+    format!("{export:?}")
+}
+
+#[cfg(test)]
+mod tests {
+    use hostdev::DeviceNumber;
+    use qmp_codec::{FdsetFdInfo, FdsetInfo};
+    use serde_json::json;
+
+    use super::*;
+    use crate::netinfo::NetworkInfo;
+    use crate::pci::SlotMap;
+    use crate::snapshot::{BlockNode, DeviceProperties};
+    use crate::spec::DiskFormat;
+
+    fn empty() -> Snapshot {
+        Snapshot::new(SlotMap::from_query_pci(&json!([{"bus": 0, "devices": []}])).unwrap())
+    }
+
+    /// QEMU with a two-queue NIC `nic-n1-pci-3`, MAC 52:54:00:00:00:01.
+    fn with_nic() -> Snapshot {
+        let mut snapshot = empty();
+        snapshot.peripherals.insert("nic-n1-pci-3".into(), "virtio-net-pci".into());
+        let properties = DeviceProperties {
+            netdev: Some("nic-n1-pci-3".into()),
+            mac: Some("52:54:00:00:00:01".into()),
+            mq: Some(true),
+            ..DeviceProperties::default()
+        };
+        snapshot.properties.insert("nic-n1-pci-3".into(), properties);
+        snapshot.network = NetworkInfo::parse(
+            "nic-n1-pci-3: index=0,type=nic,model=virtio-net-pci,macaddr=52:54:00:00:00:01\n \
+             \\ nic-n1-pci-3: index=0,type=tap,fd=12\nnic-n1-pci-3: index=1,type=nic,\n \
+             \\ nic-n1-pci-3: index=1,type=tap,fd=13\n",
+        );
+        snapshot
+    }
+
+    fn conflict(result: Result<Option<DeviceId>, Error>) -> Vec<&'static str> {
+        match result {
+            Err(Error::Conflict { differences, .. }) => {
+                differences.iter().map(|d| d.field).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_same_nic_is_adopted_and_each_difference_is_named() {
+        let snapshot = with_nic();
+        let spec =
+            NicSpec { queues: 2, mac: Some("52:54:00:00:00:01".into()), ..NicSpec::new("n1") };
+        assert_eq!(existing_nic(&spec, &snapshot).unwrap().unwrap().to_string(), "nic-n1-pci-3");
+        let no_mac = NicSpec { mac: None, ..spec.clone() };
+        assert!(existing_nic(&no_mac, &snapshot).unwrap().is_some(), "no MAC asked: any");
+        let upper = NicSpec { mac: Some("52:54:00:00:00:01".to_uppercase()), ..spec.clone() };
+        assert!(existing_nic(&upper, &snapshot).unwrap().is_some());
+
+        let other_mac = NicSpec { mac: Some("52:54:00:00:00:02".into()), ..spec.clone() };
+        assert_eq!(conflict(existing_nic(&other_mac, &snapshot)), ["mac"]);
+        let one_queue = NicSpec { queues: 1, ..spec.clone() };
+        assert_eq!(conflict(existing_nic(&one_queue, &snapshot)), ["queues", "mq"]);
+        let e1000 = NicSpec { model: "e1000".into(), slot: Some(4), ..spec.clone() };
+        assert_eq!(conflict(existing_nic(&e1000, &snapshot)), ["model", "slot"]);
+        assert_eq!(existing_nic(&NicSpec::new("other"), &snapshot).unwrap(), None);
+
+        let mut no_backend = with_nic();
+        no_backend.properties.get_mut("nic-n1-pci-3").unwrap().netdev = Some(String::new());
+        no_backend.network = NetworkInfo::default();
+        assert_eq!(conflict(existing_nic(&spec, &no_backend)), ["netdev", "netdev"]);
+    }
+
+    fn with_disk(opaque: &str) -> Snapshot {
+        let mut snapshot = empty();
+        snapshot.peripherals.insert("disk-d1-pci-2".into(), "virtio-blk-pci".into());
+        let properties =
+            DeviceProperties { drive: Some("disk-d1-pci-2".into()), ..DeviceProperties::default() };
+        snapshot.properties.insert("disk-d1-pci-2".into(), properties);
+        snapshot
+            .block_nodes
+            .insert("disk-d1-pci-2".into(), BlockNode::new("raw", false, "/dev/fdset/4"));
+        snapshot
+            .block_nodes
+            .insert("disk-d1-pci-2-file".into(), BlockNode::new("file", false, "/dev/fdset/4"));
+        snapshot.fdsets.push(FdsetInfo {
+            fdset_id: 4,
+            fds: vec![FdsetFdInfo { fd: 30, opaque: Some(opaque.into()) }],
+        });
+        snapshot
+    }
+
+    #[test]
+    fn a_disk_is_adopted_only_with_proof_of_its_image() {
+        let image = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 77 };
+        let spec = DiskSpec::new("d1", DiskSource::Path("/img".into()));
+        let snapshot = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
+        assert!(existing_disk(&spec, Some(&image), &snapshot).unwrap().is_some());
+
+        let other = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 78 };
+        assert_eq!(conflict(existing_disk(&spec, Some(&other), &snapshot)), ["image"]);
+        let legacy = with_disk("disk-d1-pci-2");
+        let Err(error) = existing_disk(&spec, Some(&image), &legacy) else { panic!() };
+        assert!(error.to_string().contains("cannot prove"), "{error}");
+        let block = ImageIdentity::BlockDevice(DeviceNumber::new(7, 0));
+        assert_eq!(
+            conflict(existing_disk(&spec, Some(&block), &snapshot)),
+            ["protocol driver", "image"]
+        );
+        let qcow2 = DiskSpec { format: DiskFormat::Qcow2, read_only: true, ..spec.clone() };
+        assert_eq!(
+            conflict(existing_disk(&qcow2, Some(&image), &snapshot)),
+            ["format", "read-only"]
+        );
+        let nbd = NbdExport::parse_uri("nbd+unix:///e?socket=/s").unwrap();
+        let nbd_spec = DiskSpec::new("d1", DiskSource::Nbd(nbd));
+        assert_eq!(conflict(existing_disk(&nbd_spec, None, &snapshot)), ["source"]);
+    }
+
+    #[test]
+    fn an_nbd_disk_is_compared_by_server_and_export() {
+        let mut snapshot = with_disk("unused");
+        let uri = "nbd+unix:///exp0?socket=/run/nbd.sock";
+        snapshot.block_nodes.insert("disk-d1-pci-2".into(), BlockNode::new("raw", false, uri));
+        snapshot.block_nodes.insert("disk-d1-pci-2-file".into(), BlockNode::new("nbd", false, uri));
+        let same = DiskSpec::new("d1", DiskSource::Nbd(NbdExport::parse_uri(uri).unwrap()));
+        assert!(existing_disk(&same, None, &snapshot).unwrap().is_some());
+        let other = NbdExport::parse_uri("nbd+unix:///exp1?socket=/run/nbd.sock").unwrap();
+        let other = DiskSpec::new("d1", DiskSource::Nbd(other));
+        assert_eq!(conflict(existing_disk(&other, None, &snapshot)), ["source"]);
+    }
+}
