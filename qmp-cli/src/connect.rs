@@ -71,6 +71,16 @@ pub(crate) async fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
                 tokio::time::sleep(pause).await;
                 backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
             }
+            // The client retried EAGAIN itself until the deadline.
+            Ok(Err(Error::MonitorBusy { waited, .. })) => {
+                return Err(Failure::connection(format!(
+                    "the monitor at {} is busy: another client holds it, and the \
+                     connections waiting for it fill the socket's queue (retried for \
+                     {:.1}s)",
+                    path.display(),
+                    waited.as_secs_f64()
+                )));
+            }
             Ok(Err(error)) => return Err(connect_failure(path, &error)),
             Err(_) => return Err(no_greeting(path, timeout)),
         }

@@ -113,9 +113,9 @@ pub enum Error {
         found: u64,
     },
     /// QEMU's schema (`query-qmp-schema`) refuses the command's arguments, so QEMU would
-    /// too; nothing was sent. `path`, `expected`, `found` and `suggestion` are those of
-    /// the first problem; `problems` holds them all (up to
-    /// [`qmp_schema::MAX_PROBLEMS`]). Only with argument checking on
+    /// too; nothing was sent. `path`, `expected` and `found` are those of the first
+    /// problem; `problems` holds them all (up to [`qmp_schema::MAX_PROBLEMS`]), each with
+    /// its close-match suggestion for a misspelt member or value. Only with argument checking on
     /// ([`ClientBuilder::check_arguments`](crate::ClientBuilder::check_arguments)).
     #[error("{command}: {}; nothing was sent", problem_list(.problems))]
     InvalidArguments {
@@ -127,8 +127,6 @@ pub enum Error {
         expected: String,
         /// What was there: `nothing`, `string "nativ"`, `member "filenme"`.
         found: String,
-        /// A close match for a misspelt member or value.
-        suggestion: Option<String>,
         /// Every problem found, the first one included.
         problems: Vec<Problem>,
     },
@@ -235,7 +233,6 @@ impl Error {
             path: field(|p| &p.path),
             expected: field(|p| &p.expected),
             found: field(|p| &p.found),
-            suggestion: first.and_then(|p| p.suggestion.clone()),
             problems,
         }
     }

@@ -803,7 +803,14 @@ fn checking(check_arguments: bool, t0: Instant) -> Session<&'static str> {
     let caps = sent_one(&mut s);
     s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))));
     let query = sent_one(&mut s);
-    let names = ["query-qmp-schema", "query-status", "blockdev-add", "device_add", "query-commands", "x-not-in-the-schema"];
+    let names = [
+        "query-qmp-schema",
+        "query-status",
+        "blockdev-add",
+        "device_add",
+        "query-commands",
+        "x-not-in-the-schema",
+    ];
     let list: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
     s.handle_message(msg(&json!({"return": list, "id": id_of(&query)}).to_string()));
     assert_eq!(s.phase(), Phase::Ready);
@@ -838,14 +845,13 @@ fn the_schema_is_loaded_once_for_every_waiter_and_then_checks_arguments() {
                       "file": {"driver": "file", "filenme": "/dev/fdset/0"}});
     let request = Request::new("blockdev-add").arguments(typo).unwrap();
     let error = s.start_command(request, "typo", t0).unwrap_err();
-    let Error::InvalidArguments { command, path, expected, found, suggestion, problems } = &error
-    else {
+    let Error::InvalidArguments { command, path, expected, found, problems } = &error else {
         panic!("{error:?}")
     };
     assert_eq!(command, "blockdev-add");
     assert_eq!(path, "arguments.file.filenme");
     assert_eq!(found, "member \"filenme\"");
-    assert_eq!(suggestion.as_deref(), Some("filename"));
+    assert_eq!(problems[0].suggestion.as_deref(), Some("filename"));
     assert!(!expected.is_empty());
     assert_eq!(problems.len(), 2);
     assert_eq!(
