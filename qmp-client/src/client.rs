@@ -193,8 +193,7 @@ impl ClientBuilder {
         started: std::time::Instant,
     ) -> Result<Client, Error> {
         let guard =
-            driver::connect(self.session, self.max_frame_len, self.hub, transport, started)
-                .await?;
+            driver::connect(self.session, self.max_frame_len, self.hub, transport, started).await?;
         let (greeting, oob) = {
             let state = guard.0.lock();
             (state.session.greeting().cloned(), state.session.oob_enabled())
@@ -405,10 +404,10 @@ impl Client {
         let settled = self.shared.settle_schema();
         match timeout {
             Some(timeout) => {
-                let deadline = tokio::time::Instant::from_std(deadline_after(driver::now(), timeout));
-                tokio::time::timeout_at(deadline, settled).await.map_err(|_| Error::Timeout {
-                    command: "query-qmp-schema".into(),
-                    timeout,
+                let deadline =
+                    tokio::time::Instant::from_std(deadline_after(driver::now(), timeout));
+                tokio::time::timeout_at(deadline, settled).await.map_err(|_| {
+                    Error::Timeout { command: "query-qmp-schema".into(), timeout }
                 })??;
             }
             None => settled.await?,

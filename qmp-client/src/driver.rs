@@ -202,8 +202,8 @@ impl Shared {
             let state = self.lock();
             request.timeout.or(state.session.config().default_command_timeout)
         };
-        let deadline = timeout
-            .map(|timeout| tokio::time::Instant::from_std(deadline_after(now(), timeout)));
+        let deadline =
+            timeout.map(|timeout| tokio::time::Instant::from_std(deadline_after(now(), timeout)));
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

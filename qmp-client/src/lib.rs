@@ -76,9 +76,9 @@ pub use events::{DEFAULT_SUBSCRIPTION_CAPACITY, EventFilter, Subscription};
 pub use limits::ParserLimit;
 pub use qmp_codec::{self, Capability, ErrorClass, Event, Greeting, QemuVersion, Timestamp};
 pub use qmp_codec::{AddFdInfo, FdsetFdInfo, FdsetInfo};
+pub use qmp_schema::{self, Schema};
 pub use reconnect::ReconnectingClient;
 pub use request::Request;
-pub use qmp_schema::{self, Schema};
 pub use session::{EventItem, Stats};
 
 /// Locks `mutex`, going on after a panic elsewhere: every critical section in this crate

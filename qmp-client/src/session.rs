@@ -83,7 +83,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
-use qmp_codec::{Capability, Command, ErrorReply, Event, Greeting, QmpError, Return, ServerMessage};
+use qmp_codec::{
+    Capability, Command, ErrorReply, Event, Greeting, QmpError, Return, ServerMessage,
+};
 use qmp_schema::{ProblemKind, Schema, Verdict};
 use serde_json::{Map, Value};
 
@@ -249,7 +251,10 @@ enum SchemaState<W> {
     /// Nobody asked for it yet.
     Unknown,
     /// `query-qmp-schema` (command `id`) is in flight; `waiters` complete when it is in.
-    Loading { id: u64, waiters: Vec<W> },
+    Loading {
+        id: u64,
+        waiters: Vec<W>,
+    },
     Ready(Arc<Schema>),
     /// The server has none that can be used; arguments go unchecked.
     Unusable,
@@ -1050,7 +1055,11 @@ impl<W> Session<W> {
             match self.take_pending(id) {
                 Some(Pending::User { name, waiter, oob, .. }) => {
                     let result = if definite {
-                        Err(Error::Qmp { command: name, class: error.class.clone(), desc: error.desc.clone() })
+                        Err(Error::Qmp {
+                            command: name,
+                            class: error.class.clone(),
+                            desc: error.desc.clone(),
+                        })
                     } else {
                         self.abandoned.insert(id, name.clone(), oob);
                         Err(Error::Unattributed {
@@ -1084,14 +1093,16 @@ impl<W> Session<W> {
     /// There is no usable schema on this connection: say so once, and let the commands
     /// waiting for it go on unchecked.
     fn schema_unusable(&mut self, why: &str) {
-        tracing::warn!(reason = why, "QEMU's schema is unusable: QMP arguments go unchecked on this connection");
+        tracing::warn!(
+            reason = why,
+            "QEMU's schema is unusable: QMP arguments go unchecked on this connection"
+        );
         self.settle_schema(SchemaState::Unusable);
     }
 
     /// The schema is settled: completes every waiter.
     fn settle_schema(&mut self, settled: SchemaState<W>) {
-        if let SchemaState::Loading { id, waiters } = std::mem::replace(&mut self.schema, settled)
-        {
+        if let SchemaState::Loading { id, waiters } = std::mem::replace(&mut self.schema, settled) {
             for waiter in waiters {
                 self.completions.push_back(Completion { id, waiter, result: Ok(Value::Null) });
             }

@@ -803,7 +803,14 @@ fn checking(check_arguments: bool, t0: Instant) -> Session<&'static str> {
     let caps = sent_one(&mut s);
     s.handle_message(msg(&format!(r#"{{"return": {{}}, "id": {}}}"#, id_of(&caps))));
     let query = sent_one(&mut s);
-    let names = ["query-qmp-schema", "query-status", "blockdev-add", "device_add", "query-commands", "x-not-in-the-schema"];
+    let names = [
+        "query-qmp-schema",
+        "query-status",
+        "blockdev-add",
+        "device_add",
+        "query-commands",
+        "x-not-in-the-schema",
+    ];
     let list: Vec<Value> = names.iter().map(|n| json!({"name": n})).collect();
     s.handle_message(msg(&json!({"return": list, "id": id_of(&query)}).to_string()));
     assert_eq!(s.phase(), Phase::Ready);
