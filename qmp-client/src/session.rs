@@ -973,7 +973,7 @@ impl<W> Session<W> {
         let Some(id) = id.and_then(Value::as_u64) else {
             self.stats.unmatched_replies += 1;
             match result {
-                Err(error) if id.is_none() => self.handle_unattributed_error(error),
+                Err(error) if id.is_none() => self.handle_unattributed_error(&error),
                 result => tracing::warn!(?id, ?result, "QMP reply without a usable id ignored"),
             }
             return;
@@ -1020,7 +1020,7 @@ impl<W> Session<W> {
     }
 
     /// An error reply without an id; see [Replies without an id](self#replies-without-an-id).
-    fn handle_unattributed_error(&mut self, error: QmpError) {
+    fn handle_unattributed_error(&mut self, error: &QmpError) {
         self.stats.parse_errors += 1;
         let mut candidates: Vec<u64> = self
             .pending
