@@ -28,8 +28,13 @@ fn remove() -> RemoveOptions {
     RemoveOptions::new(UNPLUG)
 }
 
+/// A `Hotplug` over a new connection whose schema is loaded (also used by the support
+/// checks' probes, and by every command when `QMP_CHECK_ARGUMENTS=1`), so that the tests'
+/// tight operation deadlines are not spent on fetching and parsing it.
 async fn connect(qemu: &Qemu) -> Hotplug {
-    Hotplug::new(Client::connect(qemu.qmp_path()).await.expect("connect to QEMU"))
+    let client = Client::connect(qemu.qmp_path()).await.expect("connect to QEMU");
+    assert!(client.schema().await.expect("QEMU's schema").is_some());
+    Hotplug::new(client)
 }
 
 /// Everything hotplug could leave behind, as QEMU reports it.

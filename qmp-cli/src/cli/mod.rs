@@ -30,7 +30,8 @@ Talk to a QEMU monitor over QMP (the QEMU Monitor Protocol).
 
 Connects to the QMP unix socket given by --socket (or $QMP_SOCKET), negotiates \
 capabilities, and runs one subcommand. Commands the server does not list in \
-query-commands are refused before anything is sent.";
+query-commands are refused before anything is sent, and so are arguments the server's own \
+schema (query-qmp-schema) refuses, unless --no-check is given.";
 
 const AFTER_HELP: &str = "\
 Exit status:
@@ -238,8 +239,10 @@ shell; `help` lists the server's commands. Results are printed as JSON; errors a
 the shell goes on.
 
 On a terminal: line editing, history (in $XDG_STATE_HOME/qmp/history, else \
-~/.local/state/qmp/history), tab completion of command names, and events printed as they \
-arrive (`[event] NAME {data}`); Ctrl-C abandons the command being waited for.
+~/.local/state/qmp/history), tab completion of command names and, from the server's schema, \
+of argument names and values in the key=value form (following the variant typed so far: \
+`blockdev-add driver=file a<Tab>` offers aio=, aio-max-batch=, auto-read-only=), and events \
+printed as they arrive (`[event] NAME {data}`); Ctrl-C abandons the command being waited for.
 
 When stdin is not a terminal, lines are read from it and each result is printed on one line of \
 stdout; events go to stderr. The status is then 0 when every command succeeded, else that of \

@@ -111,8 +111,14 @@ async fn gc(hotplug: &Hotplug, dry_run: bool, style: Style) -> Result<(), Failur
     if cleaned.is_complete() { Ok(()) } else { Err(Failure::quiet(Status::CommandFailed)) }
 }
 
+/// Connects, and with checking on fetches QEMU's schema within `--timeout`, so that an
+/// operation's own deadline (`--wait`) is not spent on it.
 async fn connect(global: &GlobalArgs) -> Result<Hotplug, Failure> {
-    Ok(Hotplug::new(crate::connect::connect(global).await?))
+    let client = crate::connect::connect(global).await?;
+    if !global.no_check {
+        client.schema().await?;
+    }
+    Ok(Hotplug::new(client))
 }
 
 async fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
