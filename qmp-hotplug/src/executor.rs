@@ -67,7 +67,7 @@ const NIC_COMMANDS: &[&str] = &[
 const DISK_COMMANDS: &[&str] = &["blockdev-add", "blockdev-del", "device_add", "device_del"];
 const FDSET_COMMANDS: &[&str] = &["add-fd", "remove-fd", "query-fdsets"];
 
-/// A feature probe into QEMU's schema ([`qmp_schema::Schema::has`]) and why the
+/// A feature probe into QEMU's schema ([`Schema::has`](qmp_client::Schema::has)) and why the
 /// operation needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Probe {
