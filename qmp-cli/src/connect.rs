@@ -5,8 +5,6 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use qmp_client::{Client, Error};
 
 use crate::cli::GlobalArgs;
@@ -23,18 +21,14 @@ fn socket(global: &GlobalArgs) -> Result<&Path, Failure> {
     }
 }
 
-/// The first pause before connecting again to a monitor whose queue of waiting
-/// connections is full; it doubles up to [`MAX_BUSY_BACKOFF`].
-const FIRST_BUSY_BACKOFF: Duration = Duration::from_millis(10);
-const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(200);
-
 /// Connects to the socket and negotiates, all within the command timeout; every command on
-/// the returned client has that timeout too.
+/// the returned client has that timeout too, and has its arguments checked against the
+/// server's schema unless `--no-check` was given.
 ///
 /// QEMU serves one client at a time on a QMP socket: while one is connected, the next
 /// connections wait in the socket's backlog (two of them), and connecting fails at once
-/// with `EAGAIN` when the backlog is full. Such a connect is retried, with a backoff from
-/// 10 to 200 ms, until the timeout; a connection that waits in the backlog gets no
+/// with `EAGAIN` when the backlog is full. The client retries such a connect until the
+/// timeout ([`Error::MonitorBusy`] then); a connection that waits in the backlog gets no
 /// greeting until the holder leaves. Either way the failure names the monitor as busy.
 ///
 /// # Errors
@@ -43,48 +37,13 @@ const MAX_BUSY_BACKOFF: Duration = Duration::from_millis(200);
 pub(crate) async fn connect(global: &GlobalArgs) -> Result<Client, Failure> {
     let path = socket(global)?;
     let timeout = global.command_timeout();
-    let start = Instant::now();
-    // `--timeout` is at most a year, so the deadline exists; were it ever out of the
-    // clock's range, there would be none.
-    let deadline = start.checked_add(timeout);
-    let left = || deadline.map_or(timeout, |at| at.saturating_duration_since(Instant::now()));
-    let mut backoff = FIRST_BUSY_BACKOFF;
-    loop {
-        let connecting = Client::builder()
-            .handshake_timeout(left())
-            .default_command_timeout(Some(timeout))
-            .connect(path);
-        // The handshake has its own deadline; this one also bounds the connect(2) itself.
-        match tokio::time::timeout(left(), connecting).await {
-            Ok(Ok(client)) => return Ok(client),
-            Ok(Err(Error::Io(error))) if error.kind() == io::ErrorKind::WouldBlock => {
-                let pause = backoff.min(left());
-                if pause.is_zero() {
-                    return Err(Failure::connection(format!(
-                        "the monitor at {} is busy: another client holds it, and the \
-                         connections waiting for it fill the socket's queue (retried for \
-                         {:.1}s)",
-                        path.display(),
-                        start.elapsed().as_secs_f64()
-                    )));
-                }
-                tokio::time::sleep(pause).await;
-                backoff = (backoff * 2).min(MAX_BUSY_BACKOFF);
-            }
-            // The client retried EAGAIN itself until the deadline.
-            Ok(Err(Error::MonitorBusy { waited, .. })) => {
-                return Err(Failure::connection(format!(
-                    "the monitor at {} is busy: another client holds it, and the \
-                     connections waiting for it fill the socket's queue (retried for \
-                     {:.1}s)",
-                    path.display(),
-                    waited.as_secs_f64()
-                )));
-            }
-            Ok(Err(error)) => return Err(connect_failure(path, &error)),
-            Err(_) => return Err(no_greeting(path, timeout)),
-        }
-    }
+    Client::builder()
+        .handshake_timeout(timeout)
+        .default_command_timeout(Some(timeout))
+        .check_arguments(!global.no_check)
+        .connect(path)
+        .await
+        .map_err(|error| connect_failure(path, &error))
 }
 
 /// A connection that never got the greeting: QEMU queued it behind another client.
@@ -119,6 +78,11 @@ fn connect_failure(path: &Path, error: &Error) -> Failure {
             Failure::connection(format!("{shown} is not a usable QMP monitor: {error}"))
         }
         Error::GreetingTimeout(timeout) => no_greeting(path, *timeout),
+        Error::MonitorBusy { waited, .. } => Failure::connection(format!(
+            "the monitor at {shown} is busy: another client holds it, and the connections \
+             waiting for it fill the socket's queue (retried for {:.1}s)",
+            waited.as_secs_f64()
+        )),
         Error::Timeout { .. } => {
             Failure::connection(format!("timed out connecting to {shown}: {error}"))
         }

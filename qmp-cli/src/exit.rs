@@ -6,7 +6,7 @@
 //! | status | meaning |
 //! | --- | --- |
 //! | 0 | success (also: Ctrl-C ends `events`, stdout closed by its reader) |
-//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback); hotplug refusals found once connected, with nothing changed: a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`), a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
+//! | 1 | the server answered with an error (`error: <Class>: <desc>`), the command is not in the server's `query-commands`, the server's schema refuses the arguments (nothing sent; `exec --check-only` too), `schema` of an unknown name or without a usable schema, HMP rejected the command line, stdout could not be written, a hotplug step was refused (after rollback); hotplug refusals found once connected, with nothing changed: a same-name device differs (`Conflict`), nothing of a device to remove exists (`NotFound`, without `--if-exists`), an id of the other kind (`WrongKind`), a `--drive` not the device's (`DriveMismatch`), a source that is no image (`InvalidSource`), a header contradicting `--format` (`FormatMismatch`), another manager kept taking the slot (`Raced`), `gc` could not remove a part |
 //! | 2 | usage, found before anything is connected or opened: an unknown option or a bad option value (one line, like every error), malformed or non-object `ARGS_JSON`, no socket given, unusable inherited descriptors |
 //! | 3 | connection: cannot connect, not a QMP monitor (bad greeting), a busy monitor (after retrying until the timeout), protocol violation, disconnect, timeout (including a guest that does not acknowledge an unplug) |
 //! | 4 | a hotplug removal that cannot complete now: prelaunch (nothing sent) or a paused VM (`device_del` sent; rerun after `cont`) |
@@ -80,6 +80,8 @@ impl Failure {
     /// * [`Error::Qmp`] -> 1, as `error: <Class>: <desc>`.
     /// * [`Error::CommandNotSupported`] -> 1: the client's own check against
     ///   `query-commands` (QEMU would have said `CommandNotFound`); nothing was sent.
+    /// * [`Error::InvalidArguments`] -> 1: the server's schema refuses the arguments, so
+    ///   QEMU would too; nothing was sent. Every problem is named ([`refusal`]).
     /// * [`Error::InvalidRequest`] -> 2.
     /// * everything else (transport, protocol, timeouts) -> 3.
     pub(crate) fn from_client(error: &Error) -> Self {
@@ -96,6 +98,9 @@ impl Failure {
                      is not in query-commands; nothing was sent)"
                 ),
             ),
+            Error::InvalidArguments { command, problems, .. } => {
+                Self::new(Status::CommandFailed, refusal(command, problems))
+            }
             Error::InvalidRequest(why) => Self::usage(why),
             Error::Timeout { .. } | Error::GreetingTimeout(_) | Error::EventTimeout(_) => {
                 Self::connection(format!("timed out: {error}"))
@@ -165,6 +170,18 @@ impl From<qmp_hotplug::Error> for Failure {
     fn from(error: qmp_hotplug::Error) -> Self {
         Self::from_hotplug(&error)
     }
+}
+
+/// The line for arguments the server's schema refuses: the command, then each problem with
+/// its path, what the schema expects, what was found and a close match, and how to send
+/// them anyway.
+pub(crate) fn refusal(command: &str, problems: &[qmp_schema::Problem]) -> String {
+    let problems: Vec<String> = problems.iter().map(ToString::to_string).collect();
+    format!(
+        "{command}: the server's schema refuses the arguments, nothing was sent: {} \
+         (--no-check sends them anyway)",
+        problems.join("; ")
+    )
 }
 
 /// `text` as one printable line: escaped by [`escape_for_terminal`] (so newlines and escape

@@ -1,6 +1,7 @@
 //! Fixed work for instruction counting: `ROUNDS` `query-status` round trips against a
 //! paused QEMU it starts, with the raw socket loop (`raw`), the async client (`async`) or
-//! the blocking client (`blocking`). `scripts/bench-client-callgrind` runs it under
+//! the blocking client (`blocking`), each client also with argument checking on
+//! (`async-checked`, `blocking-checked`: the schema is fetched once, every command checked). `scripts/bench-client-callgrind` runs it under
 //! callgrind twice per mode (two round counts) and reports the instructions *this* process
 //! spends per round trip, the difference removing start-up and handshake. QEMU is a child
 //! process that callgrind does not trace, so its share is not counted: this is the client's
@@ -23,27 +24,38 @@ fn run(mode: &str, rounds: usize, path: &std::path::Path) {
                 raw.read_reply();
             }
         }
-        "async" => {
+        "async" | "async-checked" => {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .expect("runtime");
+            let checked = mode == "async-checked";
             rt.block_on(async {
-                let client = ClientBuilder::new().connect(path).await.expect("connect");
+                let client = ClientBuilder::new()
+                    .check_arguments(checked)
+                    .connect(path)
+                    .await
+                    .expect("connect");
                 for _ in 0..rounds {
                     client.execute("query-status", ()).await.expect("query-status");
                 }
                 client.close().await;
             });
         }
-        "blocking" => {
-            let mut client = ClientBuilder::new().connect_blocking(path).expect("connect");
+        "blocking" | "blocking-checked" => {
+            let mut client = ClientBuilder::new()
+                .check_arguments(mode == "blocking-checked")
+                .connect_blocking(path)
+                .expect("connect");
             for _ in 0..rounds {
                 client.execute("query-status", ()).expect("query-status");
             }
             client.close();
         }
-        other => panic!("unknown mode {other:?}: expected raw, async or blocking"),
+        other => panic!(
+            "unknown mode {other:?}: expected raw, async, blocking, async-checked or \
+             blocking-checked"
+        ),
     }
 }
 
@@ -54,7 +66,7 @@ fn main() {
     match args.as_slice() {
         [mode, rounds] => run(mode, rounds.parse().expect("ROUNDS is a number"), qemu.qmp_path()),
         _ => {
-            for mode in ["raw", "async", "blocking"] {
+            for mode in ["raw", "async", "blocking", "async-checked", "blocking-checked"] {
                 run(mode, 10, qemu.qmp_path());
             }
         }

@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let image = tempfile::NamedTempFile::new()?;
     image.as_file().set_len(16 << 20)?;
     let disk_spec = DiskSpec::new("example", DiskSource::Path(image.path().to_owned()));
-    hotplug.check_disk_support(&disk_spec)?;
+    hotplug.check_disk_support(&disk_spec).await?;
     let disk = hotplug.add_disk(&disk_spec, None).await?;
     println!("{} disk {} ({} over {})", disk.outcome, disk.id, disk.format, disk.file);
 

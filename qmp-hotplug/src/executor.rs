@@ -24,8 +24,8 @@ use crate::pci::SlotMap;
 use crate::plan::{FdRef, FdsetRef, Plan, Step};
 use crate::planner::{Planner, check_queues};
 use crate::qemu_errors::{
-    self, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND,
-    OBJECT_NOT_FOUND, PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
+    FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND, OBJECT_NOT_FOUND,
+    PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
 };
 use crate::report::{DiskReport, NicReport, Outcome};
 use crate::snapshot::{
@@ -66,6 +66,69 @@ const NIC_COMMANDS: &[&str] = &[
 ];
 const DISK_COMMANDS: &[&str] = &["blockdev-add", "blockdev-del", "device_add", "device_del"];
 const FDSET_COMMANDS: &[&str] = &["add-fd", "remove-fd", "query-fdsets"];
+
+/// A feature probe into QEMU's schema ([`Schema::has`](qmp_client::Schema::has)) and why the
+/// operation needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The path, e.g. `netdev_add/arg-type/+tap/vhostfds`.
+    pub path: String,
+    /// What needs it, e.g. `vhost descriptors for 4 queues`.
+    pub why: &'static str,
+}
+
+impl Probe {
+    fn new(path: impl Into<String>, why: &'static str) -> Self {
+        Self { path: path.into(), why }
+    }
+}
+
+/// The schema probes a NIC add of `spec` needs: the tap netdev's members it sends
+/// (`fd` or `fds`, `vhost`, `vhostfd(s)`) and the intent marker's QOM `secret`.
+pub fn nic_probes(spec: &NicSpec) -> Vec<Probe> {
+    let tap = "netdev_add/arg-type/+tap";
+    let mut probes = vec![
+        Probe::new("object-add/arg-type/+secret/data", "the intent marker"),
+        if spec.queues > 1 {
+            Probe::new(format!("{tap}/fds"), "one tap descriptor per queue")
+        } else {
+            Probe::new(format!("{tap}/fd"), "the tap descriptor")
+        },
+    ];
+    match spec.vhost {
+        Vhost::Off => {}
+        Vhost::Open => probes.push(Probe::new(format!("{tap}/vhost"), "vhost")),
+        Vhost::Fds if spec.queues > 1 => {
+            probes.push(Probe::new(format!("{tap}/vhostfds"), "vhost descriptors per queue"));
+        }
+        Vhost::Fds => probes.push(Probe::new(format!("{tap}/vhostfd"), "a vhost descriptor")),
+    }
+    probes
+}
+
+/// The schema probes a disk add of `spec` needs: the format driver, `read-only`, and the
+/// protocol (`file` or `host_device` on an fdset with `add-fd`'s `opaque`, or `nbd`).
+pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
+    let add = "blockdev-add/arg-type";
+    let mut probes = vec![
+        Probe::new(format!("{add}/+{}", spec.format.driver()), "the declared format"),
+        Probe::new(format!("{add}/read-only"), "the read-only flag"),
+    ];
+    match &spec.source {
+        DiskSource::Nbd(export) => {
+            probes.push(Probe::new(format!("{add}/+nbd/server"), "an NBD export"));
+            if export.export.is_some() {
+                probes.push(Probe::new(format!("{add}/+nbd/export"), "a named NBD export"));
+            }
+        }
+        DiskSource::Path(_) | DiskSource::Fd => {
+            probes.push(Probe::new(format!("{add}/+file/filename"), "an image file"));
+            probes.push(Probe::new(format!("{add}/+host_device/filename"), "a block device"));
+            probes.push(Probe::new("add-fd/arg-type/opaque", "the fdset's fingerprint"));
+        }
+    }
+    probes
+}
 
 /// The descriptors a plan passes, by [`FdRef`].
 #[derive(Debug, Default)]
@@ -260,12 +323,16 @@ impl Hotplug {
         self.call(deadline, query.command(), reply).await
     }
 
-    /// Runs an HMP command line and checks its output for HMP's error shapes.
+    /// Runs an HMP command line through the client's checked [`qmp_client::Client::hmp`]:
+    /// HMP's known error texts come back as [`Error::Hmp`].
     async fn hmp(&self, command_line: &str, deadline: &Deadline) -> Result<String, Error> {
-        let reply = self.client.human_monitor_command(command_line);
-        let output = self.call(deadline, "human-monitor-command", reply).await?;
-        qemu_errors::check_hmp(command_line, &output)?;
-        Ok(output)
+        let reply = self.client.hmp(command_line);
+        match self.call(deadline, "human-monitor-command", reply).await {
+            Err(Error::Client(qmp_client::Error::Hmp { command, message })) => {
+                Err(Error::Hmp { command, message })
+            }
+            other => other,
+        }
     }
 
     /// Waits for this `Hotplug`'s other operations (one runs at a time), for at most what
@@ -333,13 +400,15 @@ impl Hotplug {
     }
 
     /// Whether NIC hot-add can work here (Ganeti's `CheckNicHotAddSupport`): QEMU has
-    /// the commands, the connection can pass descriptors, and vhost-net, if asked for,
-    /// can be opened on this host.
+    /// the commands and, per its schema, every member and variant the add would send
+    /// ([`nic_probes`]), the connection can pass descriptors, and vhost-net, if asked
+    /// for, can be opened on this host.
     ///
     /// # Errors
     /// [`Error::Unsupported`] with the reason.
-    pub fn check_nic_support(&self, spec: &NicSpec) -> Result<(), Error> {
+    pub async fn check_nic_support(&self, spec: &NicSpec) -> Result<(), Error> {
         self.check_commands(NIC_COMMANDS)?;
+        self.check_schema(&nic_probes(spec)).await?;
         self.check_fd_passing("tap devices")?;
         if spec.vhost == Vhost::Open {
             // QEMU 7.2 aborts (assertion in net_client_init1) when it cannot start vhost
@@ -352,18 +421,41 @@ impl Hotplug {
     }
 
     /// Whether disk hot-add can work here (Ganeti's `CheckDiskHotAddSupport`): QEMU has
-    /// `blockdev-add` and friends, and, for a descriptor source, fdsets and a connection
-    /// that can pass descriptors.
+    /// `blockdev-add` and friends and, per its schema, the format and protocol drivers
+    /// and members the add would send ([`disk_probes`]), and, for a descriptor source,
+    /// fdsets and a connection that can pass descriptors.
     ///
     /// # Errors
     /// [`Error::Unsupported`] with the reason.
-    pub fn check_disk_support(&self, spec: &DiskSpec) -> Result<(), Error> {
+    pub async fn check_disk_support(&self, spec: &DiskSpec) -> Result<(), Error> {
         self.check_commands(DISK_COMMANDS)?;
         if spec.source.needs_fd() {
             self.check_commands(FDSET_COMMANDS)?;
+        }
+        self.check_schema(&disk_probes(spec)).await?;
+        if spec.source.needs_fd() {
             self.check_fd_passing("disk images")?;
         }
         Ok(())
+    }
+
+    /// Asks QEMU's schema each of `probes` (libvirt-style paths). A server without a usable
+    /// schema (an old QEMU, a mock) is judged by its command names alone.
+    async fn check_schema(&self, probes: &[Probe]) -> Result<(), Error> {
+        let Some(schema) = self.client.schema().await? else {
+            tracing::debug!("no usable QEMU schema: hotplug support judged by command names");
+            return Ok(());
+        };
+        let missing: Vec<String> = probes
+            .iter()
+            .filter(|probe| !schema.has(&probe.path).unwrap_or(false))
+            .map(|probe| format!("{} ({})", probe.path, probe.why))
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Unsupported(format!("QEMU's schema lacks {}", missing.join(", "))))
+        }
     }
 
     fn check_commands(&self, commands: &[&str]) -> Result<(), Error> {
@@ -408,7 +500,7 @@ impl Hotplug {
     ) -> Result<NicReport, Error> {
         DeviceId::new(DeviceKind::Nic, &spec.name, 0)?;
         check_queues(spec.queues)?;
-        self.check_nic_support(spec)?;
+        self.check_nic_support(spec).await?;
         if taps.len() != spec.queues {
             return Err(Error::InvalidSpec(format!(
                 "{} queues need {} tap descriptors, not {}",
@@ -530,7 +622,7 @@ impl Hotplug {
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<DiskReport, Error> {
         DeviceId::new(DeviceKind::Disk, &spec.name, 0)?;
-        self.check_disk_support(spec)?;
+        self.check_disk_support(spec).await?;
         let deadline = Deadline::after(self.operation_timeout);
         let opened: Option<(Image, ImageFacts)> = match (&spec.source, fd) {
             (DiskSource::Path(path), None) => {

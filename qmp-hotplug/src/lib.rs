@@ -45,7 +45,7 @@
 //! | `report.rs` | [`Outcome`], [`NicReport`], [`DiskReport`]: what QEMU has afterwards |
 //! | `host.rs` | [`Host`]: the host I/O the executor is handed (images, vhost-net, `/proc`), [`LocalHost`] through `hostdev` |
 //! | `deadline.rs` | one deadline per operation |
-//! | `qemu_errors.rs` | [`qemu_errors`]: the QEMU error texts recognised, each with the version it was seen on, and the HMP check |
+//! | `qemu_errors.rs` | [`qemu_errors`]: the QEMU error texts recognised, each with the version it was seen on (whether HMP text is an error at all, the client's checked `hmp` says) |
 //! | `error.rs` | [`Error`], the one error type |
 //!
 //! Planning needs no QEMU:
@@ -105,7 +105,7 @@ pub use adopt::Difference;
 pub use error::{Error, PendingReason, RollbackFailures};
 pub use executor::{
     DEFAULT_HOST_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_ROLLBACK_BUDGET,
-    DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds,
+    DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds, Probe, disk_probes, nic_probes,
 };
 pub use host::{Host, ImageFacts, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};

@@ -4,7 +4,9 @@
 //! Where QEMU gives an error its own class (`DeviceNotFound` for `device_del` and
 //! `netdev_del` of a missing id), match the class instead. These are the cases where it
 //! does not: QMP replies of class `GenericError` that only the description tells apart,
-//! and HMP, which reports errors as the text of a successful reply. Texts change between
+//! and HMP's error texts whose subject matters (which drive `drive_del` did not find);
+//! whether HMP's text is an error at all, the client's checked
+//! [`Client::hmp`](qmp_client::Client::hmp) says. Texts change between
 //! QEMU versions, so each entry records where it was seen; a newer QEMU that words one
 //! differently needs a new entry here, nowhere else.
 //!
@@ -17,8 +19,6 @@
 //! ```
 
 use qmp_codec::ErrorClass;
-
-use crate::Error;
 
 /// One recognised QEMU error text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,41 +194,8 @@ pub const PROPERTY_NOT_FOUND: KnownError = KnownError {
     after: "' not found",
 };
 
-/// HMP `drive_del` of a node a device still uses.
-pub const HMP_NODE_IN_USE: KnownError = KnownError {
-    name: "hmp-node-in-use",
-    command: "drive_del",
-    channel: Channel::Hmp,
-    seen_on: "7.2.22",
-    sample: "Node disk0 is in use",
-    before: "Node ",
-    after: " is in use",
-};
-
-/// HMP of a command (or `info` topic) it does not have.
-pub const HMP_UNKNOWN_COMMAND: KnownError = KnownError {
-    name: "hmp-unknown-command",
-    command: "any",
-    channel: Channel::Hmp,
-    seen_on: "7.2.22",
-    sample: "unknown command: 'info nosuch'",
-    before: "unknown command: '",
-    after: "'",
-};
-
-/// HMP's generic error report (`hmp_handle_error`): `Error: ` and the reason.
-pub const HMP_ERROR: KnownError = KnownError {
-    name: "hmp-error",
-    command: "any",
-    channel: Channel::Hmp,
-    seen_on: "7.2.22",
-    sample: "Error: Device does not have a block device backend",
-    before: "Error: ",
-    after: "",
-};
-
 /// Every entry.
-pub const ALL: [KnownError; 16] = [
+pub const ALL: [KnownError; 13] = [
     DUPLICATE_NETDEV_ID,
     UNPLUG_IN_PROGRESS,
     FD_NAME_NOT_FOUND,
@@ -242,9 +209,6 @@ pub const ALL: [KnownError; 16] = [
     FD_NAME_NOT_HELD,
     OBJECT_NOT_FOUND,
     PROPERTY_NOT_FOUND,
-    HMP_NODE_IN_USE,
-    HMP_UNKNOWN_COMMAND,
-    HMP_ERROR,
 ];
 
 /// The QMP errors that mean another manager took what this plan was about to use (a
@@ -258,33 +222,6 @@ pub const RACES: [KnownError; 6] = [
     DUPLICATE_OBJECT_ID,
     FD_NAME_NOT_HELD,
 ];
-
-/// Checks the output of HMP `command_line` against the HMP error shapes QEMU is known to
-/// print: the output when it is none of them, [`Error::Hmp`] with QEMU's words otherwise.
-/// HMP reports errors as the text of a successful reply, so every HMP command the crate
-/// sends goes through here. (Commands that print nothing on success, like `drive_del`,
-/// treat any text as an error besides.)
-///
-/// ```
-/// use qmp_hotplug::qemu_errors::check_hmp;
-/// assert_eq!(check_hmp("info network", "u1: index=0,type=user\r\n")?, "u1: index=0,type=user\r\n");
-/// let error = check_hmp("info nosuch", "unknown command: 'info nosuch'\r\n").unwrap_err();
-/// assert_eq!(error.to_string(), "HMP 'info nosuch' failed: unknown command: 'info nosuch'");
-/// # Ok::<(), qmp_hotplug::Error>(())
-/// ```
-///
-/// # Errors
-/// [`Error::Hmp`].
-pub fn check_hmp<'a>(command_line: &str, output: &'a str) -> Result<&'a str, Error> {
-    let first = output.lines().next().unwrap_or_default().trim();
-    let known =
-        ALL.iter().any(|entry| entry.channel == Channel::Hmp && entry.subject(first).is_some());
-    if known {
-        Err(Error::Hmp { command: command_line.into(), message: output.trim().into() })
-    } else {
-        Ok(output)
-    }
-}
 
 impl KnownError {
     /// The subject of `text` (the id, name or node in it) if `text` is this error: it
@@ -367,15 +304,14 @@ mod tests {
         assert_eq!(SLOT_NOT_AVAILABLE.subject(SLOT_NOT_AVAILABLE.sample), Some("5"));
     }
 
+    /// The HMP entries are for telling which error it is (`drive_del`'s subject); that it
+    /// is an error at all is the client's checked `hmp` to say, and it does.
     #[test]
-    fn hmp_output_is_checked_against_every_known_shape() {
+    fn hmp_entries_are_errors_to_the_client() {
         for entry in ALL.iter().filter(|entry| entry.channel == Channel::Hmp) {
             let output = format!("{}\r\n", entry.sample);
-            assert!(check_hmp("x", &output).is_err(), "{}", entry.name);
+            assert!(qmp_client::hmp::error_shape(&output).is_some(), "{}", entry.name);
         }
-        let listing = "nic-a-pci-2: index=0,type=nic,model=virtio-net-pci\r\n";
-        assert_eq!(check_hmp("info network", listing).unwrap(), listing);
-        assert_eq!(check_hmp("drive_del d", "").unwrap(), "");
     }
 
     #[test]

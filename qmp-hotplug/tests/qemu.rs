@@ -28,8 +28,13 @@ fn remove() -> RemoveOptions {
     RemoveOptions::new(UNPLUG)
 }
 
+/// A `Hotplug` over a new connection whose schema is loaded (also used by the support
+/// checks' probes, and by every command when `QMP_CHECK_ARGUMENTS=1`), so that the tests'
+/// tight operation deadlines are not spent on fetching and parsing it.
 async fn connect(qemu: &Qemu) -> Hotplug {
-    Hotplug::new(Client::connect(qemu.qmp_path()).await.expect("connect to QEMU"))
+    let client = Client::connect(qemu.qmp_path()).await.expect("connect to QEMU");
+    assert!(client.schema().await.expect("QEMU's schema").is_some());
+    Hotplug::new(client)
 }
 
 /// Everything hotplug could leave behind, as QEMU reports it.
@@ -128,7 +133,7 @@ fn filled(dir: &Path, name: &str, byte: u8) -> PathBuf {
 async fn nics_single_and_multiqueue_come_and_go_in_the_guest() {
     let qemu = guest_or_skip!();
     let hotplug = connect(&qemu).await;
-    hotplug.check_nic_support(&NicSpec::new("x")).unwrap();
+    hotplug.check_nic_support(&NicSpec::new("x")).await.unwrap();
 
     let single = Tap::open("qhtest%d", 1).unwrap();
     let start = qemu.serial_len();
@@ -234,7 +239,7 @@ async fn raw_qcow2_and_nbd_disks_come_and_go_in_the_guest() {
     let uri = format!("nbd+unix:///exp0?socket={}", socket.display());
     let nbd_spec = DiskSpec::new("nbd", DiskSource::Nbd(NbdExport::parse_uri(&uri).unwrap()));
     for spec in [&raw_spec, &qcow2_spec, &nbd_spec] {
-        hotplug.check_disk_support(spec).unwrap();
+        hotplug.check_disk_support(spec).await.unwrap();
     }
 
     let start = qemu.serial_len();

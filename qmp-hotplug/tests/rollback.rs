@@ -545,7 +545,7 @@ async fn the_executor_asks_its_host_not_the_file_system() {
     };
     let disk = hotplug.add_disk(&missing, None).await.unwrap();
     let spec = NicSpec { vhost: Vhost::Fds, ..nic(2) };
-    hotplug.check_nic_support(&NicSpec { vhost: Vhost::Open, ..nic(1) }).unwrap();
+    hotplug.check_nic_support(&NicSpec { vhost: Vhost::Open, ..nic(1) }).await.unwrap();
     let nic = hotplug.add_nic(&spec, &pipe_fds(2), &pipe_fds(2)).await.unwrap();
     assert_eq!(
         *asked.lock().unwrap(),

@@ -30,13 +30,16 @@ Talk to a QEMU monitor over QMP (the QEMU Monitor Protocol).
 
 Connects to the QMP unix socket given by --socket (or $QMP_SOCKET), negotiates \
 capabilities, and runs one subcommand. Commands the server does not list in \
-query-commands are refused before anything is sent.";
+query-commands are refused before anything is sent, and so are arguments the server's own \
+schema (query-qmp-schema) refuses, unless --no-check is given.";
 
 const AFTER_HELP: &str = "\
 Exit status:
   0  success; `events` also ends with 0 on Ctrl-C, or when --timeout passes without --count
   1  the server answered with an error (printed as `error: <Class>: <desc>`), the command is
-     not in the server's query-commands, HMP rejected the command line (`unknown command:`),
+     not in the server's query-commands, the server's schema refuses the arguments (nothing
+     sent; each problem named with its path; without --no-check), `schema` of an unknown
+     name or without a usable schema, HMP rejected the command line (`unknown command:`),
      or the output could not be written; `hotplug`: QEMU refused a step (the steps before it
      were undone), the guest refused an unplug, a tap or image could not be opened, an
      --image that is not a regular file or block device, an image whose header contradicts
@@ -65,6 +68,8 @@ Durations (--timeout, --wait) take fractions; more than a year counts as a year.
 Examples:
   qmp --socket /run/vm.sock exec query-status
   qmp --socket /run/vm.sock --timeout 2 exec qom-list '{\"path\": \"/machine\"}'
+  qmp exec --check-only blockdev-add '{\"driver\": \"file\", \"node-name\": \"d0\", \"filename\": \"/tmp/x\"}'
+  qmp schema blockdev-add/arg-type/+file
   qmp hmp info pci
   qmp events --filter STOP --filter RESUME --count 1
   qmp pci
@@ -110,6 +115,11 @@ pub(crate) struct GlobalArgs {
     /// compact when stdout is not a terminal)
     #[arg(long, global = true)]
     pub(crate) json: bool,
+
+    /// Send commands without checking their arguments against the server's schema
+    /// (`query-qmp-schema`) first; by default a command the schema refuses is not sent
+    #[arg(long, global = true)]
+    pub(crate) no_check: bool,
 }
 
 impl Cli {
@@ -162,8 +172,30 @@ pub(crate) enum Command {
 Run one QMP command and print its `return` value as JSON on stdout: indented when stdout is \
 a terminal, on one line with --json or when stdout is not a terminal.
 
-ARGS_JSON, when given, must be a JSON object; `-` reads it from stdin.")]
+ARGS_JSON, when given, must be a JSON object; `-` reads it from stdin.
+
+The arguments are first checked against the server's own schema (query-qmp-schema): \
+arguments QEMU would refuse are not sent, and every problem is named with its path, what \
+the schema expects there, what was found and a close match (status 1). --no-check sends \
+them unchecked. With --check-only nothing is sent: `valid`, or `not checked: WHY` for what \
+the schema cannot judge (device_add's device properties), is printed with status 0, a \
+refusal is status 1.")]
     Exec(ExecArgs),
+
+    /// Show what a command takes and returns, an event's data, or a type, from the schema
+    #[command(long_about = "\
+Show, from the server's own schema (query-qmp-schema), what a command takes and returns \
+(members with their types, optional members, enum values, the variants of flat unions by \
+discriminator value, and features such as deprecated and unstable), what an event carries, \
+or the type a path leads to in libvirt's probe syntax: `blockdev-add/arg-type/+file` (the \
+variant for driver \"file\"), `blockdev-add/arg-type/+file/aio`, `query-status/ret-type`; \
+a path ending in `^VALUE` (enum value), `!JSON-TYPE` or `$FEATURE` prints `PATH: yes` when \
+the schema has it. QEMU names most types by number in its schema: those numbers are never shown.
+
+With --json: the description as one JSON object. A name or path the schema does not have is \
+status 1 (with a close match when there is one); a server without a usable schema is status \
+1 too.")]
+    Schema(SchemaArgs),
 
     /// Run a human monitor (HMP) command line and print its text
     #[command(long_about = "\
@@ -207,8 +239,10 @@ shell; `help` lists the server's commands. Results are printed as JSON; errors a
 the shell goes on.
 
 On a terminal: line editing, history (in $XDG_STATE_HOME/qmp/history, else \
-~/.local/state/qmp/history), tab completion of command names, and events printed as they \
-arrive (`[event] NAME {data}`); Ctrl-C abandons the command being waited for.
+~/.local/state/qmp/history), tab completion of command names and, from the server's schema, \
+of argument names and values in the key=value form (following the variant typed so far: \
+`blockdev-add driver=file a<Tab>` offers aio=, aio-max-batch=, auto-read-only=), and events \
+printed as they arrive (`[event] NAME {data}`); Ctrl-C abandons the command being waited for.
 
 When stdin is not a terminal, lines are read from it and each result is printed on one line of \
 stdout; events go to stderr. The status is then 0 when every command succeeded, else that of \
@@ -259,6 +293,20 @@ pub(crate) struct ExecArgs {
     /// The command's arguments: a JSON object, or `-` to read it from stdin
     #[arg(value_name = "ARGS_JSON")]
     pub(crate) arguments: Option<String>,
+
+    /// Check the arguments against the server's schema and send nothing (--no-check does
+    /// not apply)
+    #[arg(long)]
+    pub(crate) check_only: bool,
+}
+
+/// `qmp schema`.
+#[derive(Debug, Args)]
+pub(crate) struct SchemaArgs {
+    /// A command (`blockdev-add`), an event (`DEVICE_DELETED`) or a probe path
+    /// (`blockdev-add/arg-type/+file`)
+    #[arg(value_name = "COMMAND|EVENT|TYPE-PATH")]
+    pub(crate) target: String,
 }
 
 /// `qmp hmp`.

@@ -171,7 +171,9 @@ impl Demo {
             step(took, "guest booted and ready (it answers ACPI hotplug)");
         }
 
-        let (client, took) = timed(Client::connect(qemu.qmp_path())).await;
+        // Checked like every command qmp sends.
+        let connecting = Client::builder().check_arguments(true).connect(qemu.qmp_path());
+        let (client, took) = timed(connecting).await;
         let client = client?;
         let greeting = client.greeting();
         let capabilities: Vec<String> =

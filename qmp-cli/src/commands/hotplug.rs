@@ -33,7 +33,7 @@ pub(crate) async fn run(
             let nic = prepare_nic(args, inherited)?;
             add_nic(&connect(global).await?, nic, style).await
         }
-        HotplugCommand::Check(args) => check(&connect(global).await?, args.vhost, style),
+        HotplugCommand::Check(args) => check(&connect(global).await?, args.vhost, style).await,
         HotplugCommand::Nic(NicCommand::Del(args)) => {
             let hotplug = connect(global).await?;
             let id = &args.id;
@@ -111,11 +111,17 @@ async fn gc(hotplug: &Hotplug, dry_run: bool, style: Style) -> Result<(), Failur
     if cleaned.is_complete() { Ok(()) } else { Err(Failure::quiet(Status::CommandFailed)) }
 }
 
+/// Connects, and with checking on fetches QEMU's schema within `--timeout`, so that an
+/// operation's own deadline (`--wait`) is not spent on it.
 async fn connect(global: &GlobalArgs) -> Result<Hotplug, Failure> {
-    Ok(Hotplug::new(crate::connect::connect(global).await?))
+    let client = crate::connect::connect(global).await?;
+    if !global.no_check {
+        client.schema().await?;
+    }
+    Ok(Hotplug::new(client))
 }
 
-fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
+async fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
     let nic =
         NicSpec { vhost: if vhost { Vhost::Open } else { Vhost::Off }, ..NicSpec::new("check") };
     let disk_fd = DiskSpec::new("check", DiskSource::Fd);
@@ -126,9 +132,9 @@ fn check(hotplug: &Hotplug, vhost: bool, style: Style) -> Result<(), Failure> {
         Err(error) => json!({"supported": false, "reason": error.to_string()}),
     };
     let report = json!({
-        "nic": verdict(hotplug.check_nic_support(&nic)),
-        "disk_fdset": verdict(hotplug.check_disk_support(&disk_fd)),
-        "disk_nbd": verdict(hotplug.check_disk_support(&disk_nbd)),
+        "nic": verdict(hotplug.check_nic_support(&nic).await),
+        "disk_fdset": verdict(hotplug.check_disk_support(&disk_fd).await),
+        "disk_nbd": verdict(hotplug.check_disk_support(&disk_nbd).await),
     });
     output::print_line(&style.render(&report))?;
     let all = ["nic", "disk_fdset", "disk_nbd"].iter().all(|k| report[k]["supported"] == true);

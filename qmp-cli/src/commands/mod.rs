@@ -7,6 +7,7 @@ mod exec;
 mod hmp;
 mod hotplug;
 mod pci;
+mod schema;
 mod shell;
 
 use crate::cli::{Cli, Command};
@@ -21,6 +22,7 @@ pub(crate) async fn run(cli: Cli, inherited: Inherited) -> Result<(), Failure> {
     let global = &cli.global;
     match &cli.command {
         Command::Exec(args) => exec::run(global, args).await,
+        Command::Schema(args) => schema::run(global, args).await,
         Command::Hmp(args) => hmp::run(global, args).await,
         Command::Events(args) => events::run(global, args).await,
         Command::Shell(args) => shell::run(global, args).await,

@@ -198,7 +198,9 @@ fn report(failure: &Failure) {
 
 /// Interactive mode: rustyline on its own thread; events shown above the prompt.
 async fn interactive(client: &Client, style: Style) -> Result<(), Failure> {
-    let mut editor = editor::new_editor(client.commands())?;
+    // For completing argument names and values; without one, command names only.
+    let schema = client.schema().await.ok().flatten();
+    let mut editor = editor::new_editor(client.commands(), schema)?;
     let history = editor::history_path();
     if let Some(path) = &history {
         let _ = editor.load_history(path);
