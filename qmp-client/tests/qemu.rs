@@ -441,8 +441,7 @@ fn nested_arguments(depth: usize) -> Value {
 async fn commands_over_qemus_parser_limits_are_refused_unsent_and_at_them_answered() {
     let qemu = qemu_or_skip!(QemuBuilder::new().paused(true));
     // Unchecked: the argument is one QEMU refuses, so that its answer shows it parsed it.
-    let client =
-        Client::builder().check_arguments(false).connect(qemu.qmp_path()).await.unwrap();
+    let client = Client::builder().check_arguments(false).connect(qemu.qmp_path()).await.unwrap();
     let answered_by_qemu = |error: &Error| {
         matches!(error, Error::Qmp { class: ErrorClass::GenericError, desc, .. }
             if desc.contains("'a'"))

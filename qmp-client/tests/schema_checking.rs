@@ -17,13 +17,13 @@ fn misspelt() -> serde_json::Value {
 
 /// Asserts that `error` is the checker's refusal of [`misspelt`], naming the path.
 fn assert_refused_by_the_checker(error: &Error) {
-    let Error::InvalidArguments { command, path, found, suggestion, problems, .. } = error else {
+    let Error::InvalidArguments { command, path, found, problems, .. } = error else {
         panic!("expected InvalidArguments, got {error:?}")
     };
     assert_eq!(command, "qom-list");
     assert_eq!(path, "arguments.pth");
     assert_eq!(found, "member \"pth\"");
-    assert_eq!(suggestion.as_deref(), Some("path"));
+    assert_eq!(problems[0].suggestion.as_deref(), Some("path"));
     let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
     assert_eq!(paths, ["arguments.pth", "arguments.path"], "the missing member too");
     assert!(error.to_string().ends_with("nothing was sent"), "{error}");
