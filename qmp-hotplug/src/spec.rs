@@ -39,8 +39,11 @@ pub struct NicSpec {
     pub mac: Option<String>,
     /// The device model (`virtio-net-pci`, `e1000`, ...).
     pub model: String,
-    /// A slot to use instead of the first free one.
+    /// A slot to use instead of the first free one (on [`bus`](Self::bus), or pc's bus 0).
     pub slot: Option<u8>,
+    /// The bus to use (`pci.0`, a bridge's or root port's id) instead of the first with
+    /// room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    pub bus: Option<String>,
 }
 
 impl NicSpec {
@@ -53,6 +56,7 @@ impl NicSpec {
             mac: None,
             model: "virtio-net-pci".into(),
             slot: None,
+            bus: None,
         }
     }
 }
@@ -201,8 +205,11 @@ pub struct DiskSpec {
     pub read_only: bool,
     /// The device model (`virtio-blk-pci`, ...).
     pub model: String,
-    /// A slot to use instead of the first free one.
+    /// A slot to use instead of the first free one (on [`bus`](Self::bus), or pc's bus 0).
     pub slot: Option<u8>,
+    /// The bus to use (`pci.0`, a bridge's or root port's id) instead of the first with
+    /// room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    pub bus: Option<String>,
 }
 
 impl DiskSpec {
@@ -216,6 +223,7 @@ impl DiskSpec {
             read_only: false,
             model: "virtio-blk-pci".into(),
             slot: None,
+            bus: None,
         }
     }
 }

@@ -15,8 +15,8 @@ use hostdev::tap::Tap;
 use qemu_launcher::{Qemu, QemuBuilder, guest_or_skip, qemu_or_skip};
 use qmp_client::Client;
 use qmp_hotplug::{
-    DiskFormat, DiskSource, DiskSpec, Error, Hotplug, LeftoverPart, NbdExport, NicSpec, Outcome,
-    Plan, PlanFds, RemoveOptions, Vhost,
+    DeviceKind, DiskFormat, DiskSource, DiskSpec, Error, Hotplug, LeftoverPart, NbdExport, NicSpec,
+    Outcome, Plan, PlanFds, RemoveOptions, Vhost,
 };
 use serde_json::{Value, json};
 
@@ -258,7 +258,7 @@ async fn raw_qcow2_and_nbd_disks_come_and_go_in_the_guest() {
     }
 
     // A disk that came from -drive: device_add on it, then remove it the HMP way.
-    let legacy_slot = hotplug.free_slot().await.unwrap();
+    let legacy_slot = hotplug.free_place(DeviceKind::Disk, "legacy").await.unwrap().slot;
     hotplug
         .client()
         .execute("device_add", json!({"driver": "virtio-blk-pci", "drive": "legacy0", "id": "legacy-dev", "addr": format!("0x{legacy_slot:x}")}))
@@ -303,7 +303,8 @@ async fn every_slot_fills_then_the_next_add_fails_cleanly_and_a_freed_slot_is_re
     let extra = Tap::open("qhfill%d", 1).unwrap();
     let error =
         hotplug.add_nic(&NicSpec::new("extra"), extra.queues(), NO_VHOST).await.unwrap_err();
-    assert!(matches!(error, Error::BusFull), "{error}");
+    assert!(matches!(error, Error::NoFreePlace(_)), "{error}");
+    assert!(error.to_string().contains("pci.0: no free slot"), "{error}");
     assert_eq!(qemu_state(hotplug.client()).await, before, "a full bus changes nothing");
 
     let freed = &ids[7];
