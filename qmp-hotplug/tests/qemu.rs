@@ -804,3 +804,111 @@ async fn repro_12_a_manager_that_dies_mid_add_leaves_nothing_unfindable() {
     assert_clean(next.client()).await;
     assert!(wait_interface_gone(&tap_name), "no tap left in QEMU");
 }
+
+/// A guest started with `extra` devices: q35 root ports or pc bridges.
+fn guest_with(machine: &str, extra: &[&str]) -> QemuBuilder {
+    let mut builder = QemuBuilder::new().machine(machine);
+    for device in extra {
+        builder = builder.arg("-device").arg(device);
+    }
+    builder
+}
+
+/// The guest's `+eth`/`+vd` line after `offset`, for a device behind a bridge or root port:
+/// on a secondary bus, not bus 0.
+fn guest_line_behind_bridge(qemu: &Qemu, offset: usize, change: &str) -> String {
+    let line = guest_line(qemu, offset, change);
+    assert!(!line.contains("pci=0000:00:"), "{line} is on bus 0");
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q35_nic_and_disk_go_into_empty_root_ports_and_a_full_pool_refuses_cleanly() {
+    let qemu = guest_or_skip!(guest_with(
+        "q35",
+        &[
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
+        ]
+    ));
+    let hotplug = connect(&qemu).await;
+    let tree = hotplug.pci_tree().await.unwrap();
+    assert_eq!(tree.machine().to_string(), "q35");
+    let dir = tempfile::tempdir().unwrap();
+
+    let tap = Tap::open("qhq35n%d", 1).unwrap();
+    let start = qemu.serial_len();
+    let nic = hotplug.add_nic(&NicSpec::new("n1"), tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!((nic.outcome, nic.id.to_string().as_str()), (Outcome::Added, "nic-n1-rp1-0"));
+    let seen = guest_line_behind_bridge(&qemu, start, "+eth0");
+    assert!(hotplug.has_device(&nic.id).await.unwrap(), "{seen}");
+    assert_eq!(
+        qom_get(hotplug.client(), "nic-n1-rp1-0", "parent_bus").await,
+        "/machine/peripheral/rp1/rp1"
+    );
+
+    let image = filled(dir.path(), "q35.img", 7);
+    let disk = hotplug.add_disk(&DiskSpec::new("d1", DiskSource::Path(image)), None).await.unwrap();
+    assert_eq!(disk.id.to_string(), "disk-d1-rp2-0");
+    guest_line_behind_bridge(&qemu, start, "+vda");
+    // The same specs again are adopted where they are.
+    let again = hotplug.add_nic(&NicSpec::new("n1"), tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyPresent);
+
+    // Both root ports hold a device: the next add is refused before anything is sent.
+    let before = qemu_state(hotplug.client()).await;
+    let other = Tap::open("qhq35x%d", 1).unwrap();
+    let error = hotplug.add_nic(&NicSpec::new("n2"), other.queues(), NO_VHOST).await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::NoFreePlace(_)), "{text}");
+    for expected in [
+        "rp1: a root port holding nic-n1-rp1-0 at 00.0",
+        "rp2: a root port holding disk-d1-rp2-0 at 00.0",
+        "pcie.0: q35's root complex takes no hotplug",
+        "Start the VM with more empty root ports",
+    ] {
+        assert!(text.contains(expected), "{text}\nlacks: {expected}");
+    }
+    assert_eq!(qemu_state(hotplug.client()).await, before, "a refusal changes nothing");
+
+    let before_del = qemu.serial_len();
+    assert_eq!(hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-eth0");
+    assert_eq!(hotplug.del_disk(&disk.id.to_string(), &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-vda");
+    let left = qemu_state(hotplug.client()).await;
+    assert_eq!(left["peripherals"].as_array().unwrap().len(), 2, "only rp1 and rp2: {left}");
+    assert_eq!(left["nodes"], json!([]), "{left}");
+    // The freed port takes a device again.
+    let reused = hotplug.add_nic(&NicSpec::new("n2"), other.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(reused.id.to_string(), "nic-n2-rp1-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pc_bridge_slots_take_nics_slot_0_included() {
+    let qemu =
+        guest_or_skip!(guest_with("pc", &["pci-bridge,id=br1,chassis_nr=1,bus=pci.0,addr=0x5"]));
+    let hotplug = connect(&qemu).await;
+    let taps: Vec<Tap> = (0..2).map(|_| Tap::open("qhbr%d", 1).unwrap()).collect();
+    let start = qemu.serial_len();
+    let spec = NicSpec { bus: Some("br1".into()), ..NicSpec::new("b0") };
+    let first = hotplug.add_nic(&spec, taps[0].queues(), NO_VHOST).await.unwrap();
+    assert_eq!(first.id.to_string(), "nic-b0-br1-0");
+    guest_line_behind_bridge(&qemu, start, "+eth0");
+    let spec = NicSpec { bus: Some("br1".into()), slot: Some(3), ..NicSpec::new("b3") };
+    let second = hotplug.add_nic(&spec, taps[1].queues(), NO_VHOST).await.unwrap();
+    assert_eq!(second.id.to_string(), "nic-b3-br1-3");
+    let view = hotplug.pci_tree().await.unwrap().view(&qmp_hotplug::Preferences::default());
+    let text = view.to_string();
+    assert!(text.contains("nic-b0-br1-0") && text.contains("nic-b3-br1-3"), "{text}");
+    let before_del = qemu.serial_len();
+    for nic in [&first, &second] {
+        assert_eq!(
+            hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(),
+            Outcome::Removed
+        );
+    }
+    guest_line(&qemu, before_del, "-eth0");
+    let left = qemu_state(hotplug.client()).await;
+    assert_eq!(left["peripherals"], json!(["br1"]), "{left}");
+}
