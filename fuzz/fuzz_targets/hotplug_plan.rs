@@ -36,7 +36,9 @@ fuzz_target!(|data: &[u8]| {
     if let Some(bus) = names.get(usize::from(reserved / 40) % names.len().max(1)) {
         preferences = preferences.reserve(*bus, [reserved % 40]);
     }
-    let wanted_bus = (slot % 3 == 0).then(|| names.get(usize::from(slot) % names.len().max(1)).map(|b| (*b).to_owned())).flatten();
+    let wanted_bus = (slot % 3 == 0)
+        .then(|| names.get(usize::from(*slot) % names.len().max(1)).map(|b| (*b).to_owned()))
+        .flatten();
     let wanted = (slot % 2 == 0).then_some(slot / 2 % 40);
     let mut snapshot = Snapshot::new(tree);
     snapshot.peripherals.extend(ids.into_iter().map(|id| (id, "virtio-net-pci".to_owned())));
@@ -61,7 +63,11 @@ fuzz_target!(|data: &[u8]| {
     for (kind, planned) in plans {
         let Ok((id, plan)) = planned else { continue };
         let id_text = id.to_string();
-        let free = snapshot.pci.free_places(kind, "fz", &preferences.clone().only([id.bus().device_add_name()]));
+        let free = snapshot.pci.free_places(
+            kind,
+            "fz",
+            &preferences.clone().only([id.bus().device_add_name()]),
+        );
         assert!(free.contains(&id.place()), "{id_text} planned into a place not free: {free:?}");
         assert_eq!(id_text.parse::<qmp_hotplug::DeviceId>().unwrap(), id);
         let device = plan.steps().iter().find(|s| s.step.command() == "device_add").unwrap();

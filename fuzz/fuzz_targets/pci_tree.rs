@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qmp_hotplug::{
-    DeviceId, BusKind, DeviceKind, MAX_BUSES, PciTree, Peripheral, Preferences, TopologyInput,
+    BusKind, DeviceId, DeviceKind, MAX_BUSES, PciTree, Peripheral, Preferences, TopologyInput,
 };
 use serde_json::{Value, json};
 
