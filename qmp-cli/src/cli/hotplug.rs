@@ -58,8 +58,9 @@ pub(crate) enum NicCommand {
     /// Hot-add a NIC; prints its device id, slot, netdev and tap as JSON
     #[command(long_about = "\
 Hot-add a NIC: create an intent marker, pass the tap's descriptors with getfd, netdev_add, \
-then device_add in the first free slot (or --slot), and delete the marker. The device id is \
-nic-NAME-pci-SLOT. Without --tap-fd a tap device is opened here (--tap NAME, default \
+then device_add in the first free place (or --bus/--slot), and delete the marker: pc's bus 0, \
+then empty q35 root ports, then bridges (see `qmp pci`). The device id is nic-NAME-pci-SLOT \
+on pc's bus 0 and nic-NAME-BUS-SLOT elsewhere. Without --tap-fd a tap device is opened here (--tap NAME, default \
 qmptap%d: the kernel picks the number), with --queues queues; it lives as long as QEMU uses \
 it. If a step fails, the steps before it are undone. Prints what QEMU has afterwards as JSON, \
 with the tap carrying each queue (read from QEMU's /proc, `unknown` when it cannot be read). \
@@ -105,9 +106,13 @@ pub(crate) struct NicAddArgs {
     /// The device model
     #[arg(long, default_value = "virtio-net-pci")]
     pub(crate) model: String,
-    /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
+    /// PCI slot instead of the first free one: on --bus, else on bus 0
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
+    /// The bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35 pcie-root-port
+    /// (see `qmp pci`); default: the first with room
+    #[arg(long, value_name = "BUS")]
+    pub(crate) bus: Option<String>,
 }
 
 /// Removing a device.
@@ -132,7 +137,7 @@ Hot-add a disk. An --image (a regular file or a block device; a FIFO, directory 
 node is refused unopened) is opened here (read-only with --read-only) and passed in a new \
 fdset (add-fd) that keeps it for the disk's life, with the image's device and inode as its \
 opaque; blockdev-add reads /dev/fdset/N (driver file, or host_device for a block device), \
-and device_add plugs a virtio-blk device into the first free slot (or --slot). The format is \
+and device_add plugs a virtio-blk device into the first free place (or --bus/--slot), as for NICs. The format is \
 never probed: an image whose header contradicts --format (raw by default) is refused unless \
 --allow-format-mismatch. A --uri (nbd://HOST[:PORT]/EXPORT or \
 nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and passes no descriptor. If a \
@@ -194,9 +199,13 @@ pub(crate) struct DiskAddArgs {
     /// The device model
     #[arg(long, default_value = "virtio-blk-pci")]
     pub(crate) model: String,
-    /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
+    /// PCI slot instead of the first free one: on --bus, else on bus 0
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
+    /// The bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35 pcie-root-port
+    /// (see `qmp pci`); default: the first with room
+    #[arg(long, value_name = "BUS")]
+    pub(crate) bus: Option<String>,
 }
 
 /// `qmp hotplug disk del`.

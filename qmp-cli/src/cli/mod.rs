@@ -216,11 +216,14 @@ the first failed line (1 server error, 2 malformed line, 3 timeout); a lost conn
 the shell at once with 3.")]
     Shell(ShellArgs),
 
-    /// Show PCI bus 0 as a table: each slot, the device id in it, or free
+    /// Show the PCI tree: every bus, the devices on it, and where hotplug has room
     #[command(long_about = "\
-Show PCI bus 0 (from query-pci) as a table: one line per function of each used slot with the \
-device's qdev id (`-` for devices the machine made), and the free slots hotplug can use. \
-Slot 0 is the host bridge's. With --json: one object per slot.")]
+Show the PCI tree (query-pci, the machine type, and where QOM puts each device): each bus by \
+the name device_add takes (pci.0 on pc, pcie.0 on q35, else the id of its bridge or root \
+port), one line per function with its qdev id (`-` for devices the machine made), and per bus \
+its free slots or why hotplug cannot use it (q35's pcie.0 takes no hotplug; a root port takes \
+one device). With --json: {machine, machine_type, buses: [{name, functions, free, reserved, \
+unusable, ...}]}.")]
     Pci,
 
     /// Hot-add and hot-remove NICs and disks, or check that this QEMU can
@@ -247,6 +250,10 @@ pub(crate) struct DemoArgs {
     /// Run without the test guest (hot-remove is then skipped: nothing would acknowledge it)
     #[arg(long)]
     pub(crate) no_guest: bool,
+    /// The machine: pc, or q35 (started with 4 empty pcie-root-ports, rp1 to rp4, into which
+    /// the disk and the NIC are hot-plugged)
+    #[arg(long, default_value = "pc", value_parser = ["pc", "q35"])]
+    pub(crate) machine: String,
 }
 
 /// `qmp exec`.
