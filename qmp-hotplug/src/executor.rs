@@ -452,8 +452,9 @@ impl Hotplug {
         taps: &[impl AsFd],
         vhost_fds: &[impl AsFd],
     ) -> Result<NicReport, Error> {
-        DeviceId::new(DeviceKind::Nic, &spec.name, 0)?;
+        DeviceId::check_name(&spec.name)?;
         check_queues(spec.queues)?;
+        spec.check_settings()?;
         self.check_nic_support(spec)?;
         if taps.len() != spec.queues {
             return Err(Error::InvalidSpec(format!(
@@ -1223,7 +1224,9 @@ fn event_device(event: &Event) -> Option<&str> {
 fn is_absent(step: &Step, error: &Error) -> bool {
     let Some((class, desc)) = error.qmp_error() else { return false };
     match step {
-        Step::DeviceDel { .. } | Step::NetdevDel { .. } => *class == ErrorClass::DeviceNotFound,
+        Step::DeviceDel { .. } | Step::NetdevDel { .. } | Step::SetLink { up: true, .. } => {
+            *class == ErrorClass::DeviceNotFound
+        }
         Step::CloseFd { .. } => FD_NAME_NOT_FOUND.matches(class, desc),
         Step::RemoveFdset { .. } => FDSET_NOT_FOUND.matches(class, desc),
         Step::BlockdevDel { .. } => NODE_NOT_FOUND.matches(class, desc),

@@ -119,8 +119,8 @@ pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
 pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot};
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, RemoveOptions,
-    Vhost,
+    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec,
+    RTL8139, RemoveOptions, VIRTIO_NET, Vhost, check_mac,
 };
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,

@@ -84,6 +84,7 @@ impl Planner {
     /// A bad name, slot or queue count, or a full bus.
     pub fn nic_add(&self, spec: &NicSpec, snapshot: &Snapshot) -> Result<(DeviceId, Plan), Error> {
         check_queues(spec.queues)?;
+        spec.check_settings()?;
         let id =
             self.place(DeviceKind::Nic, &spec.name, spec.bus.as_deref(), spec.slot, snapshot)?;
         let vhosts = if spec.vhost == Vhost::Fds { spec.queues } else { 0 };
@@ -148,7 +149,29 @@ impl Planner {
             // One vector per rx and tx queue, plus config and control.
             device.insert("vectors".into(), (2 * spec.queues + 2).into());
         }
+        let numbers = [
+            ("host_mtu", spec.host_mtu),
+            ("rx_queue_size", spec.rx_queue_size),
+            ("tx_queue_size", spec.tx_queue_size),
+            ("bootindex", spec.bootindex),
+        ];
+        for (property, value) in numbers {
+            if let Some(value) = value {
+                device.insert(property.into(), value.into());
+            }
+        }
+        if let Some(romfile) = &spec.romfile {
+            device.insert("romfile".into(), romfile.clone().into());
+        }
+        device.extend(spec.features.iter().map(|(name, value)| (name.clone(), value.clone())));
         steps.push(Self::device_step(&id, device));
+        if !spec.link_up {
+            // Undone by bringing it up again (the device_del undo that follows removes it).
+            steps.push(PlannedStep::new(
+                Step::SetLink { id: id.to_string(), up: false },
+                Some(Step::SetLink { id: id.to_string(), up: true }),
+            ));
+        }
         steps.push(
             PlannedStep::new(Step::ObjectDel { id: marker.object_id() }, None)
                 .superseding([0])
@@ -647,5 +670,96 @@ mod tests {
     fn nbd_disk(name: &str) -> DiskSpec {
         let export = NbdExport::parse_uri("nbd+unix:///e?socket=/run/n.sock").unwrap();
         DiskSpec::new(name, DiskSource::Nbd(export))
+    }
+
+    #[test]
+    fn nic_models_and_settings_reach_device_add_checked_first() {
+        let mut spec = NicSpec {
+            host_mtu: Some(9000),
+            rx_queue_size: Some(1024),
+            tx_queue_size: Some(256),
+            bootindex: Some(2),
+            romfile: Some(String::new()),
+            link_up: false,
+            ..NicSpec::new("s1")
+        };
+        spec.features.insert("csum".into(), json!(false));
+        let (_, plan) = Planner::default().nic_add(&spec, &empty()).unwrap();
+        let device = arguments(&plan, "device_add");
+        for (property, value) in [
+            ("host_mtu", json!(9000)),
+            ("rx_queue_size", json!(1024)),
+            ("tx_queue_size", json!(256)),
+            ("bootindex", json!(2)),
+            ("romfile", json!("")),
+            ("csum", json!(false)),
+        ] {
+            assert_eq!(device[property], value, "{property}");
+        }
+        assert_eq!(arguments(&plan, "set_link"), json!({"name": "nic-s1-pci-2", "up": false}));
+        // set_link comes after device_add and is undone by bringing the link up, then the
+        // device goes.
+        assert_eq!(
+            undo(&plan, 5),
+            [
+                "set_link nic-s1-pci-2",
+                "device_del nic-s1-pci-2",
+                "netdev_del nic-s1-pci-2",
+                "object-del qmp-rs-intent.nic-s1-pci-2.t1.v0"
+            ]
+        );
+        assert_eq!(plan.undo_after(5)[0].arguments(), json!({"name": "nic-s1-pci-2", "up": true}));
+
+        for model in [crate::E1000, crate::RTL8139] {
+            let spec = NicSpec {
+                model: model.into(),
+                mac: Some("52:54:00:00:00:07".into()),
+                ..NicSpec::new("m")
+            };
+            let (_, plan) = Planner::default().nic_add(&spec, &empty()).unwrap();
+            assert_eq!(arguments(&plan, "device_add")["driver"], model);
+        }
+        let bad: [(NicSpec, &str); 9] = [
+            (NicSpec { mac: Some("52:54:00:00:00".into()), ..NicSpec::new("b") }, "not a MAC"),
+            (NicSpec { mac: Some("01:00:5e:00:00:01".into()), ..NicSpec::new("b") }, "multicast"),
+            (
+                NicSpec { model: "e1000".into(), queues: 2, ..NicSpec::new("b") },
+                "queues > 1 needs a virtio-net model",
+            ),
+            (
+                NicSpec { model: "rtl8139".into(), host_mtu: Some(1500), ..NicSpec::new("b") },
+                "host_mtu needs",
+            ),
+            (NicSpec { host_mtu: Some(67), ..NicSpec::new("b") }, "below 68"),
+            (NicSpec { rx_queue_size: Some(512 + 1), ..NicSpec::new("b") }, "rx_queue_size 513"),
+            (NicSpec { tx_queue_size: Some(2048), ..NicSpec::new("b") }, "tx_queue_size 2048"),
+            (
+                NicSpec { features: [("mac".to_owned(), json!("x"))].into(), ..NicSpec::new("b") },
+                "set by the spec",
+            ),
+            (
+                NicSpec {
+                    features: [("Bad Name".to_owned(), json!(1))].into(),
+                    ..NicSpec::new("b")
+                },
+                "not a property name",
+            ),
+        ];
+        for (spec, expected) in bad {
+            let error = Planner::default().nic_add(&spec, &empty()).unwrap_err();
+            assert!(
+                matches!(error, Error::InvalidSpec(_)) && error.to_string().contains(expected),
+                "{error} lacks {expected}"
+            );
+        }
+        let nested =
+            NicSpec { features: [("x".to_owned(), json!({"a": 1}))].into(), ..NicSpec::new("b") };
+        assert!(
+            nested
+                .check_settings()
+                .unwrap_err()
+                .to_string()
+                .contains("not a boolean, integer or string")
+        );
     }
 }

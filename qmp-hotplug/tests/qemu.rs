@@ -334,12 +334,21 @@ async fn a_failure_at_each_step_leaves_qemu_clean() {
     let closefd = client.close_fd("nic-pipe-pci-2-tap0").await.unwrap_err();
     assert!(closefd.to_string().contains("not found"), "{closefd}");
 
-    // device_add: a MAC QEMU rejects, after getfd and netdev_add succeeded.
+    // device_add: a property QEMU rejects, after getfd and netdev_add succeeded.
     let tap = Tap::open("qhfail%d", 1).unwrap();
-    let spec = NicSpec { mac: Some("not-a-mac".into()), ..NicSpec::new("mac") };
+    let mut spec = NicSpec::new("mac");
+    spec.features.insert("no_such_property".into(), json!(true));
     let error = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap_err();
     assert_eq!(error.failed_step(), Some("device_add nic-mac-pci-2"), "{error}");
     assert_clean(&client).await;
+    // A MAC QEMU would reject is refused before QEMU hears of it.
+    let before = qemu_state(&client).await;
+    for mac in ["not-a-mac", "53:54:00:12:34:56"] {
+        let spec = NicSpec { mac: Some(mac.into()), ..NicSpec::new("mac") };
+        let error = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidSpec(_)), "{mac}: {error}");
+    }
+    assert_eq!(qemu_state(&client).await, before);
 
     // device_add: a slot taken behind the planner's back, in a plan run by hand.
     client.execute("netdev_add", json!({"type": "user", "id": "racer"})).await.unwrap();
@@ -911,4 +920,55 @@ async fn pc_bridge_slots_take_nics_slot_0_included() {
     guest_line(&qemu, before_del, "-eth0");
     let left = qemu_state(hotplug.client()).await;
     assert_eq!(left["peripherals"], json!(["br1"]), "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nic_models_and_settings_reach_qemu() {
+    let qemu = guest_or_skip!();
+    let hotplug = connect(&qemu).await;
+    let client = hotplug.client();
+    let tap = Tap::open("qhset%d", 1).unwrap();
+    let start = qemu.serial_len();
+    let mut spec = NicSpec {
+        mac: Some("52:54:00:00:20:01".into()),
+        host_mtu: Some(9000),
+        rx_queue_size: Some(1024),
+        tx_queue_size: Some(256),
+        bootindex: Some(3),
+        romfile: Some(String::new()),
+        link_up: false,
+        ..NicSpec::new("set")
+    };
+    spec.features.insert("csum".into(), json!(false));
+    let nic = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+    let id = nic.id.to_string();
+    guest_line(&qemu, start, "+eth0");
+    for (property, value) in [
+        ("host_mtu", json!(9000)),
+        ("rx_queue_size", json!(1024)),
+        ("tx_queue_size", json!(256)),
+        ("bootindex", json!(3)),
+        ("romfile", json!("")),
+        ("csum", json!(false)),
+    ] {
+        assert_eq!(qom_get(client, &id, property).await, value, "{property}");
+    }
+    // QEMU 7.2 shows a link's state nowhere (not in `info network`): set_link ran as a
+    // step of the plan, which would have failed otherwise.
+    let before_del = qemu.serial_len();
+    assert_eq!(hotplug.del_nic(&id, &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-eth0");
+
+    // Ganeti's other models: QEMU has them where planned, and unplug completes.
+    for model in [qmp_hotplug::E1000, qmp_hotplug::RTL8139] {
+        let spec = NicSpec { model: model.into(), ..NicSpec::new("other") };
+        let nic = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+        assert_eq!(nic.model, model);
+        assert!(hotplug.has_device(&nic.id).await.unwrap(), "{}", nic.id);
+        assert_eq!(
+            hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(),
+            Outcome::Removed
+        );
+    }
+    assert_clean(client).await;
 }

@@ -677,3 +677,19 @@ async fn on_q35_a_root_port_taken_meanwhile_leads_to_the_next_port() {
         assert!(fake.state().is_clean(), "step {step}: {:?}", fake.state());
     }
 }
+
+/// A NIC added with its link down: `set_link` follows `device_add`; refused, it is undone
+/// with everything before it.
+#[tokio::test]
+async fn a_link_down_nic_is_set_after_device_add_and_undone_on_failure() {
+    let spec = NicSpec { link_up: false, ..nic(1) };
+    let fake = FakeQemu::start(None);
+    let report = hotplug(&fake).await.add_nic(&spec, &pipe_fds(1), NO_FDS).await.unwrap();
+    assert!(!fake.state().devices[&report.id.to_string()].link_up);
+    assert_eq!(fake.state().log[4], "set_link");
+
+    let fake = FakeQemu::start(Some((4, Fault::Refuse)));
+    let error = hotplug(&fake).await.add_nic(&spec, &pipe_fds(1), NO_FDS).await.unwrap_err();
+    assert_eq!(error.failed_step(), Some("set_link nic-n1-pci-2"), "{error}");
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
+}

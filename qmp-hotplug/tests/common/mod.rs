@@ -51,6 +51,7 @@ pub struct FdsetFd {
 }
 
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // QEMU state flags of one device, as QEMU keeps them
 pub struct Device {
     pub driver: String,
     /// The bus: `pci.0`, or a bridge's or root port's id.
@@ -60,6 +61,8 @@ pub struct Device {
     pub drive: Option<String>,
     pub mac: Option<String>,
     pub mq: bool,
+    /// The link state (`set_link`).
+    pub link_up: bool,
     /// `device_del` sent while paused: completes at `cont`.
     pub unplug_pending: bool,
     /// `device_del` sent in prelaunch: never completes (QEMU 7.2).
@@ -256,6 +259,7 @@ impl FakeQemu {
                 "query-block",
                 "object-add",
                 "object-del",
+                "set_link",
             ]))
             .start();
         Self { server, state }
@@ -316,6 +320,7 @@ fn handle(state: &Mutex<State>, conn: &MockConnection, request: MockRequest) {
                     drive: None,
                     mac: None,
                     mq: false,
+                    link_up: true,
                     unplug_pending: false,
                     wedged: false,
                 });
@@ -704,12 +709,20 @@ fn apply(
                     drive,
                     mac: args.get("mac").and_then(Value::as_str).map(str::to_lowercase),
                     mq: args.get("mq").and_then(Value::as_bool).unwrap_or(false),
+                    link_up: true,
                     unplug_pending: false,
                     wedged: false,
                 },
             );
             Ok(json!({}))
         }
+        "set_link" => match state.devices.get_mut(text(args, "name")) {
+            Some(device) => {
+                device.link_up = args["up"].as_bool().unwrap_or(true);
+                Ok(json!({}))
+            }
+            None => Err(("DeviceNotFound", format!("Device '{}' not found", text(args, "name")))),
+        },
         "device_del" => {
             let id = text(args, "id");
             let running = state.running();
