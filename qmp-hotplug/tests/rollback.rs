@@ -310,7 +310,7 @@ async fn a_same_name_add_is_adopted_only_when_equal() {
     for (different, field) in [
         (NicSpec { mac: Some("52:54:00:00:00:02".into()), ..spec.clone() }, "mac"),
         (NicSpec { queues: 1, ..spec.clone() }, "queues"),
-        (NicSpec { model: "e1000".into(), ..spec.clone() }, "model"),
+        (NicSpec { model: "e1000".into(), queues: 1, ..spec.clone() }, "model"),
     ] {
         let taps = pipe_fds(different.queues);
         match hotplug.add_nic(&different, &taps, NO_FDS).await {
