@@ -103,9 +103,32 @@ pub(crate) struct NicAddArgs {
     /// The guest-visible MAC address, a unicast one such as 52:54:00:12:34:56
     #[arg(long, value_parser = parse_mac)]
     pub(crate) mac: Option<String>,
-    /// The device model
+    /// The device model: virtio-net-pci, e1000 or rtl8139 (Ganeti's NIC models), or
+    /// another QEMU NIC
     #[arg(long, default_value = "virtio-net-pci")]
     pub(crate) model: String,
+    /// The MTU offered to the guest (virtio only), 68 to 65535
+    #[arg(long, value_name = "MTU", value_parser = clap::value_parser!(u16).range(68..))]
+    pub(crate) host_mtu: Option<u16>,
+    /// virtio's receive queue size: 256, 512 or 1024
+    #[arg(long, value_name = "SIZE", value_parser = ["256", "512", "1024"])]
+    pub(crate) rx_queue_size: Option<String>,
+    /// virtio's transmit queue size: 256, 512 or 1024
+    #[arg(long, value_name = "SIZE", value_parser = ["256", "512", "1024"])]
+    pub(crate) tx_queue_size: Option<String>,
+    /// Boot order, 0 first
+    #[arg(long, value_name = "N")]
+    pub(crate) bootindex: Option<u16>,
+    /// The option ROM file; an empty value for none (no PXE ROM)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) romfile: Option<String>,
+    /// Bring the link down right after the add (set_link)
+    #[arg(long)]
+    pub(crate) link_down: bool,
+    /// Another device property (Ganeti's features), NAME=VALUE; VALUE is JSON when it parses
+    /// as a boolean or integer, else a string; repeatable
+    #[arg(long = "feature", value_name = "NAME=VALUE", value_parser = parse_feature)]
+    pub(crate) features: Vec<(String, serde_json::Value)>,
     /// PCI slot instead of the first free one: on --bus, else on bus 0
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
@@ -217,4 +240,16 @@ pub(crate) struct DiskDelArgs {
     /// instead of `blockdev-del`
     #[arg(long, value_name = "DRIVE")]
     pub(crate) drive: Option<String>,
+}
+
+/// Parses `--feature NAME=VALUE`: `true`, `false` and integers as JSON, anything else as a
+/// string (qmp-hotplug checks the name and the value's kind).
+fn parse_feature(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) =
+        text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=VALUE"))?;
+    let value = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(parsed) if parsed.is_boolean() || parsed.is_i64() || parsed.is_u64() => parsed,
+        _ => value.into(),
+    };
+    Ok((name.to_owned(), value))
 }

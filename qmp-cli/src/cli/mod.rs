@@ -338,6 +338,58 @@ mod tests {
     }
 
     #[test]
+    fn nic_settings_and_features_parse() {
+        let cli = Cli::try_parse_from([
+            "qmp",
+            "hotplug",
+            "nic",
+            "add",
+            "--name",
+            "a",
+            "--bus",
+            "rp1",
+            "--slot",
+            "0",
+            "--host-mtu",
+            "9000",
+            "--rx-queue-size",
+            "1024",
+            "--romfile",
+            "",
+            "--link-down",
+            "--feature",
+            "csum=false",
+            "--feature",
+            "x-txburst=256",
+            "--feature",
+            "s=on",
+        ])
+        .unwrap();
+        let Command::Hotplug(hotplug::HotplugCommand::Nic(hotplug::NicCommand::Add(add))) =
+            cli.command
+        else {
+            panic!("not nic add")
+        };
+        assert_eq!(
+            (add.bus.as_deref(), add.slot, add.host_mtu),
+            (Some("rp1"), Some(0), Some(9000))
+        );
+        assert_eq!((add.romfile.as_deref(), add.link_down), (Some(""), true));
+        assert_eq!(
+            add.features,
+            [
+                ("csum".to_owned(), serde_json::json!(false)),
+                ("x-txburst".to_owned(), serde_json::json!(256)),
+                ("s".to_owned(), serde_json::json!("on")),
+            ]
+        );
+        for bad in [["--rx-queue-size", "300"], ["--host-mtu", "60"], ["--feature", "novalue"]] {
+            let args = ["qmp", "hotplug", "nic", "add", "--name", "a", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn hmp_joins_its_words_and_events_split_filters() {
         let cli = Cli::try_parse_from(["qmp", "hmp", "info", "pci"]).unwrap();
         let Command::Hmp(hmp) = cli.command else { panic!("not hmp") };

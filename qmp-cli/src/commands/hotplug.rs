@@ -185,6 +185,13 @@ fn prepare_nic(args: &NicAddArgs, inherited: Inherited) -> Result<PreparedNic, F
         vhost,
         mac: args.mac.clone(),
         model: args.model.clone(),
+        host_mtu: args.host_mtu,
+        rx_queue_size: args.rx_queue_size.as_deref().and_then(|size| size.parse().ok()),
+        tx_queue_size: args.tx_queue_size.as_deref().and_then(|size| size.parse().ok()),
+        bootindex: args.bootindex,
+        romfile: args.romfile.clone(),
+        link_up: !args.link_down,
+        features: args.features.iter().cloned().collect(),
         slot: args.slot,
         bus: args.bus.clone(),
         ..NicSpec::new(args.name.clone())
