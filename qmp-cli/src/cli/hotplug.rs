@@ -67,7 +67,7 @@ with the tap carrying each queue (read from QEMU's /proc, `unknown` when it cann
 Running the same add again is `already-present` (the tap opened for it is not used and goes \
 away); a NIC of that name with another MAC, model or queue count is status 1 naming each \
 difference. What an interrupted earlier add left is removed first (see `hotplug gc`).")]
-    Add(NicAddArgs),
+    Add(Box<NicAddArgs>),
     /// Hot-remove a NIC: `device_del`, wait for the guest, `netdev_del`
     #[command(long_about = "\
 Hot-remove a NIC: device_del, wait for the guest's DEVICE_DELETED, then netdev_del; prints \
@@ -122,7 +122,7 @@ pub(crate) struct NicAddArgs {
     /// The option ROM file; an empty value for none (no PXE ROM)
     #[arg(long, value_name = "FILE")]
     pub(crate) romfile: Option<String>,
-    /// Bring the link down right after the add (set_link)
+    /// Bring the link down right after the add, like an unplugged cable
     #[arg(long)]
     pub(crate) link_down: bool,
     /// Another device property (Ganeti's features), NAME=VALUE; VALUE is JSON when it parses
