@@ -10,11 +10,12 @@
 use std::fmt;
 
 use hostdev::image::ImageIdentity;
+use serde_json::Value;
 
 use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NIC_SETTINGS, Snapshot};
 use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec};
 
 /// One way an existing device differs from what was asked for.
@@ -149,6 +150,21 @@ pub(crate) fn existing_nic(spec: &NicSpec, snapshot: &Snapshot) -> Result<Option
         let found = properties.mac.as_deref();
         if !found.is_some_and(|found| found.eq_ignore_ascii_case(mac)) {
             differences.push(Difference::new("mac", mac, shown(found)));
+        }
+    }
+    let numbers = [spec.host_mtu, spec.rx_queue_size, spec.tx_queue_size, spec.bootindex];
+    let wanted = NIC_SETTINGS.iter().zip(
+        numbers
+            .into_iter()
+            .map(|n| n.map(Value::from))
+            .chain([spec.romfile.clone().map(Value::from)]),
+    );
+    for (&name, wanted) in wanted {
+        let Some(wanted) = wanted else { continue };
+        let found = properties.settings.get(name);
+        if found != Some(&wanted) {
+            let found = found.map_or_else(|| "nothing readable".to_owned(), ToString::to_string);
+            differences.push(Difference::new(name, wanted, found));
         }
     }
     if differences.is_empty() {
@@ -344,6 +360,26 @@ mod tests {
         assert_eq!(differences[0].to_string(), "place: asked pci.0 slot 3, QEMU has no PCI place");
         let on_bus = NicSpec { bus: Some("br1".into()), ..spec };
         assert_eq!(conflict(existing_nic(&on_bus, &with_nic())), ["bus"]);
+    }
+
+    #[test]
+    fn nic_settings_asked_for_are_compared_with_what_qemu_shows() {
+        let spec =
+            NicSpec { queues: 2, mac: Some("52:54:00:00:00:01".into()), ..NicSpec::new("n1") };
+        let mut snapshot = with_nic();
+        let properties = snapshot.properties.get_mut("nic-n1-pci-3").unwrap();
+        properties.settings.insert("host_mtu".into(), json!(9000));
+        properties.settings.insert("romfile".into(), json!(""));
+        let same = NicSpec { host_mtu: Some(9000), romfile: Some(String::new()), ..spec.clone() };
+        assert!(existing_nic(&same, &snapshot).unwrap().is_some());
+        let other =
+            NicSpec { host_mtu: Some(1500), romfile: Some("pxe.rom".into()), ..spec.clone() };
+        assert_eq!(conflict(existing_nic(&other, &snapshot)), ["host_mtu", "romfile"]);
+        let unread = NicSpec { bootindex: Some(1), ..spec };
+        let Err(Error::Conflict { differences, .. }) = existing_nic(&unread, &snapshot) else {
+            panic!("adopted a bootindex QEMU did not show")
+        };
+        assert_eq!(differences[0].to_string(), "bootindex: asked 1, QEMU has nothing readable");
     }
 
     fn with_disk(opaque: &str) -> Snapshot {

@@ -117,7 +117,7 @@ pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
-pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot};
+pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, NIC_SETTINGS, RunState, Snapshot};
 pub use spec::{
     DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec,
     RTL8139, RemoveOptions, VIRTIO_NET, Vhost, check_mac,

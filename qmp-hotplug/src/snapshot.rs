@@ -132,7 +132,14 @@ pub struct DeviceProperties {
     pub mq: Option<bool>,
     /// A disk's drive: the block node (or legacy drive) it uses, empty when none.
     pub drive: Option<String>,
+    /// A NIC's settings from [`NIC_SETTINGS`], as QEMU shows them (virtio ones absent on
+    /// other models).
+    pub settings: BTreeMap<String, Value>,
 }
+
+/// The NIC properties a [`NicSpec`](crate::NicSpec) may set and adoption compares.
+pub const NIC_SETTINGS: [&str; 5] =
+    ["host_mtu", "rx_queue_size", "tx_queue_size", "bootindex", "romfile"];
 
 /// What QEMU has, as far as hotplug cares: read before planning, and again after an add
 /// to report what QEMU really holds.
@@ -302,7 +309,16 @@ pub(crate) enum Focus {
 /// The `qom-get` properties read for a device of `kind`.
 pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
     match kind {
-        DeviceKind::Nic => &["netdev", "mac", "mq"],
+        DeviceKind::Nic => &[
+            "netdev",
+            "mac",
+            "mq",
+            NIC_SETTINGS[0],
+            NIC_SETTINGS[1],
+            NIC_SETTINGS[2],
+            NIC_SETTINGS[3],
+            NIC_SETTINGS[4],
+        ],
         DeviceKind::Disk => &["drive"],
     }
 }
@@ -316,6 +332,9 @@ impl DeviceProperties {
             "mac" => self.mac = text(),
             "mq" => self.mq = value.as_bool(),
             "drive" => self.drive = text(),
+            setting if NIC_SETTINGS.contains(&setting) => {
+                self.settings.insert(setting.to_owned(), value.clone());
+            }
             _ => {}
         }
     }

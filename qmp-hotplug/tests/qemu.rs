@@ -953,6 +953,11 @@ async fn nic_models_and_settings_reach_qemu() {
     ] {
         assert_eq!(qom_get(client, &id, property).await, value, "{property}");
     }
+    let again = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyPresent, "the settings QEMU shows are the spec's");
+    let other = NicSpec { host_mtu: Some(1500), ..spec.clone() };
+    let error = hotplug.add_nic(&other, tap.queues(), NO_VHOST).await.unwrap_err();
+    assert!(error.to_string().contains("host_mtu: asked 1500, QEMU has 9000"), "{error}");
     // QEMU 7.2 shows a link's state nowhere (not in `info network`): set_link ran as a
     // step of the plan, which would have failed otherwise.
     let before_del = qemu.serial_len();
