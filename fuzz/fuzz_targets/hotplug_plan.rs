@@ -52,7 +52,7 @@ fuzz_target!(|data: &[u8]| {
     };
     let disk = DiskSpec {
         slot: wanted,
-        bus: wanted_bus,
+        pci_bus: wanted_bus,
         ..DiskSpec::new("fz", DiskSource::Path("/i".into()))
     };
     let image = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 2 };

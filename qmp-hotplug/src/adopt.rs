@@ -188,7 +188,7 @@ pub(crate) fn existing_disk(
 ) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
-    common(&id, &spec.model, (spec.bus.as_deref(), spec.slot), snapshot, &mut differences);
+    common(&id, &spec.model, (spec.pci_bus.as_deref(), spec.slot), snapshot, &mut differences);
     let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
     let node_name = id.node_name();
     if properties.drive.as_deref() != Some(node_name.as_str()) {

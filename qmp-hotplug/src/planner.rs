@@ -194,7 +194,7 @@ impl Planner {
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
         let id =
-            self.place(DeviceKind::Disk, &spec.name, spec.bus.as_deref(), spec.slot, snapshot)?;
+            self.place(DeviceKind::Disk, &spec.name, spec.pci_bus.as_deref(), spec.slot, snapshot)?;
         let mut steps = Vec::new();
         let (file, fdset) = match (&spec.source, image) {
             (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),

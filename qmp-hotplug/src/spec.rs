@@ -337,11 +337,11 @@ pub struct DiskSpec {
     pub read_only: bool,
     /// The device model (`virtio-blk-pci`, ...).
     pub model: String,
-    /// A slot to use instead of the first free one (on [`bus`](Self::bus), or pc's bus 0).
+    /// A slot to use instead of the first free one (on [`pci_bus`](Self::pci_bus), or pc's bus 0).
     pub slot: Option<u8>,
-    /// The bus to use (`pci.0`, a bridge's or root port's id) instead of the first with
-    /// room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
-    pub bus: Option<String>,
+    /// The PCI bus to use (`pci.0`, a bridge's or root port's id) instead of the first
+    /// with room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    pub pci_bus: Option<String>,
 }
 
 impl DiskSpec {
@@ -355,7 +355,7 @@ impl DiskSpec {
             read_only: false,
             model: "virtio-blk-pci".into(),
             slot: None,
-            bus: None,
+            pci_bus: None,
         }
     }
 }

@@ -160,7 +160,7 @@ Hot-add a disk. An --image (a regular file or a block device; a FIFO, directory 
 node is refused unopened) is opened here (read-only with --read-only) and passed in a new \
 fdset (add-fd) that keeps it for the disk's life, with the image's device and inode as its \
 opaque; blockdev-add reads /dev/fdset/N (driver file, or host_device for a block device), \
-and device_add plugs a virtio-blk device into the first free place (or --bus/--slot), as for NICs. The format is \
+and device_add plugs a virtio-blk device into the first free place (or --pci-bus/--slot), as for NICs. The format is \
 never probed: an image whose header contradicts --format (raw by default) is refused unless \
 --allow-format-mismatch. A --uri (nbd://HOST[:PORT]/EXPORT or \
 nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and passes no descriptor. If a \
@@ -225,10 +225,10 @@ pub(crate) struct DiskAddArgs {
     /// PCI slot instead of the first free one: on --bus, else on bus 0
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
-    /// The bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35 pcie-root-port
-    /// (see `qmp pci`); default: the first with room
+    /// The PCI bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35
+    /// pcie-root-port (see `qmp pci`); default: the first with room
     #[arg(long, value_name = "BUS")]
-    pub(crate) bus: Option<String>,
+    pub(crate) pci_bus: Option<String>,
 }
 
 /// `qmp hotplug disk del`.

@@ -234,7 +234,7 @@ async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result
         read_only: args.read_only,
         model: args.model.clone(),
         slot: args.slot,
-        bus: args.bus.clone(),
+        pci_bus: args.pci_bus.clone(),
         ..DiskSpec::new(args.name.clone(), source)
     };
     let disk = hotplug.add_disk(&spec, None).await?;
