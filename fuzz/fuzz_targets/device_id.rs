@@ -1,16 +1,16 @@
 //! Device ids, the names qmp-hotplug reads back from QEMU (`query-pci`, `qom-list`, node
 //! names) to tell its devices from everyone else's: `DeviceId` (Ganeti's
-//! `<kind>-<name>-pci-<slot>`) and `BusDeviceId` (`<kind>-<name>-<bus>-<slot>`).
+//! `<kind>-<name>-pci-<slot>` on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere).
 //!
 //! Byte 0 even: the rest is an id read from QEMU. Whatever parses prints back as the same
-//! text, is a QEMU id within `MAX_ID_LEN`, and both parsers agree on pc's bus 0.
+//! text, is a QEMU id within `MAX_ID_LEN`, and is Ganeti's form exactly on pc's bus 0.
 //! Byte 0 odd: the rest picks a kind, name, bus and slot (from alphabets that reach the
 //! rules' edges); whatever `new` accepts prints as an id that parses back to it.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use qmp_hotplug::{BusDeviceId, DeviceId, DeviceKind, MAX_ID_LEN, Place, PlaceBus};
+use qmp_hotplug::{DeviceId, DeviceKind, MAX_ID_LEN, Place, PlaceBus};
 
 /// QEMU's node-name buffer holds 31 characters; `<id>-file` is the longest name made.
 const QEMU_NODE_NAME_MAX: usize = 31;
@@ -39,23 +39,15 @@ fn check_shape(id: &str) {
 }
 
 fn read_back(text: &str) {
-    let ganeti = text.parse::<DeviceId>();
-    let any_bus = text.parse::<BusDeviceId>();
-    if let Ok(id) = &ganeti {
+    if let Ok(id) = text.parse::<DeviceId>() {
         assert_eq!(id.to_string(), text);
         assert!(id.slot() < qmp_hotplug::PCI_SLOTS);
         check_shape(text);
-        let on_bus = any_bus.as_ref().expect("a Ganeti id is a bus device id on pc's bus 0");
-        assert_eq!(on_bus.place(), Place { bus: PlaceBus::PcRoot, slot: id.slot() });
-        assert_eq!(on_bus.on_pc_root().as_ref(), Some(id));
-    }
-    if let Ok(id) = &any_bus {
-        assert_eq!(id.to_string(), text);
-        check_shape(text);
-        let made = BusDeviceId::new(id.kind(), id.name(), &id.place());
-        assert_eq!(made.as_ref().ok(), Some(id), "{text} parses but cannot be made");
-        let on_pc_root = id.place().bus == PlaceBus::PcRoot;
-        assert_eq!(on_pc_root, ganeti.is_ok(), "{text}: the two parsers disagree on bus 0");
+        let made = DeviceId::at(id.kind(), id.name(), &id.place());
+        assert_eq!(made.as_ref().ok(), Some(&id), "{text} parses but cannot be made");
+        // Ganeti's form is exactly the pc bus 0 one.
+        let ganeti_form = text == format!("{}-{}-pci-{}", id.kind().prefix(), id.name(), id.slot());
+        assert_eq!(id.place().bus == PlaceBus::PcRoot, ganeti_form, "{text}");
     }
 }
 
@@ -76,11 +68,11 @@ fn made(u: &mut Unstructured<'_>) -> Result<()> {
         check_shape(&id.to_string());
         assert!(id.file_node_name().len() <= QEMU_NODE_NAME_MAX);
     }
-    match BusDeviceId::new(kind, &name, &place) {
+    match DeviceId::at(kind, &name, &place) {
         Ok(id) => {
             let text = id.to_string();
             assert_eq!((id.kind(), id.name(), id.place()), (kind, name.as_str(), place.clone()));
-            assert_eq!(text.parse::<BusDeviceId>().as_ref().ok(), Some(&id), "{text}");
+            assert_eq!(text.parse::<DeviceId>().as_ref().ok(), Some(&id), "{text}");
             assert!(ganeti.is_ok(), "{text} made with a name or slot DeviceId refuses");
             read_back(&text);
         }

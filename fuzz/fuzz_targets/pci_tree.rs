@@ -12,7 +12,7 @@ use std::collections::BTreeSet;
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qmp_hotplug::{
-    BusDeviceId, BusKind, DeviceKind, MAX_BUSES, PciTree, Peripheral, Preferences, TopologyInput,
+    BusKind, DeviceId, DeviceKind, MAX_BUSES, PciTree, Peripheral, Preferences, TopologyInput,
 };
 use serde_json::{Value, json};
 
@@ -139,7 +139,7 @@ fn check(tree: &PciTree, preferences: &Preferences) {
                 if let Some(place) = tree.place_of(id) {
                     assert!(tree.has_device(id, &place));
                 }
-                if let Ok(parsed) = id.parse::<BusDeviceId>() {
+                if let Ok(parsed) = id.parse::<DeviceId>() {
                     assert_eq!(&parsed.to_string(), id);
                 }
             }
@@ -162,9 +162,9 @@ fn check(tree: &PciTree, preferences: &Preferences) {
             if bus.kind == BusKind::RootPort {
                 assert!(place.slot == 0 && bus.functions.is_empty() && bus.hotplug == Some(true));
             }
-            let id = BusDeviceId::new(kind, "fz", place).expect("free places have valid ids");
+            let id = DeviceId::at(kind, "fz", place).expect("free places have valid ids");
             let text = id.to_string();
-            assert_eq!(text.parse::<BusDeviceId>().ok().map(|id| id.place()).as_ref(), Some(place));
+            assert_eq!(text.parse::<DeviceId>().ok().map(|id| id.place()).as_ref(), Some(place));
             assert!(!tree.has_device(&text, place));
             assert!(ids.insert(text), "two places share an id");
         }
@@ -178,7 +178,7 @@ fn check(tree: &PciTree, preferences: &Preferences) {
 fuzz_target!(|data: &[u8]| {
     let Some((&mode, rest)) = data.split_first() else { return };
     if let Ok(text) = std::str::from_utf8(rest) {
-        if let Ok(id) = text.parse::<BusDeviceId>() {
+        if let Ok(id) = text.parse::<DeviceId>() {
             assert_eq!(id.to_string(), text);
         }
     }

@@ -352,6 +352,9 @@ fn hostile_server() -> MockServer {
                      "class_info": {"class": 512, "desc": "Ether\u{9b}2Jnet\nslot 4 free"},
                      "id": {"vendor": 6900, "device": 4096}, "regions": []}]}]),
             ),
+            // The machine type; no peripherals, so the tree shows query-pci's description.
+            "qom-get" => conn.reply(&request.command, json!("pc-i440fx-7.2-machine")),
+            "qom-list" => conn.reply(&request.command, json!([])),
             "device_del" => conn.error(&request.command, "Evil\u{1b}[31m", "gone\u{9b}2J"),
             "stop" => {
                 conn.event("STOP\u{1b}[2J", Some(json!({"why": "\u{9b}31m\u{202e}"})));
@@ -364,6 +367,7 @@ fn hostile_server() -> MockServer {
             ),
             _ => conn.reply(&request.command, json!({})),
         })
+        .commands(qmp_client::mock::DEFAULT_COMMANDS.iter().copied().chain(["qom-list", "qom-get"]))
         .start()
 }
 
@@ -376,7 +380,7 @@ async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
     assert_status(&output, OK);
     assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
     let table = stdout(&output);
-    let row = table.lines().find(|l| l.starts_with("03.0")).unwrap_or_else(|| panic!("{table}"));
+    let row = table.lines().find(|l| l.starts_with("  03.0")).unwrap_or_else(|| panic!("{table}"));
     assert!(row.contains("nic\\u{1b}]0;owned\\u{7}"), "{row}");
     assert!(row.contains("Ether\\u{9b}2Jnet\\nslot 4 free"), "{row}");
     assert!(!table.lines().any(|l| l.starts_with("slot 4")), "{table}");
@@ -386,10 +390,10 @@ async fn server_strings_are_escaped_on_the_terminal_and_exact_in_json() {
     let output = run_async(qmp_at(server.path(), ["pci", "--json"])).await;
     assert_status(&output, OK);
     assert!(!has_terminal_control(&output.stdout), "{:?}", stdout(&output));
-    let slots: Value = serde_json::from_str(&stdout(&output)).unwrap();
-    let function = &slots[3]["functions"][0];
+    let tree: Value = serde_json::from_str(&stdout(&output)).unwrap();
+    let function = &tree["buses"][0]["functions"][1];
     assert_eq!(function["id"], "nic\u{1b}]0;owned\u{7}");
-    assert_eq!(function["description"], "Ether\u{9b}2Jnet\nslot 4 free");
+    assert_eq!(function["what"], "Ether\u{9b}2Jnet\nslot 4 free");
 
     // exec's error line: class and description escaped.
     let output = run_async(qmp_at(server.path(), ["exec", "device_del", r#"{"id": "x"}"#])).await;

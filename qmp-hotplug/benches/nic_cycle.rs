@@ -1,6 +1,7 @@
 //! One NIC hot-add + hot-del cycle against real QEMU 7.2 with the project's test guest
 //! (TCG): `getfd`, `netdev_add`, `device_add`, then `device_del`, waiting for the guest's
-//! `DEVICE_DELETED`, and `netdev_del`, with the snapshot reads each operation makes.
+//! `DEVICE_DELETED`, and `netdev_del`, with the snapshot reads each operation makes; on the
+//! `pc` machine (bus 0) and on `q35` (into an empty `pcie-root-port`).
 //!
 //! Besides criterion's wall-clock figures it prints where the time went: this process's
 //! CPU time (user + system, from `getrusage`) is the time spent in our code, the rest is
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant};
 use criterion::{Criterion, SamplingMode, criterion_group, criterion_main};
 use hostdev::tap::Tap;
 use nix::sys::resource::{UsageWho, getrusage};
-use qemu_launcher::Qemu;
+use qemu_launcher::{Qemu, QemuBuilder};
 use qmp_client::Client;
 use qmp_hotplug::{Hotplug, NicSpec, RemoveOptions};
 
@@ -29,7 +30,17 @@ fn cpu_time() -> Duration {
 }
 
 fn nic_cycle(c: &mut Criterion) {
-    let Some(qemu) = Qemu::start_guest_or_skip() else {
+    cycle_on(c, "pc", &[]);
+    // q35 hot-plugs into root ports only: one empty port, used by every cycle.
+    cycle_on(c, "q35", &["pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2"]);
+}
+
+fn cycle_on(c: &mut Criterion, machine: &str, devices: &[&str]) {
+    let mut builder = QemuBuilder::new().machine(machine);
+    for device in devices {
+        builder = builder.arg("-device").arg(device);
+    }
+    let Some(qemu) = Qemu::start_guest_or_skip_with(builder) else {
         eprintln!("nic_cycle: skipped, no QEMU or test guest");
         return;
     };
@@ -42,7 +53,7 @@ fn nic_cycle(c: &mut Criterion) {
     let spec = NicSpec::new("bench");
     let (mut wall, mut ours, mut cycles) = (Duration::ZERO, Duration::ZERO, 0u64);
 
-    let mut group = c.benchmark_group("nic_hotplug_cycle");
+    let mut group = c.benchmark_group(format!("nic_hotplug_cycle_{machine}"));
     group
         .sample_size(10)
         .sampling_mode(SamplingMode::Flat)
@@ -74,7 +85,7 @@ fn nic_cycle(c: &mut Criterion) {
 
     let per_cycle = |total: Duration| total / u32::try_from(cycles.max(1)).unwrap_or(u32::MAX);
     eprintln!(
-        "nic_cycle: {cycles} cycles, {:.1} ms wall per cycle, of which our process's CPU {:.3} ms \
+        "nic_cycle {machine}: {cycles} cycles, {:.1} ms wall per cycle, of which our process's CPU {:.3} ms \
          ({:.2}%); QEMU and the guest {:.1} ms",
         per_cycle(wall).as_secs_f64() * 1e3,
         per_cycle(ours).as_secs_f64() * 1e3,

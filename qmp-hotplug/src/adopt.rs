@@ -10,11 +10,12 @@
 use std::fmt;
 
 use hostdev::image::ImageIdentity;
+use serde_json::Value;
 
 use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
-use crate::snapshot::Snapshot;
+use crate::snapshot::{NIC_SETTINGS, Snapshot};
 use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec};
 
 /// One way an existing device differs from what was asked for.
@@ -77,10 +78,12 @@ fn the_device(
     }
 }
 
+/// What every device kind is compared by: model, the place asked for, and that QEMU has
+/// the device where its id says (an id that names another place is not one we made).
 fn common(
     id: &DeviceId,
     model: &str,
-    slot: Option<u8>,
+    (bus, slot): (Option<&str>, Option<u8>),
     snapshot: &Snapshot,
     differences: &mut Vec<Difference>,
 ) {
@@ -88,8 +91,16 @@ fn common(
     if driver != model {
         differences.push(Difference::new("model", model, driver));
     }
+    if let Some(bus) = bus.filter(|bus| *bus != id.bus().device_add_name()) {
+        differences.push(Difference::new("bus", bus, id.bus()));
+    }
     if let Some(slot) = slot.filter(|slot| *slot != id.slot()) {
         differences.push(Difference::new("slot", slot, id.slot()));
+    }
+    let found = snapshot.pci.place_of(&id.to_string());
+    if found.as_ref() != Some(&id.place()) {
+        let found = found.map_or_else(|| "no PCI place".to_owned(), |place| place.to_string());
+        differences.push(Difference::new("place", id.place(), found));
     }
 }
 
@@ -109,7 +120,7 @@ fn shown(value: Option<&str>) -> &str {
 pub(crate) fn existing_nic(spec: &NicSpec, snapshot: &Snapshot) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Nic, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
-    common(&id, &spec.model, spec.slot, snapshot, &mut differences);
+    common(&id, &spec.model, (spec.bus.as_deref(), spec.slot), snapshot, &mut differences);
     let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
     let netdev_id = id.netdev_id();
     if properties.netdev.as_deref() != Some(netdev_id.as_str()) {
@@ -141,6 +152,21 @@ pub(crate) fn existing_nic(spec: &NicSpec, snapshot: &Snapshot) -> Result<Option
             differences.push(Difference::new("mac", mac, shown(found)));
         }
     }
+    let numbers = [spec.host_mtu, spec.rx_queue_size, spec.tx_queue_size, spec.bootindex];
+    let wanted = NIC_SETTINGS.iter().zip(
+        numbers
+            .into_iter()
+            .map(|n| n.map(Value::from))
+            .chain([spec.romfile.clone().map(Value::from)]),
+    );
+    for (&name, wanted) in wanted {
+        let Some(wanted) = wanted else { continue };
+        let found = properties.settings.get(name);
+        if found != Some(&wanted) {
+            let found = found.map_or_else(|| "nothing readable".to_owned(), ToString::to_string);
+            differences.push(Difference::new(name, wanted, found));
+        }
+    }
     if differences.is_empty() {
         Ok(Some(id))
     } else {
@@ -162,7 +188,7 @@ pub(crate) fn existing_disk(
 ) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
-    common(&id, &spec.model, spec.slot, snapshot, &mut differences);
+    common(&id, &spec.model, (spec.pci_bus.as_deref(), spec.slot), snapshot, &mut differences);
     let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
     let node_name = id.node_name();
     if properties.drive.as_deref() != Some(node_name.as_str()) {
@@ -244,16 +270,26 @@ fn nbd_text(export: &NbdExport) -> String {
 mod tests {
     use hostdev::DeviceNumber;
     use qmp_codec::{FdsetFdInfo, FdsetInfo};
-    use serde_json::json;
+    use serde_json::{Value, json};
 
     use super::*;
     use crate::netinfo::NetworkInfo;
-    use crate::pci::SlotMap;
     use crate::snapshot::{BlockNode, DeviceProperties};
     use crate::spec::DiskFormat;
+    use crate::topology::PciTree;
 
+    /// A pc machine whose bus 0 has `nic-n1-pci-3` and `disk-d1-pci-2` where their ids say
+    /// (the tests add the devices' other parts).
     fn empty() -> Snapshot {
-        Snapshot::new(SlotMap::from_query_pci(&json!([{"bus": 0, "devices": []}])).unwrap())
+        Snapshot::new(pc_with_slots(&[(3, "nic-n1-pci-3"), (2, "disk-d1-pci-2")]))
+    }
+
+    fn pc_with_slots(devices: &[(u8, &str)]) -> PciTree {
+        let devices: Vec<Value> = devices
+            .iter()
+            .map(|(slot, id)| json!({"bus": 0, "slot": slot, "function": 0, "qdev_id": id}))
+            .collect();
+        PciTree::from_query_pci("pc", &json!([{"bus": 0, "devices": devices}])).unwrap()
     }
 
     /// QEMU with a two-queue NIC `nic-n1-pci-3`, MAC 52:54:00:00:00:01.
@@ -307,6 +343,43 @@ mod tests {
         no_backend.properties.get_mut("nic-n1-pci-3").unwrap().netdev = Some(String::new());
         no_backend.network = NetworkInfo::default();
         assert_eq!(conflict(existing_nic(&spec, &no_backend)), ["netdev", "netdev"]);
+    }
+
+    #[test]
+    fn a_device_elsewhere_than_its_id_says_is_not_adopted() {
+        let spec =
+            NicSpec { queues: 2, mac: Some("52:54:00:00:00:01".into()), ..NicSpec::new("n1") };
+        assert!(existing_nic(&spec, &with_nic()).unwrap().is_some());
+        let mut moved = with_nic();
+        moved.pci = pc_with_slots(&[(5, "nic-n1-pci-3")]);
+        assert_eq!(conflict(existing_nic(&spec, &moved)), ["place"]);
+        moved.pci = pc_with_slots(&[]);
+        let Err(Error::Conflict { differences, .. }) = existing_nic(&spec, &moved) else {
+            panic!("adopted a NIC QEMU shows on no bus")
+        };
+        assert_eq!(differences[0].to_string(), "place: asked pci.0 slot 3, QEMU has no PCI place");
+        let on_bus = NicSpec { bus: Some("br1".into()), ..spec };
+        assert_eq!(conflict(existing_nic(&on_bus, &with_nic())), ["bus"]);
+    }
+
+    #[test]
+    fn nic_settings_asked_for_are_compared_with_what_qemu_shows() {
+        let spec =
+            NicSpec { queues: 2, mac: Some("52:54:00:00:00:01".into()), ..NicSpec::new("n1") };
+        let mut snapshot = with_nic();
+        let properties = snapshot.properties.get_mut("nic-n1-pci-3").unwrap();
+        properties.settings.insert("host_mtu".into(), json!(9000));
+        properties.settings.insert("romfile".into(), json!(""));
+        let same = NicSpec { host_mtu: Some(9000), romfile: Some(String::new()), ..spec.clone() };
+        assert!(existing_nic(&same, &snapshot).unwrap().is_some());
+        let other =
+            NicSpec { host_mtu: Some(1500), romfile: Some("pxe.rom".into()), ..spec.clone() };
+        assert_eq!(conflict(existing_nic(&other, &snapshot)), ["host_mtu", "romfile"]);
+        let unread = NicSpec { bootindex: Some(1), ..spec };
+        let Err(Error::Conflict { differences, .. }) = existing_nic(&unread, &snapshot) else {
+            panic!("adopted a bootindex QEMU did not show")
+        };
+        assert_eq!(differences[0].to_string(), "bootindex: asked 1, QEMU has nothing readable");
     }
 
     fn with_disk(opaque: &str) -> Snapshot {

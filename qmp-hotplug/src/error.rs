@@ -9,6 +9,7 @@ use crate::adopt::{self, Difference};
 use crate::ids::DeviceKind;
 use crate::snapshot::RunState;
 use crate::spec::DiskFormat;
+use crate::topology::NoFreePlace;
 
 /// Everything planning or carrying out a hotplug operation can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -17,9 +18,15 @@ pub enum Error {
     /// Every slot of bus 0 is taken.
     #[error("PCI bus 0 has no free slot")]
     BusFull,
+    /// No bus of the machine can take the device: where the planner looked, why each bus
+    /// could not, and what to start the VM with.
+    #[error(transparent)]
+    NoFreePlace(#[from] NoFreePlace),
     /// The slot asked for cannot take a device.
-    #[error("PCI slot {slot} cannot take a device: {reason}")]
+    #[error("PCI slot {slot} of {bus} cannot take a device: {reason}")]
     SlotUnavailable {
+        /// The bus (`pci.0` for pc's bus 0).
+        bus: String,
         /// The slot.
         slot: u8,
         /// Why.

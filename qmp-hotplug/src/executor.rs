@@ -29,9 +29,11 @@ use crate::qemu_errors::{
 };
 use crate::report::{DiskReport, NicReport, Outcome};
 use crate::snapshot::{
-    DeviceProperties, Focus, PERIPHERAL_PATH, Query, Replies, RunState, Snapshot, properties_of,
+    DeviceProperties, Focus, PERIPHERAL_PATH, QomProperty, Query, Replies, RunState, Snapshot,
+    properties_of, unplaced,
 };
 use crate::spec::{DiskSource, DiskSpec, NicSpec, RemoveOptions, Vhost};
+use crate::topology::{PciTree, Peripheral, Place, TopologyInput};
 
 /// How long a removal waits for the guest (the whole removal's time) when the caller has
 /// no better figure, as in [`RemoveOptions::new`]`(DEFAULT_UNPLUG_TIMEOUT)`.
@@ -265,12 +267,13 @@ impl Hotplug {
 
     async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
         // Boxed: eight queries in flight make a large future, and every operation holds one.
-        let (status, pci, peripherals, objects, block_nodes, block, fdsets, network) =
+        let (status, pci, machine_type, peripherals, objects, block_nodes, block, fdsets, network) =
             Box::pin(async {
                 tokio::join!(
                     self.query(Query::Status, deadline),
                     self.query(Query::Pci, deadline),
-                    self.query(Query::Peripherals, deadline),
+                    self.query::<String>(Query::MachineType, deadline),
+                    self.query::<Vec<QomProperty>>(Query::Peripherals, deadline),
                     self.query(Query::Objects, deadline),
                     self.query(Query::BlockNodes, deadline),
                     self.query(Query::Block, deadline),
@@ -279,10 +282,14 @@ impl Hotplug {
                 )
             })
             .await;
+        let peripherals = peripherals?;
+        let placements = self.place_peripherals(unplaced(&peripherals), deadline).await?;
         let mut snapshot = Snapshot::from_replies(Replies {
             status: status?,
             pci: pci?,
-            peripherals: peripherals?,
+            machine_type: Some(machine_type?),
+            placements,
+            peripherals,
             objects: objects?,
             block_nodes: block_nodes?,
             block: block?,
@@ -299,18 +306,37 @@ impl Hotplug {
                     Ok(value) => properties.set(property, &value),
                     // Not a property of this device (it is of another kind), or the device
                     // went away since the listing: nothing to record.
-                    Err(error)
-                        if PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
-                            || error
-                                .qmp_error()
-                                .is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound) => {
-                    }
+                    Err(error) if is_missing(&error) => {}
                     Err(error) => return Err(error),
                 }
             }
             snapshot.properties.insert(id, properties);
         }
         Ok(snapshot)
+    }
+
+    /// Reads where QOM puts each peripheral (`parent_bus`, `addr`) and whether a root port
+    /// takes hotplug: `query-pci` lists nothing behind a bridge the firmware has not
+    /// numbered yet, and does not show a root port's `hotplug` property.
+    async fn place_peripherals(
+        &self,
+        mut peripherals: Vec<Peripheral>,
+        deadline: &Deadline,
+    ) -> Result<Vec<Peripheral>, Error> {
+        for peripheral in &mut peripherals {
+            let path = format!("{PERIPHERAL_PATH}/{}", peripheral.id);
+            for property in peripheral.wanted_properties() {
+                let get =
+                    self.client.execute("qom-get", json!({"path": path, "property": property}));
+                match self.call(deadline, "qom-get", get).await {
+                    Ok(value) => peripheral.set_qom_property(property, &value)?,
+                    // Not a PCI device (no addr), or gone since the listing.
+                    Err(error) if is_missing(&error) => {}
+                    Err(error) => return Err(error),
+                }
+            }
+        }
+        Ok(peripherals)
     }
 
     /// Runs one of the snapshot's queries, decoding the reply as `T`.
@@ -371,7 +397,8 @@ impl Hotplug {
         }
     }
 
-    /// Bus 0 from `query-pci` (Ganeti's `_GetPCIDevices`), without the planner's reserved slots.
+    /// Bus 0 from `query-pci` alone (Ganeti's `_GetPCIDevices` on `pc`), without the
+    /// planner's reserved slots; [`Hotplug::pci_tree`] has every bus.
     ///
     /// # Errors
     /// A failed query, or unexpected data.
@@ -380,23 +407,42 @@ impl Hotplug {
         SlotMap::from_query_pci(&self.query(Query::Pci, &deadline).await?)
     }
 
-    /// The first slot the planner would pick (Ganeti's `GetFreePCISlot`).
+    /// The whole PCI tree: every bus with its devices, the machine type, and where QOM puts
+    /// each peripheral.
     ///
     /// # Errors
-    /// [`Error::BusFull`], or as [`Hotplug::pci_slots`].
-    pub async fn free_slot(&self) -> Result<u8, Error> {
-        self.pci_slots()
-            .await?
-            .with_reserved(self.planner.reserved_slots.iter().copied())
-            .free_slot()
+    /// A failed query, or unexpected data.
+    pub async fn pci_tree(&self) -> Result<PciTree, Error> {
+        let deadline = Deadline::after(self.operation_timeout);
+        let (pci, machine_type, peripherals) = tokio::join!(
+            self.query::<Value>(Query::Pci, &deadline),
+            self.query::<String>(Query::MachineType, &deadline),
+            self.query::<Vec<QomProperty>>(Query::Peripherals, &deadline),
+        );
+        let placements = self.place_peripherals(unplaced(&peripherals?), &deadline).await?;
+        PciTree::new(&TopologyInput {
+            machine_type: Some(machine_type?),
+            query_pci: pci?,
+            peripherals: placements,
+        })
     }
 
-    /// Whether device `id` sits in `slot` (Ganeti's `HasPCIDevice`).
+    /// Where the planner would put a device `name` of `kind` (Ganeti's `GetFreePCISlot`,
+    /// over every bus, with the planner's [`Preferences`](crate::Preferences)).
     ///
     /// # Errors
-    /// As [`Hotplug::pci_slots`].
+    /// [`Error::NoFreePlace`] saying where it looked, or as [`Hotplug::pci_tree`].
+    pub async fn free_place(&self, kind: DeviceKind, name: &str) -> Result<Place, Error> {
+        DeviceId::check_name(name)?;
+        Ok(self.pci_tree().await?.free_place(kind, name, &self.planner.preferences)?)
+    }
+
+    /// Whether device `id` sits where its id says, on any bus (Ganeti's `HasPCIDevice`).
+    ///
+    /// # Errors
+    /// As [`Hotplug::pci_tree`].
     pub async fn has_device(&self, id: &DeviceId) -> Result<bool, Error> {
-        Ok(self.pci_slots().await?.has_device(&id.to_string(), id.slot()))
+        Ok(self.pci_tree().await?.has_device(&id.to_string(), &id.place()))
     }
 
     /// Whether NIC hot-add can work here (Ganeti's `CheckNicHotAddSupport`): QEMU has
@@ -498,8 +544,9 @@ impl Hotplug {
         taps: &[impl AsFd],
         vhost_fds: &[impl AsFd],
     ) -> Result<NicReport, Error> {
-        DeviceId::new(DeviceKind::Nic, &spec.name, 0)?;
+        DeviceId::check_name(&spec.name)?;
         check_queues(spec.queues)?;
+        spec.check_settings()?;
         self.check_nic_support(spec).await?;
         if taps.len() != spec.queues {
             return Err(Error::InvalidSpec(format!(
@@ -1269,7 +1316,9 @@ fn event_device(event: &Event) -> Option<&str> {
 fn is_absent(step: &Step, error: &Error) -> bool {
     let Some((class, desc)) = error.qmp_error() else { return false };
     match step {
-        Step::DeviceDel { .. } | Step::NetdevDel { .. } => *class == ErrorClass::DeviceNotFound,
+        Step::DeviceDel { .. } | Step::NetdevDel { .. } | Step::SetLink { up: true, .. } => {
+            *class == ErrorClass::DeviceNotFound
+        }
         Step::CloseFd { .. } => FD_NAME_NOT_FOUND.matches(class, desc),
         Step::RemoveFdset { .. } => FDSET_NOT_FOUND.matches(class, desc),
         Step::BlockdevDel { .. } => NODE_NOT_FOUND.matches(class, desc),
@@ -1291,4 +1340,10 @@ fn is_race(error: &Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A `qom-get` of a property the object does not have, or of an object that went away.
+fn is_missing(error: &Error) -> bool {
+    PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
+        || error.qmp_error().is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound)
 }

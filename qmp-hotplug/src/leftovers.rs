@@ -176,11 +176,11 @@ mod tests {
 
     use super::*;
     use crate::netinfo::NetworkInfo;
-    use crate::pci::SlotMap;
     use crate::snapshot::{BlockBackend, BlockNode};
+    use crate::topology::PciTree;
 
     fn empty() -> Snapshot {
-        Snapshot::new(SlotMap::from_query_pci(&json!([{"bus": 0, "devices": []}])).unwrap())
+        Snapshot::new(PciTree::from_query_pci("pc", &json!([{"bus": 0, "devices": []}])).unwrap())
     }
 
     fn fdset(id: u64, opaque: &str) -> FdsetInfo {

@@ -32,15 +32,16 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `spec.rs` | what the caller asks for: [`NicSpec`], [`DiskSpec`], [`DiskSource`], [`DiskFormat`], [`Vhost`], [`NbdExport`], [`RemoveOptions`] |
-//! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme and every QEMU name derived from it |
+//! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere, and every QEMU name derived from it |
+//! | `topology/` | [`PciTree`]: every bus from `query-pci` and QOM, where a device can go ([`Place`], [`Preferences`], [`NoFreePlace`]), and its [`PciView`] |
 //! | `ownership.rs` | the texts that prove what is ours: [`disk_opaque`] (image fingerprints), [`IntentMarker`] |
-//! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots |
+//! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots (pc's bus alone) |
 //! | `netinfo.rs` | [`NetworkInfo`]: HMP `info network` parsed (QEMU 7.2 has no `query-netdev`) |
 //! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
 //! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
 //! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
 //! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo |
-//! | `planner.rs` | [`Planner`]: spec + snapshot to plan; pure, no client and no I/O |
+//! | `planner.rs` | [`Planner`]: spec + snapshot to plan, on pc's bus 0, bridges and q35 root ports; pure, no client and no I/O |
 //! | `executor.rs` | [`Hotplug`]: reads QEMU, checks, runs plans, waits for `DEVICE_DELETED`, rolls back, retries races |
 //! | `report.rs` | [`Outcome`], [`NicReport`], [`DiskReport`]: what QEMU has afterwards |
 //! | `host.rs` | [`Host`]: the host I/O the executor is handed (images, vhost-net, `/proc`), [`LocalHost`] through `hostdev` |
@@ -51,8 +52,8 @@
 //! Planning needs no QEMU:
 //!
 //! ```
-//! use qmp_hotplug::{NicSpec, Planner, Snapshot, SlotMap};
-//! let pci = SlotMap::from_query_pci(&serde_json::json!([{"bus": 0, "devices": []}]))?;
+//! use qmp_hotplug::{NicSpec, PciTree, Planner, Snapshot};
+//! let pci = PciTree::from_query_pci("pc", &serde_json::json!([{"bus": 0, "devices": []}]))?;
 //! let (id, plan) = Planner::default().nic_add(&NicSpec::new("web1"), &Snapshot::new(pci))?;
 //! assert_eq!(id.to_string(), "nic-web1-pci-1");
 //! let commands: Vec<_> = plan.steps().iter().map(|s| s.step.command()).collect();
@@ -108,7 +109,7 @@ pub use executor::{
     DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds, Probe, disk_probes, nic_probes,
 };
 pub use host::{Host, ImageFacts, LocalHost};
-pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};
+pub use ids::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
 pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
@@ -116,13 +117,13 @@ pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
-pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot};
+pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, NIC_SETTINGS, RunState, Snapshot};
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, RemoveOptions,
-    Vhost,
+    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec,
+    RTL8139, RemoveOptions, VIRTIO_NET, Vhost, check_mac,
 };
 pub use topology::{
-    Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,
-    MachineKind, NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences,
-    TopologyInput, TreeFunction, Unusable,
+    Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,
+    NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences, TopologyInput,
+    TreeFunction, Unusable,
 };

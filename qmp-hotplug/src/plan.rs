@@ -107,6 +107,13 @@ pub enum Step {
         /// The device id.
         id: String,
     },
+    /// `set_link`: a NIC's link state as the guest sees it.
+    SetLink {
+        /// The NIC's device id.
+        id: String,
+        /// Up or down.
+        up: bool,
+    },
     /// `object-add`: an intent marker.
     ObjectAdd {
         /// The object id.
@@ -137,6 +144,7 @@ impl Step {
             Self::DeviceDel { .. } => "device_del",
             Self::ObjectAdd { .. } => "object-add",
             Self::ObjectDel { .. } => "object-del",
+            Self::SetLink { .. } => "set_link",
         }
     }
 
@@ -156,6 +164,7 @@ impl Step {
             Self::RemoveFdset { fdset: FdsetRef::Id(id) } => json!({"fdset-id": id}),
             Self::RemoveFdset { fdset: FdsetRef::Planned } => json!({"fdset-id": "<new>"}),
             Self::BlockdevDel { node_name } => json!({"node-name": node_name}),
+            Self::SetLink { id, up } => json!({"name": id, "up": up}),
         }
     }
 
@@ -183,8 +192,9 @@ impl Step {
         }
     }
 
-    /// `true` for the steps that take something away (every undo is one): they count
-    /// as done when QEMU says the object is already gone.
+    /// `true` for the steps that take something away (every undo is one; `set_link` up
+    /// takes away a down link): they count as done when QEMU says the object is already
+    /// gone.
     pub fn is_removal(&self) -> bool {
         matches!(
             self,
@@ -194,6 +204,7 @@ impl Step {
                 | Self::BlockdevDel { .. }
                 | Self::DeviceDel { .. }
                 | Self::ObjectDel { .. }
+                | Self::SetLink { up: true, .. }
         )
     }
 
@@ -216,7 +227,8 @@ impl fmt::Display for Step {
             | Self::DeviceAdd { id, .. }
             | Self::DeviceDel { id }
             | Self::ObjectAdd { id, .. }
-            | Self::ObjectDel { id } => id.clone(),
+            | Self::ObjectDel { id }
+            | Self::SetLink { id, .. } => id.clone(),
             Self::AddFd { .. } => "a new fdset".into(),
             Self::RemoveFdset { fdset } => fdset.to_string(),
             Self::BlockdevAdd { node_name, .. } | Self::BlockdevDel { node_name } => {

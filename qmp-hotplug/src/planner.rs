@@ -8,56 +8,73 @@ use crate::Error;
 use crate::adopt::protocol_driver;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{IntentMarker, MARKER_QOM_TYPE, disk_opaque};
-use crate::pci::Slot;
+use crate::pci::PCI_SLOTS;
 use crate::plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 use crate::snapshot::Snapshot;
 use crate::spec::{DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost};
+use crate::topology::{BusKind, MachineKind, Preferences};
 
 /// Turns specs and a [`Snapshot`] into [`Plan`]s.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Planner {
-    /// The bus devices go on (`pci.0` on the `pc` machine).
-    pub bus: String,
-    /// Slots never picked automatically (kept for devices added at boot).
-    pub reserved_slots: Vec<u8>,
-}
-
-impl Default for Planner {
-    fn default() -> Self {
-        Self { bus: "pci.0".into(), reserved_slots: Vec::new() }
-    }
+    /// Where devices may go: slots kept free per bus (for devices added at boot), and the
+    /// buses to search.
+    pub preferences: Preferences,
 }
 
 impl Planner {
-    /// The id and slot for a new device of `kind`: the caller's slot, or the first free
-    /// one. Never an earlier try's: what an interrupted try left is removed before
-    /// planning, and a complete device is compared, not planned again.
+    /// The id and place for a new device of `kind`: the caller's bus and slot, or the
+    /// first free place ([`PciTree::free_place`](crate::PciTree::free_place)). Never an
+    /// earlier try's: what an interrupted try left is removed before planning, and a
+    /// complete device is compared, not planned again.
     fn place(
         &self,
         kind: DeviceKind,
         name: &str,
-        wanted: Option<u8>,
+        wanted_bus: Option<&str>,
+        wanted_slot: Option<u8>,
         snapshot: &Snapshot,
     ) -> Result<DeviceId, Error> {
-        let pci = snapshot.pci.clone().with_reserved(self.reserved_slots.iter().copied());
-        let slot = match wanted {
-            Some(slot) => match pci.get(slot) {
-                Some(Slot::Free) => slot,
-                Some(Slot::Occupied(functions)) => {
-                    let user = functions.first().and_then(|f| f.qdev_id.clone());
-                    return Err(Error::SlotUnavailable {
-                        slot,
-                        reason: format!("in use by {}", user.as_deref().unwrap_or("the machine")),
-                    });
-                }
-                Some(Slot::Reserved) => {
-                    return Err(Error::SlotUnavailable { slot, reason: "reserved".into() });
-                }
-                None => return Err(Error::SlotUnavailable { slot, reason: "out of range".into() }),
-            },
-            None => pci.free_slot()?,
+        DeviceId::check_name(name)?;
+        let tree = &snapshot.pci;
+        let Some(slot) = wanted_slot else {
+            let preferences = match wanted_bus {
+                Some(bus) => self.preferences.clone().only([bus]),
+                None => self.preferences.clone(),
+            };
+            let place = tree.free_place(kind, name, &preferences)?;
+            return DeviceId::at(kind, name, &place);
         };
-        DeviceId::new(kind, name, slot)
+        // A slot alone means bus 0, as in Ganeti.
+        let bus_name = wanted_bus.unwrap_or(match tree.machine() {
+            MachineKind::Q35 => "pcie.0",
+            _ => "pci.0",
+        });
+        let only = self.preferences.clone().only([bus_name]);
+        if let Some(place) =
+            tree.free_places(kind, name, &only).into_iter().find(|place| place.slot == slot)
+        {
+            return DeviceId::at(kind, name, &place);
+        }
+        let reason = match tree.free_place(kind, name, &only) {
+            Err(none) => none.checked.first().map(|c| c.why.to_string()).unwrap_or_default(),
+            Ok(_) if slot >= PCI_SLOTS => "out of range".into(),
+            Ok(_) => {
+                let bus = tree.bus_index(bus_name).map(|index| &tree.buses()[index]);
+                let user = bus.and_then(|bus| bus.slot(slot).next());
+                match (user, bus.map(|bus| &bus.kind)) {
+                    (Some(function), _) => format!(
+                        "in use by {}",
+                        function.qdev_id.clone().unwrap_or_else(|| function.what())
+                    ),
+                    (None, Some(BusKind::RootPort)) => {
+                        "a root port takes one device, at slot 0".into()
+                    }
+                    (None, _) => "reserved".into(),
+                }
+            }
+        };
+        Err(Error::SlotUnavailable { bus: bus_name.to_owned(), slot, reason })
     }
 
     /// The plan to hot-add `spec`'s NIC: create the intent marker, `getfd` each tap (and
@@ -67,7 +84,9 @@ impl Planner {
     /// A bad name, slot or queue count, or a full bus.
     pub fn nic_add(&self, spec: &NicSpec, snapshot: &Snapshot) -> Result<(DeviceId, Plan), Error> {
         check_queues(spec.queues)?;
-        let id = self.place(DeviceKind::Nic, &spec.name, spec.slot, snapshot)?;
+        spec.check_settings()?;
+        let id =
+            self.place(DeviceKind::Nic, &spec.name, spec.bus.as_deref(), spec.slot, snapshot)?;
         let vhosts = if spec.vhost == Vhost::Fds { spec.queues } else { 0 };
         let marker = IntentMarker { device: id.clone(), taps: spec.queues, vhosts };
         let mut marker_arguments = Map::new();
@@ -120,7 +139,7 @@ impl Planner {
             .superseding(fd_steps),
         );
 
-        let mut device = self.device_arguments(&spec.model, &id);
+        let mut device = Self::device_arguments(&spec.model, &id);
         device.insert("netdev".into(), id.netdev_id().into());
         if let Some(mac) = &spec.mac {
             device.insert("mac".into(), mac.clone().into());
@@ -130,7 +149,29 @@ impl Planner {
             // One vector per rx and tx queue, plus config and control.
             device.insert("vectors".into(), (2 * spec.queues + 2).into());
         }
+        let numbers = [
+            ("host_mtu", spec.host_mtu),
+            ("rx_queue_size", spec.rx_queue_size),
+            ("tx_queue_size", spec.tx_queue_size),
+            ("bootindex", spec.bootindex),
+        ];
+        for (property, value) in numbers {
+            if let Some(value) = value {
+                device.insert(property.into(), value.into());
+            }
+        }
+        if let Some(romfile) = &spec.romfile {
+            device.insert("romfile".into(), romfile.clone().into());
+        }
+        device.extend(spec.features.iter().map(|(name, value)| (name.clone(), value.clone())));
         steps.push(Self::device_step(&id, device));
+        if !spec.link_up {
+            // Undone by bringing it up again (the device_del undo that follows removes it).
+            steps.push(PlannedStep::new(
+                Step::SetLink { id: id.to_string(), up: false },
+                Some(Step::SetLink { id: id.to_string(), up: true }),
+            ));
+        }
         steps.push(
             PlannedStep::new(Step::ObjectDel { id: marker.object_id() }, None)
                 .superseding([0])
@@ -152,7 +193,8 @@ impl Planner {
         image: Option<&ImageIdentity>,
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
-        let id = self.place(DeviceKind::Disk, &spec.name, spec.slot, snapshot)?;
+        let id =
+            self.place(DeviceKind::Disk, &spec.name, spec.pci_bus.as_deref(), spec.slot, snapshot)?;
         let mut steps = Vec::new();
         let (file, fdset) = match (&spec.source, image) {
             (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
@@ -184,7 +226,7 @@ impl Planner {
             Step::BlockdevAdd { node_name: id.node_name(), arguments: node, fdset },
             Some(Step::BlockdevDel { node_name: id.node_name() }),
         ));
-        let mut device = self.device_arguments(&spec.model, &id);
+        let mut device = Self::device_arguments(&spec.model, &id);
         device.insert("drive".into(), id.node_name().into());
         steps.push(Self::device_step(&id, device));
         Ok((id, Plan::new(steps)))
@@ -232,11 +274,11 @@ impl Planner {
         Plan::new(steps)
     }
 
-    fn device_arguments(&self, model: &str, id: &DeviceId) -> Map<String, Value> {
+    fn device_arguments(model: &str, id: &DeviceId) -> Map<String, Value> {
         let mut device = Map::new();
         device.insert("driver".into(), model.into());
         device.insert("id".into(), id.to_string().into());
-        device.insert("bus".into(), self.bus.clone().into());
+        device.insert("bus".into(), id.bus().device_add_name().into());
         device.insert("addr".into(), id.pci_addr().into());
         device
     }
@@ -284,28 +326,29 @@ mod tests {
 
     use super::*;
     use crate::netinfo::NetworkInfo;
-    use crate::pci::SlotMap;
     use crate::snapshot::BlockNode;
     use crate::spec::{DiskFormat, NbdExport};
+    use crate::topology::PciTree;
 
     fn empty() -> Snapshot {
         let pci = json!([{"bus": 0, "devices": [
             {"bus": 0, "slot": 0, "function": 0, "qdev_id": ""},
             {"bus": 0, "slot": 1, "function": 0, "qdev_id": ""},
             {"bus": 0, "slot": 1, "function": 1, "qdev_id": ""}]}]);
-        Snapshot::new(SlotMap::from_query_pci(&pci).unwrap())
+        Snapshot::new(PciTree::from_query_pci("pc", &pci).unwrap())
     }
 
     fn with_device(mut snapshot: Snapshot, slot: u8, id: &str) -> Snapshot {
-        let mut devices = vec![json!({"bus": 0, "slot": 0, "function": 0, "qdev_id": ""})];
-        for (number, state) in snapshot.pci.iter().skip(1) {
-            for function in state.functions() {
-                devices.push(json!({"bus": 0, "slot": number, "function": function.function,
-                                    "qdev_id": function.qdev_id.clone().unwrap_or_default()}));
-            }
-        }
+        let mut devices: Vec<Value> = snapshot.pci.buses()[0]
+            .functions
+            .iter()
+            .map(
+                |f| json!({"bus": 0, "slot": f.slot, "function": f.function, "qdev_id": f.qdev_id}),
+            )
+            .collect();
         devices.push(json!({"bus": 0, "slot": slot, "function": 0, "qdev_id": id}));
-        snapshot.pci = SlotMap::from_query_pci(&json!([{"bus": 0, "devices": devices}])).unwrap();
+        let reply = json!([{"bus": 0, "devices": devices}]);
+        snapshot.pci = PciTree::from_query_pci("pc", &reply).unwrap();
         snapshot.peripherals.insert(id.into(), "virtio-net-pci".into());
         snapshot
     }
@@ -422,7 +465,7 @@ mod tests {
         spec.slot = Some(1);
         let error = Planner::default().nic_add(&spec, &empty()).unwrap_err();
         assert!(
-            error.to_string().contains("slot 1") && error.to_string().contains("the machine"),
+            error.to_string().contains("slot 1") && error.to_string().contains("in use"),
             "{error}"
         );
         spec.slot = Some(0);
@@ -430,7 +473,7 @@ mod tests {
             Planner::default().nic_add(&spec, &empty()),
             Err(Error::SlotUnavailable { .. })
         ));
-        let planner = Planner { reserved_slots: vec![4], ..Planner::default() };
+        let planner = Planner { preferences: Preferences::default().reserve("pci.0", [4]) };
         spec.slot = Some(4);
         assert!(planner.nic_add(&spec, &empty()).unwrap_err().to_string().contains("reserved"));
         spec.slot = None;
@@ -553,7 +596,170 @@ mod tests {
         }
         assert!(matches!(
             Planner::default().nic_add(&NicSpec::new("last"), &snapshot),
-            Err(Error::BusFull)
+            Err(Error::NoFreePlace(none)) if none.checked.len() == 1
         ));
+    }
+
+    fn on(capture: &str) -> Snapshot {
+        Snapshot::new(crate::topology::tests::tree(capture))
+    }
+
+    #[test]
+    fn q35_devices_go_into_empty_root_ports() {
+        let snapshot = on("q35-root-ports-running");
+        let (id, plan) = Planner::default().nic_add(&NicSpec::new("web1"), &snapshot).unwrap();
+        assert_eq!(id.to_string(), "nic-web1-rp1-0");
+        let device = arguments(&plan, "device_add");
+        assert_eq!((&device["bus"], &device["addr"]), (&json!("rp1"), &json!("0x0")));
+        let reserved = Planner { preferences: Preferences::default().reserve("rp1", [0]) };
+        let (id, _) = reserved.disk_add(&nbd_disk("d1"), None, &snapshot).unwrap();
+        assert_eq!(id.to_string(), "disk-d1-rp2-0");
+        // A root port takes one device, at slot 0; rp3 holds nic0; pcie.0 takes no hotplug.
+        for (bus, slot, expected) in [
+            (Some("rp2"), Some(1), "a root port takes one device, at slot 0"),
+            (Some("rp3"), Some(0), "a root port holding nic0 at 00.0"),
+            (None, Some(9), "q35's root complex takes no hotplug"),
+            (Some("rp5"), None, "hotplug=off"),
+        ] {
+            let spec = NicSpec { bus: bus.map(Into::into), slot, ..NicSpec::new("a") };
+            let error = Planner::default().nic_add(&spec, &snapshot).unwrap_err();
+            assert!(error.to_string().contains(expected), "{bus:?} {slot:?}: {error}");
+        }
+        let spec = NicSpec { bus: Some("rp4".into()), ..NicSpec::new("a") };
+        assert_eq!(
+            Planner::default().nic_add(&spec, &snapshot).unwrap().0.to_string(),
+            "nic-a-rp4-0"
+        );
+    }
+
+    #[test]
+    fn a_full_root_port_pool_is_no_free_place() {
+        let pool =
+            Preferences::default().reserve("rp1", [0]).reserve("rp2", [0]).reserve("rp4", [0]);
+        let error = Planner { preferences: pool }
+            .nic_add(&NicSpec::new("a"), &on("q35-root-ports-running"))
+            .unwrap_err();
+        let Error::NoFreePlace(none) = &error else { panic!("{error:?}") };
+        assert_eq!(none.checked.len(), 6, "five root ports and pcie.0: {error}");
+        assert!(error.to_string().contains("Start the VM with more empty root ports"), "{error}");
+        let empty_q35 = Planner::default().nic_add(&NicSpec::new("a"), &on("q35-empty-running"));
+        let error = empty_q35.unwrap_err().to_string();
+        assert!(error.contains("pcie.0: q35's root complex takes no hotplug"), "{error}");
+    }
+
+    #[test]
+    fn pc_fills_bus_0_then_bridges_slot_0_included() {
+        let reserve = Preferences::default().reserve("pci.0", 0..32);
+        let planner = Planner { preferences: reserve };
+        let snapshot = on("pc-bridge-running");
+        let (id, plan) = planner.nic_add(&NicSpec::new("a"), &snapshot).unwrap();
+        assert_eq!(id.to_string(), "nic-a-br1-0");
+        assert_eq!(arguments(&plan, "device_add")["bus"], "br1");
+        let (id, _) = Planner::default().nic_add(&NicSpec::new("a"), &snapshot).unwrap();
+        assert_eq!(id.to_string(), "nic-a-pci-2", "bus 0 first, Ganeti's ids");
+        let spec = NicSpec { bus: Some("br1".into()), slot: Some(7), ..NicSpec::new("a") };
+        assert_eq!(
+            Planner::default().nic_add(&spec, &snapshot).unwrap().0.to_string(),
+            "nic-a-br1-7"
+        );
+        let spec = NicSpec { slot: Some(5), ..NicSpec::new("a") };
+        let error = Planner::default().nic_add(&spec, &snapshot).unwrap_err().to_string();
+        assert!(error.contains("slot 5 of pci.0") && error.contains("in use by br1"), "{error}");
+    }
+
+    fn nbd_disk(name: &str) -> DiskSpec {
+        let export = NbdExport::parse_uri("nbd+unix:///e?socket=/run/n.sock").unwrap();
+        DiskSpec::new(name, DiskSource::Nbd(export))
+    }
+
+    #[test]
+    fn nic_models_and_settings_reach_device_add_checked_first() {
+        let mut spec = NicSpec {
+            host_mtu: Some(9000),
+            rx_queue_size: Some(1024),
+            tx_queue_size: Some(256),
+            bootindex: Some(2),
+            romfile: Some(String::new()),
+            link_up: false,
+            ..NicSpec::new("s1")
+        };
+        spec.features.insert("csum".into(), json!(false));
+        let (_, plan) = Planner::default().nic_add(&spec, &empty()).unwrap();
+        let device = arguments(&plan, "device_add");
+        for (property, value) in [
+            ("host_mtu", json!(9000)),
+            ("rx_queue_size", json!(1024)),
+            ("tx_queue_size", json!(256)),
+            ("bootindex", json!(2)),
+            ("romfile", json!("")),
+            ("csum", json!(false)),
+        ] {
+            assert_eq!(device[property], value, "{property}");
+        }
+        assert_eq!(arguments(&plan, "set_link"), json!({"name": "nic-s1-pci-2", "up": false}));
+        // set_link comes after device_add and is undone by bringing the link up, then the
+        // device goes.
+        assert_eq!(
+            undo(&plan, 5),
+            [
+                "set_link nic-s1-pci-2",
+                "device_del nic-s1-pci-2",
+                "netdev_del nic-s1-pci-2",
+                "object-del qmp-rs-intent.nic-s1-pci-2.t1.v0"
+            ]
+        );
+        assert_eq!(plan.undo_after(5)[0].arguments(), json!({"name": "nic-s1-pci-2", "up": true}));
+
+        for model in [crate::E1000, crate::RTL8139] {
+            let spec = NicSpec {
+                model: model.into(),
+                mac: Some("52:54:00:00:00:07".into()),
+                ..NicSpec::new("m")
+            };
+            let (_, plan) = Planner::default().nic_add(&spec, &empty()).unwrap();
+            assert_eq!(arguments(&plan, "device_add")["driver"], model);
+        }
+        let bad: [(NicSpec, &str); 9] = [
+            (NicSpec { mac: Some("52:54:00:00:00".into()), ..NicSpec::new("b") }, "not a MAC"),
+            (NicSpec { mac: Some("01:00:5e:00:00:01".into()), ..NicSpec::new("b") }, "multicast"),
+            (
+                NicSpec { model: "e1000".into(), queues: 2, ..NicSpec::new("b") },
+                "queues > 1 needs a virtio-net model",
+            ),
+            (
+                NicSpec { model: "rtl8139".into(), host_mtu: Some(1500), ..NicSpec::new("b") },
+                "host_mtu needs",
+            ),
+            (NicSpec { host_mtu: Some(67), ..NicSpec::new("b") }, "below 68"),
+            (NicSpec { rx_queue_size: Some(512 + 1), ..NicSpec::new("b") }, "rx_queue_size 513"),
+            (NicSpec { tx_queue_size: Some(2048), ..NicSpec::new("b") }, "tx_queue_size 2048"),
+            (
+                NicSpec { features: [("mac".to_owned(), json!("x"))].into(), ..NicSpec::new("b") },
+                "set by the spec",
+            ),
+            (
+                NicSpec {
+                    features: [("Bad Name".to_owned(), json!(1))].into(),
+                    ..NicSpec::new("b")
+                },
+                "not a property name",
+            ),
+        ];
+        for (spec, expected) in bad {
+            let error = Planner::default().nic_add(&spec, &empty()).unwrap_err();
+            assert!(
+                matches!(error, Error::InvalidSpec(_)) && error.to_string().contains(expected),
+                "{error} lacks {expected}"
+            );
+        }
+        let nested =
+            NicSpec { features: [("x".to_owned(), json!({"a": 1}))].into(), ..NicSpec::new("b") };
+        assert!(
+            nested
+                .check_settings()
+                .unwrap_err()
+                .to_string()
+                .contains("not a boolean, integer or string")
+        );
     }
 }

@@ -12,7 +12,7 @@ use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::netinfo::NetworkInfo;
 use crate::ownership::{DiskFdset, IntentMarker};
-use crate::pci::SlotMap;
+use crate::topology::{PciTree, Peripheral, TopologyInput};
 
 /// The QOM container of user-created devices (those with an `id`).
 pub(crate) const PERIPHERAL_PATH: &str = "/machine/peripheral";
@@ -132,7 +132,14 @@ pub struct DeviceProperties {
     pub mq: Option<bool>,
     /// A disk's drive: the block node (or legacy drive) it uses, empty when none.
     pub drive: Option<String>,
+    /// A NIC's settings from [`NIC_SETTINGS`], as QEMU shows them (virtio ones absent on
+    /// other models).
+    pub settings: BTreeMap<String, Value>,
 }
+
+/// The NIC properties a [`NicSpec`](crate::NicSpec) may set and adoption compares.
+pub const NIC_SETTINGS: [&str; 5] =
+    ["host_mtu", "rx_queue_size", "tx_queue_size", "bootindex", "romfile"];
 
 /// What QEMU has, as far as hotplug cares: read before planning, and again after an add
 /// to report what QEMU really holds.
@@ -141,8 +148,9 @@ pub struct DeviceProperties {
 pub struct Snapshot {
     /// The run state (`query-status`).
     pub run_state: RunState,
-    /// Bus 0 (`query-pci`).
-    pub pci: SlotMap,
+    /// The whole PCI tree (`query-pci`, the machine type, and where QOM puts each
+    /// peripheral).
+    pub pci: PciTree,
     /// User-created devices and their drivers (`qom-list /machine/peripheral`).
     pub peripherals: BTreeMap<String, String>,
     /// User-created objects (`qom-list /objects`): intent markers among them.
@@ -160,8 +168,8 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    /// A running QEMU with bus 0 as `pci` and nothing else: for planning without QEMU.
-    pub fn new(pci: SlotMap) -> Self {
+    /// A running QEMU with the PCI tree `pci` and nothing else: for planning without QEMU.
+    pub fn new(pci: PciTree) -> Self {
         Self {
             run_state: RunState::Running,
             pci,
@@ -179,7 +187,8 @@ impl Snapshot {
     /// no properties yet.
     ///
     /// # Errors
-    /// [`Error::PciData`] when the `query-pci` reply has an unexpected shape.
+    /// [`Error::PciData`] when the `query-pci` reply has an unexpected shape or disagrees
+    /// with QOM.
     pub(crate) fn from_replies(replies: Replies) -> Result<Self, Error> {
         let children = |list: Vec<QomProperty>| {
             list.into_iter()
@@ -191,7 +200,11 @@ impl Snapshot {
         };
         Ok(Self {
             run_state: RunState::from_status(&replies.status.status),
-            pci: SlotMap::from_query_pci(&replies.pci)?,
+            pci: PciTree::new(&TopologyInput {
+                machine_type: replies.machine_type,
+                query_pci: replies.pci,
+                peripherals: replies.placements,
+            })?,
             peripherals: children(replies.peripherals),
             objects: children(replies.objects).into_keys().collect(),
             block_nodes: replies
@@ -296,7 +309,16 @@ pub(crate) enum Focus {
 /// The `qom-get` properties read for a device of `kind`.
 pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
     match kind {
-        DeviceKind::Nic => &["netdev", "mac", "mq"],
+        DeviceKind::Nic => &[
+            "netdev",
+            "mac",
+            "mq",
+            NIC_SETTINGS[0],
+            NIC_SETTINGS[1],
+            NIC_SETTINGS[2],
+            NIC_SETTINGS[3],
+            NIC_SETTINGS[4],
+        ],
         DeviceKind::Disk => &["drive"],
     }
 }
@@ -310,6 +332,9 @@ impl DeviceProperties {
             "mac" => self.mac = text(),
             "mq" => self.mq = value.as_bool(),
             "drive" => self.drive = text(),
+            setting if NIC_SETTINGS.contains(&setting) => {
+                self.settings.insert(setting.to_owned(), value.clone());
+            }
             _ => {}
         }
     }
@@ -322,6 +347,8 @@ pub(crate) enum Query {
     Status,
     /// `query-pci`: the buses and their devices.
     Pci,
+    /// `qom-get /machine type`: the machine type, e.g. `pc-q35-7.2-machine`.
+    MachineType,
     /// `qom-list /machine/peripheral`: the user-created devices.
     Peripherals,
     /// `qom-list /objects`: the user-created objects.
@@ -341,6 +368,7 @@ impl Query {
             Self::Status => "query-status",
             Self::Pci => "query-pci",
             Self::Peripherals | Self::Objects => "qom-list",
+            Self::MachineType => "qom-get",
             Self::BlockNodes => "query-named-block-nodes",
             Self::Block => "query-block",
             Self::Fdsets => "query-fdsets",
@@ -353,6 +381,7 @@ impl Query {
             Self::Status | Self::Pci | Self::Block | Self::Fdsets => Value::Null,
             Self::Peripherals => json!({"path": PERIPHERAL_PATH}),
             Self::Objects => json!({"path": OBJECTS_PATH}),
+            Self::MachineType => json!({"path": "/machine", "property": "type"}),
             Self::BlockNodes => json!({"flat": true}),
         }
     }
@@ -362,8 +391,11 @@ impl Query {
 #[derive(Debug)]
 pub(crate) struct Replies {
     pub(crate) status: Status,
-    /// Parsed by [`SlotMap::from_query_pci`].
+    /// Parsed into a [`PciTree`].
     pub(crate) pci: Value,
+    pub(crate) machine_type: Option<String>,
+    /// The peripherals with their QOM `parent_bus`, `addr` and (root ports) `hotplug`.
+    pub(crate) placements: Vec<Peripheral>,
     pub(crate) peripherals: Vec<QomProperty>,
     pub(crate) objects: Vec<QomProperty>,
     pub(crate) block_nodes: Vec<RawBlockNode>,
@@ -386,6 +418,16 @@ pub(crate) struct QomProperty {
     name: String,
     #[serde(rename = "type")]
     kind: String,
+}
+
+/// The devices of a `qom-list /machine/peripheral` reply, not placed yet.
+pub(crate) fn unplaced(list: &[QomProperty]) -> Vec<Peripheral> {
+    list.iter()
+        .filter_map(|p| {
+            let qom_type = p.kind.strip_prefix("child<")?.strip_suffix('>')?;
+            Some(Peripheral::new(p.name.clone(), qom_type))
+        })
+        .collect()
 }
 
 /// An entry of a `query-named-block-nodes` reply (QEMU's `BlockDeviceInfo`).
@@ -469,6 +511,8 @@ mod tests {
                 },
             ],
             network: " \\ nic-a-pci-2: index=0,type=tap,fd=11\r\n".into(),
+            machine_type: Some("pc-i440fx-7.2-machine".into()),
+            placements: Vec::new(),
         }
     }
 

@@ -1,17 +1,122 @@
 //! What the caller asks for: the NIC and disk specs, where a disk's data is, and NBD URIs.
 //! Plain data: no client and no I/O (the planner turns it into QMP arguments).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use hostdev::format::ImageFormat;
+use serde_json::Value;
 
 use crate::Error;
 
 /// Most queues a multiqueue NIC may have (QEMU's `MAX_QUEUE_NUM` for tap is 1024; virtio-net
 /// needs two MSI-X vectors per queue, and PCI caps a function at 2048 vectors).
 pub const MAX_NIC_QUEUES: usize = 1023;
+
+/// The virtio NIC model.
+pub const VIRTIO_NET: &str = "virtio-net-pci";
+/// Intel's e1000 NIC model.
+pub const E1000: &str = "e1000";
+/// Realtek's RTL8139 NIC model.
+pub const RTL8139: &str = "rtl8139";
+
+/// Device properties the planner or [`NicSpec`]'s own fields set: not allowed in
+/// [`NicSpec::features`].
+const MANAGED_NIC_PROPERTIES: [&str; 13] = [
+    "driver",
+    "id",
+    "bus",
+    "addr",
+    "netdev",
+    "mac",
+    "mq",
+    "vectors",
+    "host_mtu",
+    "rx_queue_size",
+    "tx_queue_size",
+    "bootindex",
+    "romfile",
+];
+
+impl NicSpec {
+    /// Checks every setting that QEMU need not be asked about: the MAC, virtio-only
+    /// settings on a virtio model, the ranges, and the feature map.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`] naming the setting.
+    pub fn check_settings(&self) -> Result<(), Error> {
+        let invalid = |why: String| Err(Error::InvalidSpec(why));
+        if let Some(mac) = &self.mac {
+            check_mac(mac).map_err(Error::InvalidSpec)?;
+        }
+        let virtio = self.model.starts_with("virtio-net");
+        let virtio_only = [
+            ("queues > 1", self.queues > 1),
+            ("vhost", self.vhost != Vhost::Off),
+            ("host_mtu", self.host_mtu.is_some()),
+            ("rx_queue_size", self.rx_queue_size.is_some()),
+            ("tx_queue_size", self.tx_queue_size.is_some()),
+        ];
+        if let Some((what, _)) = virtio_only.iter().find(|(_, set)| *set).filter(|_| !virtio) {
+            return invalid(format!("{what} needs a virtio-net model, not {}", self.model));
+        }
+        if let Some(mtu) = self.host_mtu.filter(|mtu| *mtu < 68) {
+            return invalid(format!("host_mtu {mtu} is below 68, IPv4's minimum"));
+        }
+        for (what, size) in
+            [("rx_queue_size", self.rx_queue_size), ("tx_queue_size", self.tx_queue_size)]
+        {
+            if let Some(size) =
+                size.filter(|size| !(size.is_power_of_two() && (256..=1024).contains(size)))
+            {
+                return invalid(format!("{what} {size} is not a power of two from 256 to 1024"));
+            }
+        }
+        if self.romfile.as_deref().is_some_and(|file| file.contains('\0')) {
+            return invalid("romfile contains a NUL byte".into());
+        }
+        for (name, value) in &self.features {
+            let good_name = name.starts_with(|c: char| c.is_ascii_lowercase())
+                && name.chars().all(|c| {
+                    c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '-' | '_')
+                });
+            if !good_name {
+                return invalid(format!("feature {name:?} is not a property name"));
+            }
+            if MANAGED_NIC_PROPERTIES.contains(&name.as_str()) {
+                return invalid(format!(
+                    "feature {name} is set by the spec's own field or the planner"
+                ));
+            }
+            if !(value.is_boolean() || value.is_i64() || value.is_u64() || value.is_string()) {
+                return invalid(format!(
+                    "feature {name} is {value}, not a boolean, integer or string"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Checks a MAC address: six `:`-separated pairs of hex digits, unicast (QEMU refuses a
+/// multicast one at `device_add`, after the netdev exists).
+///
+/// # Errors
+/// Why not.
+pub fn check_mac(mac: &str) -> Result<(), String> {
+    let octets: Vec<&str> = mac.split(':').collect();
+    let valid = octets.len() == 6
+        && octets.iter().all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+    if !valid {
+        return Err(format!("'{mac}' is not a MAC address like 52:54:00:12:34:56"));
+    }
+    if u8::from_str_radix(octets[0], 16).is_ok_and(|first| first & 1 == 1) {
+        return Err(format!("'{mac}' is a multicast address; a NIC needs a unicast one"));
+    }
+    Ok(())
+}
 
 /// How a NIC uses vhost-net.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -35,12 +140,35 @@ pub struct NicSpec {
     pub queues: usize,
     /// vhost-net use.
     pub vhost: Vhost,
-    /// The guest-visible MAC address, if not QEMU's default.
+    /// The guest-visible MAC address, if not QEMU's default: a unicast one such as
+    /// `52:54:00:12:34:56`, checked before QEMU is asked anything.
     pub mac: Option<String>,
-    /// The device model (`virtio-net-pci`, `e1000`, ...).
+    /// The device model: `virtio-net-pci` (multiqueue, vhost and the virtio settings below),
+    /// or Ganeti's other NIC models [`E1000`] and [`RTL8139`].
     pub model: String,
-    /// A slot to use instead of the first free one.
+    /// The MTU offered to the guest (`host_mtu`, virtio only), 68 to 65535.
+    pub host_mtu: Option<u16>,
+    /// virtio-net's receive queue size (`rx_queue_size`): a power of two, 256 to 1024.
+    pub rx_queue_size: Option<u16>,
+    /// virtio-net's transmit queue size (`tx_queue_size`): a power of two, 256 to 1024.
+    pub tx_queue_size: Option<u16>,
+    /// Boot order (`bootindex`), 0 first.
+    pub bootindex: Option<u16>,
+    /// The option ROM (`romfile`): a file name QEMU finds, or `""` for none (no PXE ROM).
+    pub romfile: Option<String>,
+    /// `false` to bring the link down right after the add (`set_link`), as a VM whose
+    /// cable is unplugged.
+    pub link_up: bool,
+    /// Other device properties (Ganeti's `features`), e.g. `{"csum": false}`: names of
+    /// lower-case letters, digits, `-` and `_`, none of the properties the fields above or
+    /// the planner set, values booleans, integers or strings. QEMU checks the rest at
+    /// `device_add` (which the add then undoes).
+    pub features: BTreeMap<String, Value>,
+    /// A slot to use instead of the first free one (on [`bus`](Self::bus), or pc's bus 0).
     pub slot: Option<u8>,
+    /// The bus to use (`pci.0`, a bridge's or root port's id) instead of the first with
+    /// room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    pub bus: Option<String>,
 }
 
 impl NicSpec {
@@ -51,8 +179,16 @@ impl NicSpec {
             queues: 1,
             vhost: Vhost::Off,
             mac: None,
-            model: "virtio-net-pci".into(),
+            model: VIRTIO_NET.into(),
+            host_mtu: None,
+            rx_queue_size: None,
+            tx_queue_size: None,
+            bootindex: None,
+            romfile: None,
+            link_up: true,
+            features: BTreeMap::new(),
             slot: None,
+            bus: None,
         }
     }
 }
@@ -201,8 +337,11 @@ pub struct DiskSpec {
     pub read_only: bool,
     /// The device model (`virtio-blk-pci`, ...).
     pub model: String,
-    /// A slot to use instead of the first free one.
+    /// A slot to use instead of the first free one (on [`pci_bus`](Self::pci_bus), or pc's bus 0).
     pub slot: Option<u8>,
+    /// The PCI bus to use (`pci.0`, a bridge's or root port's id) instead of the first
+    /// with room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    pub pci_bus: Option<String>,
 }
 
 impl DiskSpec {
@@ -216,6 +355,7 @@ impl DiskSpec {
             read_only: false,
             model: "virtio-blk-pci".into(),
             slot: None,
+            pci_bus: None,
         }
     }
 }

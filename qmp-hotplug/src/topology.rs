@@ -1,16 +1,14 @@
 //! The whole PCI tree of a machine and where devices can be hot-plugged: see [`PciTree`].
 
-mod device_id;
 mod input;
 mod places;
 mod tree;
 mod view;
 
-pub use device_id::{BusDeviceId, MAX_ID_LEN};
 pub use input::{Peripheral, TopologyInput};
 pub use places::{CheckedBus, NoFreePlace, Place, PlaceBus, Preferences, Unusable};
 pub use tree::{Bus, BusKind, BusParent, MAX_BUSES, MachineKind, PciTree, TreeFunction};
 pub use view::{BusView, FunctionView, PciView};
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

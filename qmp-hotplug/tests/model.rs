@@ -9,6 +9,10 @@
 //!   exactly, or is listed by `leftovers()`;
 //! - after `clean_leftovers()` (the VM running), nothing of ours but complete devices
 //!   remains: no named descriptor, marker, unused netdev, node or fdset.
+//!
+//! Each sequence runs on one of three machines: pc (bus 0), pc with bus 0 reserved so that
+//! devices go behind two pci-bridges, and q35 with three empty root ports (fewer than the
+//! devices the sequence may ask for, so a full pool is part of it).
 
 mod common;
 
@@ -21,7 +25,8 @@ use hostdev::image::{Access, ImageIdentity, open_image};
 use proptest::prelude::*;
 use qmp_client::Client;
 use qmp_hotplug::{
-    DiskReport, DiskSource, DiskSpec, Error, Hotplug, NicReport, NicSpec, Outcome, RemoveOptions,
+    DeviceId, DiskReport, DiskSource, DiskSpec, Error, Hotplug, NicReport, NicSpec, Outcome,
+    Planner, Preferences, RemoveOptions,
 };
 
 const NAMES: [&str; 2] = ["a", "b"];
@@ -80,7 +85,21 @@ struct World {
     observer: Hotplug,
     images: Vec<(PathBuf, ImageIdentity)>,
     asked: Vec<Asked>,
+    /// What the manager under test plans with.
+    planner: Planner,
     _dir: tempfile::TempDir,
+}
+
+/// The machine a sequence runs on.
+#[derive(Debug, Clone, Copy)]
+enum Machine {
+    Pc,
+    PcBridges,
+    Q35,
+}
+
+fn machine() -> impl Strategy<Value = Machine> {
+    prop_oneof![Just(Machine::Pc), Just(Machine::PcBridges), Just(Machine::Q35)]
 }
 
 fn pipes(n: usize) -> Vec<OwnedFd> {
@@ -97,7 +116,9 @@ impl World {
             .connect(self.fake.server.path())
             .await
             .unwrap();
-        let hotplug = Hotplug::new(client).with_rollback_budget(Duration::from_secs(2));
+        let hotplug = Hotplug::new(client)
+            .with_rollback_budget(Duration::from_secs(2))
+            .with_planner(self.planner.clone());
         self.hotplug = Some(hotplug.clone());
         hotplug
     }
@@ -110,8 +131,7 @@ impl World {
     }
 
     fn id_of(&self, kind: &str, name: &str) -> Option<String> {
-        let prefix = format!("{kind}-{name}-pci-");
-        self.fake.state().devices.keys().find(|id| id.starts_with(&prefix)).cloned()
+        self.fake.state().devices.keys().find(|id| is_id_of(id, kind, name)).cloned()
     }
 
     async fn run(&mut self, op: &Op) -> Result<(), String> {
@@ -217,16 +237,19 @@ fn complete_devices(state: &State, asked: &[Asked]) -> Result<Vec<String>, Strin
     for (id, device) in &state.devices {
         let matches = asked.iter().any(|asked| match asked {
             Asked::Nic(spec) => {
-                id.starts_with(&format!("nic-{}-pci-", spec.name))
-                    && nic_matches(state, id, device, spec).is_ok()
+                is_id_of(id, "nic", &spec.name) && nic_matches(state, id, device, spec).is_ok()
             }
             Asked::Disk(spec, image) => {
-                id.starts_with(&format!("disk-{}-pci-", spec.name))
+                is_id_of(id, "disk", &spec.name)
                     && disk_matches(state, id, device, spec, *image).is_ok()
             }
         });
         if !matches {
             return Err(format!("device {id} ({device:?}) is no device any add asked for"));
+        }
+        let place = id.parse::<DeviceId>().map(|id| id.place()).map_err(|e| e.to_string())?;
+        if (place.bus.device_add_name(), place.slot) != (device.bus.as_str(), device.slot) {
+            return Err(format!("device {id} sits on {} slot {}", device.bus, device.slot));
         }
         complete.push(id.clone());
     }
@@ -293,7 +316,12 @@ fn check_removal(result: &Result<Outcome, Error>, id: &str) -> Result<(), String
     }
 }
 
-async fn play(ops: Vec<(Op, Option<(usize, Fault)>)>) -> Result<(), String> {
+/// Whether `id` is ours, of `kind` (`nic`, `disk`) and `name`, on any bus.
+fn is_id_of(id: &str, kind: &str, name: &str) -> bool {
+    id.parse::<DeviceId>().is_ok_and(|id| id.kind().prefix() == kind && id.name() == name)
+}
+
+async fn play(machine: Machine, ops: Vec<(Op, Option<(usize, Fault)>)>) -> Result<(), String> {
     let dir = tempfile::tempdir().unwrap();
     let images = (0..2)
         .map(|n| {
@@ -304,8 +332,19 @@ async fn play(ops: Vec<(Op, Option<(usize, Fault)>)>) -> Result<(), String> {
         })
         .collect();
     let fake = FakeQemu::start(None);
+    let mut planner = Planner::default();
+    match machine {
+        Machine::Pc => {}
+        Machine::PcBridges => {
+            fake.state().pc_bridges(&["br1", "br2"]);
+            planner.preferences =
+                Preferences::default().reserve("pci.0", 0..32).reserve("br1", 1..32);
+        }
+        Machine::Q35 => fake.state().q35(&["rp1", "rp2", "rp3"]),
+    }
     let observer = Hotplug::new(Client::connect(fake.server.path()).await.unwrap());
-    let mut world = World { fake, hotplug: None, observer, images, asked: Vec::new(), _dir: dir };
+    let mut world =
+        World { fake, hotplug: None, observer, images, asked: Vec::new(), planner, _dir: dir };
     for (index, (op, fault)) in ops.iter().enumerate() {
         {
             let mut state = world.fake.state();
@@ -346,10 +385,11 @@ proptest! {
 
     #[test]
     fn no_sequence_of_failures_leaves_anything_unaccounted(
+        machine in machine(),
         ops in proptest::collection::vec((op(), fault()), 1..10)
     ) {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let outcome = runtime.block_on(play(ops));
+        let outcome = runtime.block_on(play(machine, ops));
         prop_assert!(outcome.is_ok(), "{}", outcome.unwrap_err());
     }
 }

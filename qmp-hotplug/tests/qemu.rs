@@ -15,8 +15,8 @@ use hostdev::tap::Tap;
 use qemu_launcher::{Qemu, QemuBuilder, guest_or_skip, qemu_or_skip};
 use qmp_client::Client;
 use qmp_hotplug::{
-    DiskFormat, DiskSource, DiskSpec, Error, Hotplug, LeftoverPart, NbdExport, NicSpec, Outcome,
-    Plan, PlanFds, RemoveOptions, Vhost,
+    DeviceKind, DiskFormat, DiskSource, DiskSpec, Error, Hotplug, LeftoverPart, NbdExport, NicSpec,
+    Outcome, Plan, PlanFds, RemoveOptions, Vhost,
 };
 use serde_json::{Value, json};
 
@@ -263,7 +263,7 @@ async fn raw_qcow2_and_nbd_disks_come_and_go_in_the_guest() {
     }
 
     // A disk that came from -drive: device_add on it, then remove it the HMP way.
-    let legacy_slot = hotplug.free_slot().await.unwrap();
+    let legacy_slot = hotplug.free_place(DeviceKind::Disk, "legacy").await.unwrap().slot;
     hotplug
         .client()
         .execute("device_add", json!({"driver": "virtio-blk-pci", "drive": "legacy0", "id": "legacy-dev", "addr": format!("0x{legacy_slot:x}")}))
@@ -308,7 +308,8 @@ async fn every_slot_fills_then_the_next_add_fails_cleanly_and_a_freed_slot_is_re
     let extra = Tap::open("qhfill%d", 1).unwrap();
     let error =
         hotplug.add_nic(&NicSpec::new("extra"), extra.queues(), NO_VHOST).await.unwrap_err();
-    assert!(matches!(error, Error::BusFull), "{error}");
+    assert!(matches!(error, Error::NoFreePlace(_)), "{error}");
+    assert!(error.to_string().contains("pci.0: no free slot"), "{error}");
     assert_eq!(qemu_state(hotplug.client()).await, before, "a full bus changes nothing");
 
     let freed = &ids[7];
@@ -338,12 +339,21 @@ async fn a_failure_at_each_step_leaves_qemu_clean() {
     let closefd = client.close_fd("nic-pipe-pci-2-tap0").await.unwrap_err();
     assert!(closefd.to_string().contains("not found"), "{closefd}");
 
-    // device_add: a MAC QEMU rejects, after getfd and netdev_add succeeded.
+    // device_add: a property QEMU rejects, after getfd and netdev_add succeeded.
     let tap = Tap::open("qhfail%d", 1).unwrap();
-    let spec = NicSpec { mac: Some("not-a-mac".into()), ..NicSpec::new("mac") };
+    let mut spec = NicSpec::new("mac");
+    spec.features.insert("no_such_property".into(), json!(true));
     let error = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap_err();
     assert_eq!(error.failed_step(), Some("device_add nic-mac-pci-2"), "{error}");
     assert_clean(&client).await;
+    // A MAC QEMU would reject is refused before QEMU hears of it.
+    let before = qemu_state(&client).await;
+    for mac in ["not-a-mac", "53:54:00:12:34:56"] {
+        let spec = NicSpec { mac: Some(mac.into()), ..NicSpec::new("mac") };
+        let error = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap_err();
+        assert!(matches!(error, Error::InvalidSpec(_)), "{mac}: {error}");
+    }
+    assert_eq!(qemu_state(&client).await, before);
 
     // device_add: a slot taken behind the planner's back, in a plan run by hand.
     client.execute("netdev_add", json!({"type": "user", "id": "racer"})).await.unwrap();
@@ -807,4 +817,168 @@ async fn repro_12_a_manager_that_dies_mid_add_leaves_nothing_unfindable() {
     assert!(cleaned.is_complete(), "{cleaned:?}");
     assert_clean(next.client()).await;
     assert!(wait_interface_gone(&tap_name), "no tap left in QEMU");
+}
+
+/// A guest started with `extra` devices: q35 root ports or pc bridges.
+fn guest_with(machine: &str, extra: &[&str]) -> QemuBuilder {
+    let mut builder = QemuBuilder::new().machine(machine);
+    for device in extra {
+        builder = builder.arg("-device").arg(device);
+    }
+    builder
+}
+
+/// The guest's `+eth`/`+vd` line after `offset`, for a device behind a bridge or root port:
+/// on a secondary bus, not bus 0.
+fn guest_line_behind_bridge(qemu: &Qemu, offset: usize, change: &str) -> String {
+    let line = guest_line(qemu, offset, change);
+    assert!(!line.contains("pci=0000:00:"), "{line} is on bus 0");
+    line
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn q35_nic_and_disk_go_into_empty_root_ports_and_a_full_pool_refuses_cleanly() {
+    let qemu = guest_or_skip!(guest_with(
+        "q35",
+        &[
+            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
+            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
+        ]
+    ));
+    let hotplug = connect(&qemu).await;
+    let tree = hotplug.pci_tree().await.unwrap();
+    assert_eq!(tree.machine().to_string(), "q35");
+    let dir = tempfile::tempdir().unwrap();
+
+    let tap = Tap::open("qhq35n%d", 1).unwrap();
+    let start = qemu.serial_len();
+    let nic = hotplug.add_nic(&NicSpec::new("n1"), tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!((nic.outcome, nic.id.to_string().as_str()), (Outcome::Added, "nic-n1-rp1-0"));
+    let seen = guest_line_behind_bridge(&qemu, start, "+eth0");
+    assert!(hotplug.has_device(&nic.id).await.unwrap(), "{seen}");
+    assert_eq!(
+        qom_get(hotplug.client(), "nic-n1-rp1-0", "parent_bus").await,
+        "/machine/peripheral/rp1/rp1"
+    );
+
+    let image = filled(dir.path(), "q35.img", 7);
+    let disk = hotplug.add_disk(&DiskSpec::new("d1", DiskSource::Path(image)), None).await.unwrap();
+    assert_eq!(disk.id.to_string(), "disk-d1-rp2-0");
+    guest_line_behind_bridge(&qemu, start, "+vda");
+    // The same specs again are adopted where they are.
+    let again = hotplug.add_nic(&NicSpec::new("n1"), tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyPresent);
+
+    // Both root ports hold a device: the next add is refused before anything is sent.
+    let before = qemu_state(hotplug.client()).await;
+    let other = Tap::open("qhq35x%d", 1).unwrap();
+    let error = hotplug.add_nic(&NicSpec::new("n2"), other.queues(), NO_VHOST).await.unwrap_err();
+    let text = error.to_string();
+    assert!(matches!(error, Error::NoFreePlace(_)), "{text}");
+    for expected in [
+        "rp1: a root port holding nic-n1-rp1-0 at 00.0",
+        "rp2: a root port holding disk-d1-rp2-0 at 00.0",
+        "pcie.0: q35's root complex takes no hotplug",
+        "Start the VM with more empty root ports",
+    ] {
+        assert!(text.contains(expected), "{text}\nlacks: {expected}");
+    }
+    assert_eq!(qemu_state(hotplug.client()).await, before, "a refusal changes nothing");
+
+    let before_del = qemu.serial_len();
+    assert_eq!(hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-eth0");
+    assert_eq!(hotplug.del_disk(&disk.id.to_string(), &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-vda");
+    let left = qemu_state(hotplug.client()).await;
+    assert_eq!(left["peripherals"].as_array().unwrap().len(), 2, "only rp1 and rp2: {left}");
+    assert_eq!(left["nodes"], json!([]), "{left}");
+    // The freed port takes a device again.
+    let reused = hotplug.add_nic(&NicSpec::new("n2"), other.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(reused.id.to_string(), "nic-n2-rp1-0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pc_bridge_slots_take_nics_slot_0_included() {
+    let qemu =
+        guest_or_skip!(guest_with("pc", &["pci-bridge,id=br1,chassis_nr=1,bus=pci.0,addr=0x5"]));
+    let hotplug = connect(&qemu).await;
+    let taps: Vec<Tap> = (0..2).map(|_| Tap::open("qhbr%d", 1).unwrap()).collect();
+    let start = qemu.serial_len();
+    let spec = NicSpec { bus: Some("br1".into()), ..NicSpec::new("b0") };
+    let first = hotplug.add_nic(&spec, taps[0].queues(), NO_VHOST).await.unwrap();
+    assert_eq!(first.id.to_string(), "nic-b0-br1-0");
+    guest_line_behind_bridge(&qemu, start, "+eth0");
+    let spec = NicSpec { bus: Some("br1".into()), slot: Some(3), ..NicSpec::new("b3") };
+    let second = hotplug.add_nic(&spec, taps[1].queues(), NO_VHOST).await.unwrap();
+    assert_eq!(second.id.to_string(), "nic-b3-br1-3");
+    let view = hotplug.pci_tree().await.unwrap().view(&qmp_hotplug::Preferences::default());
+    let text = view.to_string();
+    assert!(text.contains("nic-b0-br1-0") && text.contains("nic-b3-br1-3"), "{text}");
+    let before_del = qemu.serial_len();
+    for nic in [&first, &second] {
+        assert_eq!(
+            hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(),
+            Outcome::Removed
+        );
+    }
+    guest_line(&qemu, before_del, "-eth0");
+    let left = qemu_state(hotplug.client()).await;
+    assert_eq!(left["peripherals"], json!(["br1"]), "{left}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nic_models_and_settings_reach_qemu() {
+    let qemu = guest_or_skip!();
+    let hotplug = connect(&qemu).await;
+    let client = hotplug.client();
+    let tap = Tap::open("qhset%d", 1).unwrap();
+    let start = qemu.serial_len();
+    let mut spec = NicSpec {
+        mac: Some("52:54:00:00:20:01".into()),
+        host_mtu: Some(9000),
+        rx_queue_size: Some(1024),
+        tx_queue_size: Some(256),
+        bootindex: Some(3),
+        romfile: Some(String::new()),
+        link_up: false,
+        ..NicSpec::new("set")
+    };
+    spec.features.insert("csum".into(), json!(false));
+    let nic = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+    let id = nic.id.to_string();
+    guest_line(&qemu, start, "+eth0");
+    for (property, value) in [
+        ("host_mtu", json!(9000)),
+        ("rx_queue_size", json!(1024)),
+        ("tx_queue_size", json!(256)),
+        ("bootindex", json!(3)),
+        ("romfile", json!("")),
+        ("csum", json!(false)),
+    ] {
+        assert_eq!(qom_get(client, &id, property).await, value, "{property}");
+    }
+    let again = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+    assert_eq!(again.outcome, Outcome::AlreadyPresent, "the settings QEMU shows are the spec's");
+    let other = NicSpec { host_mtu: Some(1500), ..spec.clone() };
+    let error = hotplug.add_nic(&other, tap.queues(), NO_VHOST).await.unwrap_err();
+    assert!(error.to_string().contains("host_mtu: asked 1500, QEMU has 9000"), "{error}");
+    // QEMU 7.2 shows a link's state nowhere (not in `info network`): set_link ran as a
+    // step of the plan, which would have failed otherwise.
+    let before_del = qemu.serial_len();
+    assert_eq!(hotplug.del_nic(&id, &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, before_del, "-eth0");
+
+    // Ganeti's other models: QEMU has them where planned, and unplug completes.
+    for model in [qmp_hotplug::E1000, qmp_hotplug::RTL8139] {
+        let spec = NicSpec { model: model.into(), ..NicSpec::new("other") };
+        let nic = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await.unwrap();
+        assert_eq!(nic.model, model);
+        assert!(hotplug.has_device(&nic.id).await.unwrap(), "{}", nic.id);
+        assert_eq!(
+            hotplug.del_nic(&nic.id.to_string(), &remove()).await.unwrap(),
+            Outcome::Removed
+        );
+    }
+    assert_clean(client).await;
 }

@@ -310,7 +310,7 @@ async fn a_same_name_add_is_adopted_only_when_equal() {
     for (different, field) in [
         (NicSpec { mac: Some("52:54:00:00:00:02".into()), ..spec.clone() }, "mac"),
         (NicSpec { queues: 1, ..spec.clone() }, "queues"),
-        (NicSpec { model: "e1000".into(), ..spec.clone() }, "model"),
+        (NicSpec { model: "e1000".into(), queues: 1, ..spec.clone() }, "model"),
     ] {
         let taps = pipe_fds(different.queues);
         match hotplug.add_nic(&different, &taps, NO_FDS).await {
@@ -646,4 +646,50 @@ async fn calls_on_one_hotplug_run_one_at_a_time() {
     assert_eq!(slots, [2, 3]);
     let one_add = ["object-add", "getfd", "netdev_add", "device_add", "object-del"];
     assert_eq!(fake.state().log, [one_add, one_add].concat(), "not interleaved");
+}
+
+/// The same race on q35: another manager fills the planned root port right before
+/// `device_add`; the add rolls back and lands in the next empty port. With the last port
+/// taken too, it is refused with `NoFreePlace` and nothing of its own left. A failure in
+/// any step of a disk add into a root port is undone like one on bus 0.
+#[tokio::test]
+async fn on_q35_a_root_port_taken_meanwhile_leads_to_the_next_port() {
+    let fake = FakeQemu::start(None);
+    fake.state().q35(&["rp1", "rp2"]);
+    fake.state().squat = Some(Squat::FirstDeviceAdd);
+    let first = hotplug(&fake).await;
+    let report = first.add_nic(&nic(1), &pipe_fds(1), NO_FDS).await.unwrap();
+    assert_eq!(report.id.to_string(), "nic-n1-rp2-0", "rp1 was taken during the first attempt");
+    assert_eq!(fake.state().devices["squatter0"].bus, "rp1");
+    let error = first.add_nic(&NicSpec::new("n2"), &pipe_fds(1), NO_FDS).await.unwrap_err();
+    assert!(matches!(error, Error::NoFreePlace(_)), "{error}");
+    assert!(error.to_string().contains("rp2: a root port holding nic-n1-rp2-0 at 00.0"), "{error}");
+    assert_eq!(fake.state().devices.len(), 2, "nothing of n2: {:?}", fake.state());
+    assert!(fake.state().netdevs.len() == 1 && fake.state().objects.is_empty());
+
+    let dir = tempfile::tempdir().unwrap();
+    for step in 0..3 {
+        let fake = FakeQemu::start(Some((step, Fault::Refuse)));
+        fake.state().q35(&["rp1"]);
+        let hotplug = hotplug(&fake).await;
+        let error = hotplug.add_disk(&disk(&dir), None).await.unwrap_err();
+        assert!(matches!(error, Error::Step { .. }), "step {step}: {error}");
+        assert!(fake.state().is_clean(), "step {step}: {:?}", fake.state());
+    }
+}
+
+/// A NIC added with its link down: `set_link` follows `device_add`; refused, it is undone
+/// with everything before it.
+#[tokio::test]
+async fn a_link_down_nic_is_set_after_device_add_and_undone_on_failure() {
+    let spec = NicSpec { link_up: false, ..nic(1) };
+    let fake = FakeQemu::start(None);
+    let report = hotplug(&fake).await.add_nic(&spec, &pipe_fds(1), NO_FDS).await.unwrap();
+    assert!(!fake.state().devices[&report.id.to_string()].link_up);
+    assert_eq!(fake.state().log[4], "set_link");
+
+    let fake = FakeQemu::start(Some((4, Fault::Refuse)));
+    let error = hotplug(&fake).await.add_nic(&spec, &pipe_fds(1), NO_FDS).await.unwrap_err();
+    assert_eq!(error.failed_step(), Some("set_link nic-n1-pci-2"), "{error}");
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
 }

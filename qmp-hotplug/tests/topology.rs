@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use qemu_launcher::{QemuBuilder, qemu_or_skip};
 use qmp_client::Client;
 use qmp_hotplug::{
-    BusDeviceId, DeviceKind, PciTree, Peripheral, Place, PlaceBus, Preferences, TopologyInput,
+    DeviceId, DeviceKind, PciTree, Peripheral, Place, PlaceBus, Preferences, TopologyInput,
     Unusable,
 };
 use serde_json::json;
@@ -59,7 +59,7 @@ async fn fill(client: &Client) -> Vec<(String, Place)> {
     while let Ok(place) =
         tree.free_place(DeviceKind::Nic, &format!("t{}", added.len()), &Preferences::default())
     {
-        let id = BusDeviceId::new(DeviceKind::Nic, &format!("t{}", added.len()), &place)
+        let id = DeviceId::at(DeviceKind::Nic, &format!("t{}", added.len()), &place)
             .unwrap()
             .to_string();
         add_nic(client, &id, &place).await.unwrap_or_else(|error| {
@@ -153,7 +153,7 @@ async fn pc_bus_0_and_a_bridge_take_what_the_tree_offers() {
     assert_eq!(added[0], ("nic-t0-pci-2".to_owned(), Place { bus: PlaceBus::PcRoot, slot: 2 }));
     assert_eq!(added[29].0, "nic-t29-br1-0", "slot 0 of a bridge is used");
     for (id, place) in &added {
-        let parsed: BusDeviceId = id.parse().unwrap();
+        let parsed: DeviceId = id.parse().unwrap();
         assert_eq!(&parsed.place(), place);
     }
     let error = read_tree(&client)

@@ -58,15 +58,16 @@ pub(crate) enum NicCommand {
     /// Hot-add a NIC; prints its device id, slot, netdev and tap as JSON
     #[command(long_about = "\
 Hot-add a NIC: create an intent marker, pass the tap's descriptors with getfd, netdev_add, \
-then device_add in the first free slot (or --slot), and delete the marker. The device id is \
-nic-NAME-pci-SLOT. Without --tap-fd a tap device is opened here (--tap NAME, default \
+then device_add in the first free place (or --bus/--slot), and delete the marker: pc's bus 0, \
+then empty q35 root ports, then bridges (see `qmp pci`). The device id is nic-NAME-pci-SLOT \
+on pc's bus 0 and nic-NAME-BUS-SLOT elsewhere. Without --tap-fd a tap device is opened here (--tap NAME, default \
 qmptap%d: the kernel picks the number), with --queues queues; it lives as long as QEMU uses \
 it. If a step fails, the steps before it are undone. Prints what QEMU has afterwards as JSON, \
 with the tap carrying each queue (read from QEMU's /proc, `unknown` when it cannot be read). \
 Running the same add again is `already-present` (the tap opened for it is not used and goes \
 away); a NIC of that name with another MAC, model or queue count is status 1 naming each \
 difference. What an interrupted earlier add left is removed first (see `hotplug gc`).")]
-    Add(NicAddArgs),
+    Add(Box<NicAddArgs>),
     /// Hot-remove a NIC: `device_del`, wait for the guest, `netdev_del`
     #[command(long_about = "\
 Hot-remove a NIC: device_del, wait for the guest's DEVICE_DELETED, then netdev_del; prints \
@@ -102,12 +103,39 @@ pub(crate) struct NicAddArgs {
     /// The guest-visible MAC address, a unicast one such as 52:54:00:12:34:56
     #[arg(long, value_parser = parse_mac)]
     pub(crate) mac: Option<String>,
-    /// The device model
+    /// The device model: virtio-net-pci, e1000 or rtl8139 (Ganeti's NIC models), or
+    /// another QEMU NIC
     #[arg(long, default_value = "virtio-net-pci")]
     pub(crate) model: String,
-    /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
+    /// The MTU offered to the guest (virtio only), 68 to 65535
+    #[arg(long, value_name = "MTU", value_parser = clap::value_parser!(u16).range(68..))]
+    pub(crate) host_mtu: Option<u16>,
+    /// virtio's receive queue size: 256, 512 or 1024
+    #[arg(long, value_name = "SIZE", value_parser = ["256", "512", "1024"])]
+    pub(crate) rx_queue_size: Option<String>,
+    /// virtio's transmit queue size: 256, 512 or 1024
+    #[arg(long, value_name = "SIZE", value_parser = ["256", "512", "1024"])]
+    pub(crate) tx_queue_size: Option<String>,
+    /// Boot order, 0 first
+    #[arg(long, value_name = "N")]
+    pub(crate) bootindex: Option<u16>,
+    /// The option ROM file; an empty value for none (no PXE ROM)
+    #[arg(long, value_name = "FILE")]
+    pub(crate) romfile: Option<String>,
+    /// Bring the link down right after the add, like an unplugged cable
+    #[arg(long)]
+    pub(crate) link_down: bool,
+    /// Another device property (Ganeti's features), NAME=VALUE; VALUE is JSON when it parses
+    /// as a boolean or integer, else a string; repeatable
+    #[arg(long = "feature", value_name = "NAME=VALUE", value_parser = parse_feature)]
+    pub(crate) features: Vec<(String, serde_json::Value)>,
+    /// PCI slot instead of the first free one: on --bus, else on bus 0
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
+    /// The bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35 pcie-root-port
+    /// (see `qmp pci`); default: the first with room
+    #[arg(long, value_name = "BUS")]
+    pub(crate) bus: Option<String>,
 }
 
 /// Removing a device.
@@ -132,7 +160,7 @@ Hot-add a disk. An --image (a regular file or a block device; a FIFO, directory 
 node is refused unopened) is opened here (read-only with --read-only) and passed in a new \
 fdset (add-fd) that keeps it for the disk's life, with the image's device and inode as its \
 opaque; blockdev-add reads /dev/fdset/N (driver file, or host_device for a block device), \
-and device_add plugs a virtio-blk device into the first free slot (or --slot). The format is \
+and device_add plugs a virtio-blk device into the first free place (or --pci-bus/--slot), as for NICs. The format is \
 never probed: an image whose header contradicts --format (raw by default) is refused unless \
 --allow-format-mismatch. A --uri (nbd://HOST[:PORT]/EXPORT or \
 nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and passes no descriptor. If a \
@@ -194,9 +222,13 @@ pub(crate) struct DiskAddArgs {
     /// The device model
     #[arg(long, default_value = "virtio-blk-pci")]
     pub(crate) model: String,
-    /// PCI slot on bus 0 instead of the first free one
-    #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
+    /// PCI slot instead of the first free one: on --bus, else on bus 0
+    #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
+    /// The PCI bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35
+    /// pcie-root-port (see `qmp pci`); default: the first with room
+    #[arg(long, value_name = "BUS")]
+    pub(crate) pci_bus: Option<String>,
 }
 
 /// `qmp hotplug disk del`.
@@ -208,4 +240,16 @@ pub(crate) struct DiskDelArgs {
     /// instead of `blockdev-del`
     #[arg(long, value_name = "DRIVE")]
     pub(crate) drive: Option<String>,
+}
+
+/// Parses `--feature NAME=VALUE`: `true`, `false` and integers as JSON, anything else as a
+/// string (qmp-hotplug checks the name and the value's kind).
+fn parse_feature(text: &str) -> Result<(String, serde_json::Value), String> {
+    let (name, value) =
+        text.split_once('=').ok_or_else(|| format!("'{text}' is not NAME=VALUE"))?;
+    let value = match serde_json::from_str::<serde_json::Value>(value) {
+        Ok(parsed) if parsed.is_boolean() || parsed.is_i64() || parsed.is_u64() => parsed,
+        _ => value.into(),
+    };
+    Ok((name.to_owned(), value))
 }

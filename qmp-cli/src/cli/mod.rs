@@ -250,11 +250,14 @@ the first failed line (1 server error, 2 malformed line, 3 timeout); a lost conn
 the shell at once with 3.")]
     Shell(ShellArgs),
 
-    /// Show PCI bus 0 as a table: each slot, the device id in it, or free
+    /// Show the PCI tree: every bus, the devices on it, and where hotplug has room
     #[command(long_about = "\
-Show PCI bus 0 (from query-pci) as a table: one line per function of each used slot with the \
-device's qdev id (`-` for devices the machine made), and the free slots hotplug can use. \
-Slot 0 is the host bridge's. With --json: one object per slot.")]
+Show the PCI tree (query-pci, the machine type, and where QOM puts each device): each bus by \
+the name device_add takes (pci.0 on pc, pcie.0 on q35, else the id of its bridge or root \
+port), one line per function with its qdev id (`-` for devices the machine made), and per bus \
+its free slots or why hotplug cannot use it (q35's pcie.0 takes no hotplug; a root port takes \
+one device). With --json: {machine, machine_type, buses: [{name, functions, free, reserved, \
+unusable, ...}]}.")]
     Pci,
 
     /// Hot-add and hot-remove NICs and disks, or check that this QEMU can
@@ -281,6 +284,10 @@ pub(crate) struct DemoArgs {
     /// Run without the test guest (hot-remove is then skipped: nothing would acknowledge it)
     #[arg(long)]
     pub(crate) no_guest: bool,
+    /// The machine: pc, or q35 (started with 4 empty pcie-root-ports, rp1 to rp4, into which
+    /// the disk and the NIC are hot-plugged)
+    #[arg(long, default_value = "pc", value_parser = ["pc", "q35"])]
+    pub(crate) machine: String,
 }
 
 /// `qmp exec`.
@@ -376,6 +383,58 @@ mod tests {
         let line = usage_line(&error.render().to_string());
         assert!(line.starts_with("unexpected argument '--bogus' found"), "{line}");
         assert!(!line.contains('\n'), "{line}");
+    }
+
+    #[test]
+    fn nic_settings_and_features_parse() {
+        let cli = Cli::try_parse_from([
+            "qmp",
+            "hotplug",
+            "nic",
+            "add",
+            "--name",
+            "a",
+            "--bus",
+            "rp1",
+            "--slot",
+            "0",
+            "--host-mtu",
+            "9000",
+            "--rx-queue-size",
+            "1024",
+            "--romfile",
+            "",
+            "--link-down",
+            "--feature",
+            "csum=false",
+            "--feature",
+            "x-txburst=256",
+            "--feature",
+            "s=on",
+        ])
+        .unwrap();
+        let Command::Hotplug(hotplug::HotplugCommand::Nic(hotplug::NicCommand::Add(add))) =
+            cli.command
+        else {
+            panic!("not nic add")
+        };
+        assert_eq!(
+            (add.bus.as_deref(), add.slot, add.host_mtu),
+            (Some("rp1"), Some(0), Some(9000))
+        );
+        assert_eq!((add.romfile.as_deref(), add.link_down), (Some(""), true));
+        assert_eq!(
+            add.features,
+            [
+                ("csum".to_owned(), serde_json::json!(false)),
+                ("x-txburst".to_owned(), serde_json::json!(256)),
+                ("s".to_owned(), serde_json::json!("on")),
+            ]
+        );
+        for bad in [["--rx-queue-size", "300"], ["--host-mtu", "60"], ["--feature", "novalue"]] {
+            let args = ["qmp", "hotplug", "nic", "add", "--name", "a", bad[0], bad[1]];
+            assert!(Cli::try_parse_from(args).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use hostdev::tap::MAX_TAP_QUEUES;
-use qmp_hotplug::{DeviceId, DeviceKind, MAX_NIC_QUEUES, NbdExport};
+use qmp_hotplug::{DeviceId, MAX_NIC_QUEUES, NbdExport};
 
 /// The longest duration any option takes: a year. Longer values (`--timeout 1e19`) are
 /// taken as this, so that every deadline `now + duration` exists; a year is "no deadline"
@@ -42,9 +42,7 @@ pub(crate) fn parse_seconds(text: &str) -> Result<Duration, String> {
 /// Parses `--name`: the name part of a device id, by qmp-hotplug's own rules (1 to
 /// `qmp_hotplug::MAX_NAME_LEN` ASCII letters, digits or `_`).
 pub(crate) fn parse_device_name(text: &str) -> Result<String, String> {
-    // The rules are those of `DeviceId::new`; the kind and the slot (any below 32) do not
-    // change them.
-    DeviceId::new(DeviceKind::Nic, text, 1).map_err(|e| e.to_string())?;
+    DeviceId::check_name(text).map_err(|e| e.to_string())?;
     Ok(text.to_owned())
 }
 
@@ -120,6 +118,7 @@ pub(crate) fn parse_nbd_uri(text: &str) -> Result<NbdExport, String> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use qmp_hotplug::DeviceKind;
     use qmp_hotplug::NbdServer;
 
     /// Text shaped like a number, in every spelling `f64` parses and more.

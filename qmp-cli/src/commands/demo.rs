@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use hostdev::tap::Tap;
 use qemu_launcher::{GUEST_READY, GUEST_READY_TIMEOUT, GuestImage, Qemu, QemuBuilder, SerialLine};
 use qmp_client::Client;
-use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec, RemoveOptions};
+use qmp_hotplug::{DeviceId, DiskSource, DiskSpec, Hotplug, NicSpec, Preferences, RemoveOptions};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
 use crate::cli::DemoArgs;
@@ -26,6 +26,10 @@ use crate::exit::{Failure, Status};
 use crate::output::{escape_for_terminal, with_progress};
 
 /// How long the guest gets to let go of a device.
+/// Empty root ports `qmp demo --machine q35` starts with: the demo plugs two devices, and
+/// two stay free so that a repeated or extra add has room.
+const Q35_ROOT_PORTS: u32 = 4;
+
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest gets to show a device it was given.
 const GUEST_SEES_TIMEOUT: Duration = Duration::from_secs(20);
@@ -151,7 +155,17 @@ impl Demo {
     /// Finds the guest, starts QEMU, waits for the guest and connects.
     async fn start(args: &DemoArgs) -> Result<Self, Failure> {
         let guest = if args.no_guest { None } else { find_guest() };
-        let mut builder = QemuBuilder::new();
+        let mut builder = QemuBuilder::new().machine(args.machine.as_str());
+        if args.machine == "q35" {
+            // q35 hot-plugs only into root ports, which cannot be hot-added: a pool of
+            // empty ones at start, as libvirt and Kata do.
+            for port in 1..=Q35_ROOT_PORTS {
+                builder = builder.arg("-device").arg(format!(
+                    "pcie-root-port,id=rp{port},bus=pcie.0,chassis=1,slot={port},addr={:#x}",
+                    port + 1
+                ));
+            }
+        }
         if let Some(image) = &guest {
             builder = builder.guest(image);
         }
@@ -205,8 +219,8 @@ impl Demo {
         step(
             took,
             &format!(
-                "hot-added disk {disk} in slot {}: add-fd (fdset), blockdev-add, device_add",
-                disk.slot()
+                "hot-added disk {disk} at {}: add-fd (fdset), blockdev-add, device_add",
+                disk.place()
             ),
         );
         self.guest_saw(serial_start, "+vd").await;
@@ -225,8 +239,8 @@ impl Demo {
         step(
             took,
             &format!(
-                "hot-added NIC {nic} in slot {} on tap {tap_name}: object-add (intent marker), getfd, netdev_add, device_add, object-del",
-                nic.slot()
+                "hot-added NIC {nic} at {} on tap {tap_name}: object-add (intent marker), getfd, netdev_add, device_add, object-del",
+                nic.place()
             ),
         );
         self.guest_saw(serial_start, "+eth").await;
@@ -341,12 +355,12 @@ fn find_guest() -> Option<GuestImage> {
 }
 
 async fn print_table(hotplug: &Hotplug) -> Result<(), Failure> {
-    let slots = hotplug.pci_slots().await?;
+    let view = hotplug.pci_tree().await?.view(&Preferences::default());
     println!();
-    for line in super::pci::table(&slots, false).lines() {
+    for line in super::pci::tree_text(&view).lines() {
         println!("    {line}");
     }
-    println!("    ({} of 32 slots free)\n", slots.free_slots().count());
+    println!();
     Ok(())
 }
 

@@ -191,7 +191,15 @@ fn prepare_nic(args: &NicAddArgs, inherited: Inherited) -> Result<PreparedNic, F
         vhost,
         mac: args.mac.clone(),
         model: args.model.clone(),
+        host_mtu: args.host_mtu,
+        rx_queue_size: args.rx_queue_size.as_deref().and_then(|size| size.parse().ok()),
+        tx_queue_size: args.tx_queue_size.as_deref().and_then(|size| size.parse().ok()),
+        bootindex: args.bootindex,
+        romfile: args.romfile.clone(),
+        link_up: !args.link_down,
+        features: args.features.iter().cloned().collect(),
         slot: args.slot,
+        bus: args.bus.clone(),
         ..NicSpec::new(args.name.clone())
     };
     Ok(PreparedNic { spec, taps, vhost_fds, tap_name })
@@ -206,6 +214,7 @@ async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Resu
         nic.queues.iter().map(|queue| json!({"fd": queue.fd, "tap": queue.tap})).collect();
     let report = json!({
         "id": nic.id.to_string(),
+        "bus": nic.id.bus(),
         "slot": nic.id.slot(),
         "outcome": nic.outcome.as_str(),
         "model": nic.model,
@@ -231,11 +240,13 @@ async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result
         read_only: args.read_only,
         model: args.model.clone(),
         slot: args.slot,
+        pci_bus: args.pci_bus.clone(),
         ..DiskSpec::new(args.name.clone(), source)
     };
     let disk = hotplug.add_disk(&spec, None).await?;
     let report = json!({
         "id": disk.id.to_string(),
+        "bus": disk.id.bus(),
         "slot": disk.id.slot(),
         "outcome": disk.outcome.as_str(),
         "model": disk.model,

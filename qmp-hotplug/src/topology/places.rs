@@ -5,9 +5,8 @@ use std::fmt;
 
 use serde::{Serialize, Serializer};
 
-use super::device_id::BusDeviceId;
 use super::tree::{Bus, BusKind, MachineKind, PciTree};
-use crate::ids::DeviceKind;
+use crate::ids::{DeviceId, DeviceKind};
 use crate::pci::PCI_SLOTS;
 
 /// The bus of a [`Place`].
@@ -226,7 +225,7 @@ impl std::error::Error for NoFreePlace {}
 impl PciTree {
     /// The first place a device `name` of `kind` can be hot-plugged (Ganeti's
     /// `GetFreePCISlot`, over every bus), in the order documented on [`PciTree`].
-    /// [`BusDeviceId::new`] with the same kind and name is sure to accept it.
+    /// [`DeviceId::at`] with the same kind and name is sure to accept it.
     ///
     /// # Errors
     /// [`NoFreePlace`] when there is none.
@@ -369,7 +368,7 @@ impl PciTree {
         let places: Vec<Place> = slots
             .into_iter()
             .map(|slot| Place { bus: bus.clone(), slot })
-            .filter(|place| match BusDeviceId::new(kind, name, place) {
+            .filter(|place| match DeviceId::at(kind, name, place) {
                 Ok(_) => true,
                 Err(error) => {
                     first_error.get_or_insert_with(|| error.to_string());

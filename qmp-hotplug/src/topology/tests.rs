@@ -7,7 +7,7 @@ use proptest::prelude::*;
 use serde_json::{Value, json};
 
 use super::*;
-use crate::ids::DeviceKind;
+use crate::ids::{DeviceId, DeviceKind};
 
 /// The captures of `tests/data` (see its README for the command lines).
 const CAPTURES: [(&str, &str); 12] = [
@@ -55,7 +55,7 @@ fn input(name: &str, with_placement: bool) -> TopologyInput {
     }
 }
 
-fn tree(name: &str) -> PciTree {
+pub(crate) fn tree(name: &str) -> PciTree {
     PciTree::new(&input(name, true)).unwrap_or_else(|error| panic!("{name}: {error}"))
 }
 
@@ -673,8 +673,8 @@ proptest! {
             if bus.kind == BusKind::RootPort {
                 prop_assert!(place.slot == 0 && bus.functions.is_empty() && bus.hotplug == Some(true));
             }
-            let id = BusDeviceId::new(DeviceKind::Nic, "p", place).unwrap();
-            prop_assert_eq!(id.to_string().parse::<BusDeviceId>().unwrap().place(), place.clone());
+            let id = DeviceId::at(DeviceKind::Nic, "p", place).unwrap();
+            prop_assert_eq!(id.to_string().parse::<DeviceId>().unwrap().place(), place.clone());
             prop_assert!(ids.insert(id.to_string()), "two places share the id {}", id);
         }
     }

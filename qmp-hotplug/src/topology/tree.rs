@@ -302,7 +302,7 @@ impl Bus {
 /// When no place is left, [`NoFreePlace`](crate::NoFreePlace) lists what was checked and what to add at start.
 ///
 /// ```
-/// use qmp_hotplug::{BusDeviceId, DeviceKind, Peripheral, PciTree, Preferences, TopologyInput};
+/// use qmp_hotplug::{DeviceId, DeviceKind, Peripheral, PciTree, Preferences, TopologyInput};
 /// use serde_json::json;
 /// let port = |id: &str, slot: u8| json!({"bus": 0, "slot": slot, "function": 0,
 ///     "qdev_id": id, "class_info": {"class": 1540}, "id": {"vendor": 6966, "device": 12},
@@ -320,7 +320,7 @@ impl Bus {
 /// let tree = PciTree::new(&input)?;
 /// let place = tree.free_place(DeviceKind::Nic, "web1", &Preferences::default())?;
 /// assert_eq!((place.bus.device_add_name(), place.addr()), ("rp2", "0x0".to_owned()));
-/// assert_eq!(BusDeviceId::new(DeviceKind::Nic, "web1", &place)?.to_string(), "nic-web1-rp2-0");
+/// assert_eq!(DeviceId::at(DeviceKind::Nic, "web1", &place)?.to_string(), "nic-web1-rp2-0");
 /// # Ok::<(), Box<dyn std::error::Error>>(())
 /// ```
 ///
@@ -359,6 +359,27 @@ impl PciTree {
         mark_name_clashes(&mut buses);
         mark_known_contents(&mut buses, &input.peripherals);
         Ok(Self { machine, machine_type: input.machine_type.clone(), buses })
+    }
+
+    /// The tree of a running machine of `machine_type` (e.g. `pc`, `q35`) from `query-pci`
+    /// alone: enough where the firmware has numbered every bus and no root port was
+    /// started with `hotplug=off` (root ports count as taking hotplug), e.g. to plan
+    /// without QEMU.
+    ///
+    /// # Errors
+    /// As [`PciTree::new`].
+    pub fn from_query_pci(machine_type: &str, query_pci: &Value) -> Result<Self, Error> {
+        let mut tree = Self::new(&TopologyInput {
+            machine_type: Some(machine_type.to_owned()),
+            query_pci: query_pci.clone(),
+            peripherals: Vec::new(),
+        })?;
+        for bus in &mut tree.buses {
+            if bus.kind == BusKind::RootPort && bus.hotplug.is_none() {
+                bus.hotplug = Some(true);
+            }
+        }
+        Ok(tree)
     }
 
     /// The machine's kind.

@@ -51,13 +51,18 @@ pub struct FdsetFd {
 }
 
 #[derive(Debug)]
+#[allow(clippy::struct_excessive_bools)] // QEMU state flags of one device, as QEMU keeps them
 pub struct Device {
     pub driver: String,
+    /// The bus: `pci.0`, or a bridge's or root port's id.
+    pub bus: String,
     pub slot: u8,
     pub netdev: Option<String>,
     pub drive: Option<String>,
     pub mac: Option<String>,
     pub mq: bool,
+    /// The link state (`set_link`).
+    pub link_up: bool,
     /// `device_del` sent while paused: completes at `cont`.
     pub unplug_pending: bool,
     /// `device_del` sent in prelaunch: never completes (QEMU 7.2).
@@ -78,6 +83,11 @@ pub struct Node {
 #[derive(Debug)]
 pub struct State {
     pub status: &'static str,
+    /// `qom-get /machine type`.
+    pub machine: &'static str,
+    /// The machine's bridges (pc: `pci-bridge`, at bus 0 slots 20 on) or root ports (q35:
+    /// `pcie-root-port`, at pcie.0 slots 2 on), by id, as started with `-device`.
+    pub bridges: Vec<String>,
     pub fd_names: BTreeMap<String, Option<OwnedFd>>,
     /// netdev -> queue count
     pub netdevs: BTreeMap<String, usize>,
@@ -97,6 +107,8 @@ impl Default for State {
     fn default() -> Self {
         Self {
             status: "running",
+            machine: "pc-i440fx-7.2-machine",
+            bridges: Vec::new(),
             fd_names: BTreeMap::new(),
             netdevs: BTreeMap::new(),
             devices: BTreeMap::new(),
@@ -122,6 +134,46 @@ impl State {
             && self.nodes.is_empty()
             && self.fdsets.is_empty()
             && self.objects.is_empty()
+    }
+
+    /// A q35 machine with empty root ports `ports`.
+    pub fn q35(&mut self, ports: &[&str]) {
+        self.machine = "pc-q35-7.2-machine";
+        self.bridges = ports.iter().map(|port| (*port).to_owned()).collect();
+    }
+
+    /// A pc machine with empty pci-bridges `bridges`.
+    pub fn pc_bridges(&mut self, bridges: &[&str]) {
+        self.bridges = bridges.iter().map(|bridge| (*bridge).to_owned()).collect();
+    }
+
+    fn is_q35(&self) -> bool {
+        self.machine.contains("q35")
+    }
+
+    fn root_bus(&self) -> &'static str {
+        if self.is_q35() { "pcie.0" } else { "pci.0" }
+    }
+
+    /// A bridge's QOM type, PCI device id and bus 0 slot.
+    fn bridge(&self, index: usize) -> (&'static str, u16, u8) {
+        let index = u8::try_from(index).unwrap();
+        if self.is_q35() {
+            ("pcie-root-port", 0x000c, 2 + index)
+        } else {
+            ("pci-bridge", 0x0001, 20 + index)
+        }
+    }
+
+    /// The devices on `bus`, as `query-pci` lists them.
+    fn functions_on(&self, bus: &str) -> Vec<Value> {
+        self.devices
+            .iter()
+            .filter(|(_, device)| device.bus == bus)
+            .map(
+                |(id, device)| json!({"bus": 0, "slot": device.slot, "function": 0, "qdev_id": id}),
+            )
+            .collect()
     }
 
     fn running(&self) -> bool {
@@ -207,6 +259,7 @@ impl FakeQemu {
                 "query-block",
                 "object-add",
                 "object-del",
+                "set_link",
             ]))
             .start();
         Self { server, state }
@@ -257,14 +310,17 @@ fn handle(state: &Mutex<State>, conn: &MockConnection, request: MockRequest) {
                 }
                 let slot = u8::from_str_radix(text(&args, "addr").trim_start_matches("0x"), 16)
                     .unwrap_or_default();
+                let bus = args["bus"].as_str().unwrap_or(state.root_bus()).to_owned();
                 let id = format!("squatter{slot}");
                 state.devices.entry(id).or_insert(Device {
                     driver: "virtio-net-pci".into(),
+                    bus,
                     slot,
                     netdev: Some(String::new()),
                     drive: None,
                     mac: None,
                     mq: false,
+                    link_up: true,
                     unplug_pending: false,
                     wedged: false,
                 });
@@ -342,21 +398,32 @@ fn apply(
             Ok(json!({}))
         }
         "query-pci" => {
+            let (host, isa) = if state.is_q35() { (0x29c0, (31, 0x2918)) } else { (0x1237, (1, 0x7000)) };
             let mut devices = vec![
-                json!({"bus": 0, "slot": 0, "function": 0, "qdev_id": ""}),
-                json!({"bus": 0, "slot": 1, "function": 0, "qdev_id": ""}),
+                json!({"bus": 0, "slot": 0, "function": 0, "qdev_id": "", "id": {"vendor": 0x8086, "device": host}}),
+                json!({"bus": 0, "slot": isa.0, "function": 0, "qdev_id": "", "id": {"vendor": 0x8086, "device": isa.1}}),
             ];
-            for (id, device) in &state.devices {
-                devices.push(json!({"bus": 0, "slot": device.slot, "function": 0, "qdev_id": id}));
+            devices.extend(state.functions_on(state.root_bus()));
+            for (index, id) in state.bridges.iter().enumerate() {
+                let (_, device, slot) = state.bridge(index);
+                devices.push(json!({"bus": 0, "slot": slot, "function": 0, "qdev_id": id,
+                    "class_info": {"class": 0x0604}, "id": {"vendor": 0x1b36, "device": device},
+                    "pci_bridge": {"bus": {"number": 0, "secondary": index + 1, "subordinate": index + 1},
+                                   "devices": state.functions_on(id)}}));
             }
             Ok(json!([{"bus": 0, "devices": devices}]))
         }
         "qom-list" => {
             let mut list = vec![json!({"name": "type", "type": "string"})];
             match text(args, "path") {
-                "/machine/peripheral" => list.extend(state.devices.iter().map(|(id, device)| {
-                    json!({"name": id, "type": format!("child<{}>", device.driver)})
-                })),
+                "/machine/peripheral" => {
+                    list.extend(state.devices.iter().map(|(id, device)| {
+                        json!({"name": id, "type": format!("child<{}>", device.driver)})
+                    }));
+                    list.extend(state.bridges.iter().enumerate().map(|(index, id)| {
+                        json!({"name": id, "type": format!("child<{}>", state.bridge(index).0)})
+                    }));
+                }
                 "/objects" => list.extend(
                     state.objects.iter().map(|id| json!({"name": id, "type": "child<secret>"})),
                 ),
@@ -366,13 +433,30 @@ fn apply(
         }
         "qom-get" => {
             let path = text(args, "path");
+            let property = text(args, "property");
+            if path == "/machine" && property == "type" {
+                return Ok(json!(state.machine));
+            }
             let id = path.strip_prefix("/machine/peripheral/").unwrap_or_default();
+            let root_path =
+                if state.is_q35() { "/machine/q35/pcie.0" } else { "/machine/i440fx/pci.0" };
+            if let Some(index) = state.bridges.iter().position(|bridge| bridge == id) {
+                let (qom_type, _, slot) = state.bridge(index);
+                return match property {
+                    "parent_bus" => Ok(json!(root_path)),
+                    "addr" => Ok(json!(u32::from(slot) * 8)),
+                    "hotplug" if state.is_q35() => Ok(json!(true)),
+                    _ => generic(format!("Property '{qom_type}.{property}' not found")),
+                };
+            }
             let Some(device) = state.devices.get(id) else {
                 return Err(("DeviceNotFound", format!("Device '{path}' not found")));
             };
             let is_nic = device.driver.contains("net") || device.driver == "e1000";
-            let property = text(args, "property");
             match (property, is_nic) {
+                ("parent_bus", _) if device.bus == state.root_bus() => Ok(json!(root_path)),
+                ("parent_bus", _) => Ok(json!(format!("/machine/peripheral/{0}/{0}", device.bus))),
+                ("addr", _) => Ok(json!(u32::from(device.slot) * 8)),
                 ("netdev", true) => Ok(json!(device.netdev.clone().unwrap_or_default())),
                 ("mac", true) => {
                     Ok(json!(device.mac.clone().unwrap_or_else(|| "52:54:00:12:34:56".into())))
@@ -594,7 +678,22 @@ fn apply(
                 return generic(format!("'{driver}' is not a valid device model name"));
             }
             let slot = u8::from_str_radix(text(args, "addr").trim_start_matches("0x"), 16).unwrap();
-            if let Some((other, used)) = state.devices.iter().find(|(_, d)| d.slot == slot) {
+            let bus = args["bus"].as_str().unwrap_or(state.root_bus()).to_owned();
+            if bus == "pcie.0" {
+                return generic("Bus 'pcie.0' does not support hotplugging".into());
+            }
+            if bus != state.root_bus() && !state.bridges.contains(&bus) {
+                return generic(format!("Bus '{bus}' not found"));
+            }
+            if state.is_q35() && slot != 0 {
+                return generic(format!(
+                    "PCI: slot {slot} function 0 not available for {driver}, in use by nothing \
+                     (a root port has slot 0 only)"
+                ));
+            }
+            if let Some((other, used)) =
+                state.devices.iter().find(|(_, d)| d.slot == slot && d.bus == bus)
+            {
                 return generic(format!(
                     "PCI: slot {slot} function 0 not available for {driver}, in use by {},id={other}",
                     used.driver
@@ -604,17 +703,26 @@ fn apply(
                 id.into(),
                 Device {
                     driver,
+                    bus,
                     slot,
                     netdev,
                     drive,
                     mac: args.get("mac").and_then(Value::as_str).map(str::to_lowercase),
                     mq: args.get("mq").and_then(Value::as_bool).unwrap_or(false),
+                    link_up: true,
                     unplug_pending: false,
                     wedged: false,
                 },
             );
             Ok(json!({}))
         }
+        "set_link" => match state.devices.get_mut(text(args, "name")) {
+            Some(device) => {
+                device.link_up = args["up"].as_bool().unwrap_or(true);
+                Ok(json!({}))
+            }
+            None => Err(("DeviceNotFound", format!("Device '{}' not found", text(args, "name")))),
+        },
         "device_del" => {
             let id = text(args, "id");
             let running = state.running();
