@@ -280,7 +280,7 @@ impl Client {
         timeout: Duration,
         wanted: impl Fn(&Event) -> bool,
     ) -> Result<EventItem, Error> {
-        let deadline = Instant::now() + timeout;
+        let deadline = crate::session::deadline_after(Instant::now(), timeout);
         loop {
             if let Some(item) = self.session.poll_event_matching(&wanted) {
                 return Ok(item);

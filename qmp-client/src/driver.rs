@@ -142,7 +142,12 @@ impl Shared {
             let state = self.lock();
             request.timeout.or(state.session.config().default_command_timeout)
         };
-        let deadline = timeout.map(|timeout| tokio::time::Instant::now() + timeout);
+        let deadline = timeout.map(|timeout| {
+            tokio::time::Instant::from_std(crate::session::deadline_after(
+                std::time::Instant::now(),
+                timeout,
+            ))
+        });
         loop {
             let room = self.room.notified();
             tokio::pin!(room);

@@ -363,7 +363,7 @@ impl<W> Session<W> {
     /// A session whose transport has just connected at `now`; it waits for the greeting.
     pub fn new(config: SessionConfig, now: Instant) -> Self {
         Self {
-            handshake_deadline: now + config.handshake_timeout,
+            handshake_deadline: deadline_after(now, config.handshake_timeout),
             config,
             phase: Phase::AwaitingGreeting,
             close_error: None,
@@ -694,7 +694,7 @@ impl<W> Session<W> {
         let deadline = request
             .timeout
             .or(self.config.default_command_timeout)
-            .map(|timeout| (now + timeout, timeout));
+            .map(|timeout| (deadline_after(now, timeout), timeout));
         if let Some((at, _)) = deadline {
             self.deadlines.insert((at, id));
         }
@@ -875,6 +875,13 @@ impl<W> Session<W> {
 }
 
 /// The command names in a `query-commands` return value.
+/// The instant `timeout` after `now`; a timeout past what the clock can hold
+/// (`Duration::MAX`) means about 30 years from now instead of a panic.
+pub(crate) fn deadline_after(now: Instant, timeout: Duration) -> Instant {
+    const FAR_FUTURE: Duration = Duration::from_secs(30 * 365 * 86_400);
+    now.checked_add(timeout).unwrap_or_else(|| now + FAR_FUTURE)
+}
+
 fn parse_command_list(value: &Value) -> Result<FastSet<String>, Error> {
     let invalid =
         || Error::Protocol(format!("query-commands returned an unexpected value: {value}"));
