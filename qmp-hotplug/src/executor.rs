@@ -200,7 +200,33 @@ impl Hotplug {
         self.inventory(&Focus::Everything, &Deadline::after(self.operation_timeout)).await
     }
 
+    /// Reads QEMU's state. A device listed by `qom-list` but gone by its `qom-get` (the
+    /// guest acknowledged an unplug requested earlier, maybe by a manager that died) makes
+    /// the whole state be read again, so every listed device has its properties; if it keeps
+    /// happening, the vanished devices are left out.
     async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
+        const READS: usize = 3;
+        let mut reads = 1;
+        loop {
+            let (mut snapshot, vanished) = self.read_inventory(focus, deadline).await?;
+            if vanished.is_empty() || reads == READS {
+                for id in &vanished {
+                    snapshot.peripherals.remove(id);
+                }
+                return Ok(snapshot);
+            }
+            debug!(?vanished, "devices went away while QEMU's state was read; reading again");
+            reads += 1;
+        }
+    }
+
+    /// One read of QEMU's state, and the devices that went away between the listing and
+    /// the reading of their properties.
+    async fn read_inventory(
+        &self,
+        focus: &Focus,
+        deadline: &Deadline,
+    ) -> Result<(Snapshot, Vec<String>), Error> {
         // Boxed: eight queries in flight make a large future, and every operation holds one.
         let (status, pci, peripherals, objects, block_nodes, block, fdsets, network) =
             Box::pin(async {
@@ -226,7 +252,8 @@ impl Hotplug {
             fdsets: fdsets?,
             network: network?,
         })?;
-        for (id, kind) in snapshot.property_targets(focus) {
+        let mut vanished = Vec::new();
+        'devices: for (id, kind) in snapshot.property_targets(focus) {
             let mut properties = DeviceProperties::default();
             for property in properties_of(kind) {
                 let path = format!("{PERIPHERAL_PATH}/{id}");
@@ -234,20 +261,22 @@ impl Hotplug {
                     self.client.execute("qom-get", json!({"path": path, "property": property}));
                 match self.call(deadline, "qom-get", get).await {
                     Ok(value) => properties.set(property, &value),
-                    // Not a property of this device (it is of another kind), or the device
-                    // went away since the listing: nothing to record.
+                    // Not a property of this device (it is of another kind): nothing to record.
+                    Err(error) if PROPERTY_NOT_FOUND.matches_reply(error.qmp_error()) => {}
                     Err(error)
-                        if PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
-                            || error
-                                .qmp_error()
-                                .is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound) => {
+                        if error
+                            .qmp_error()
+                            .is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound) =>
+                    {
+                        vanished.push(id);
+                        continue 'devices;
                     }
                     Err(error) => return Err(error),
                 }
             }
             snapshot.properties.insert(id, properties);
         }
-        Ok(snapshot)
+        Ok((snapshot, vanished))
     }
 
     /// Runs one of the snapshot's queries, decoding the reply as `T`.

@@ -647,3 +647,28 @@ async fn calls_on_one_hotplug_run_one_at_a_time() {
     let one_add = ["object-add", "getfd", "netdev_add", "device_add", "object-del"];
     assert_eq!(fake.state().log, [one_add, one_add].concat(), "not interleaved");
 }
+
+/// Found by the chaos soak (seed 20261129, step 581): a manager killed while its removal
+/// waited for the guest leaves the unplug requested; the guest acknowledges it between the
+/// next removal's `qom-list` and its `qom-get`. The device was listed but had no properties,
+/// which read as "a virtio-blk-pci device, which has no drive" (`WrongKind`), and the disk's
+/// node and fdset stayed behind. Now the inventory is read again.
+#[tokio::test]
+async fn a_device_that_goes_away_while_it_is_read_is_not_the_wrong_kind() {
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let disk = hotplug.add_disk(&disk(&dir), None).await.unwrap();
+    let id = disk.id.to_string();
+    fake.state().vanishes_on_qom_get = Some(id.clone());
+    let removed = hotplug.del_disk(&id, &remove().missing_ok(true)).await.unwrap();
+    assert_eq!(removed, Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+
+    let nic = hotplug.add_nic(&nic(1), &pipe_fds(1), NO_FDS).await.unwrap();
+    let id = nic.id.to_string();
+    fake.state().vanishes_on_qom_get = Some(id.clone());
+    let removed = hotplug.del_nic(&id, &remove().missing_ok(true)).await.unwrap();
+    assert_eq!(removed, Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+}

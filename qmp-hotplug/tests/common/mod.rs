@@ -88,6 +88,9 @@ pub struct State {
     pub changes: usize,
     pub fault: Option<(usize, Fault)>,
     pub squat: Option<Squat>,
+    /// A device whose unplug (requested by an earlier client) the guest acknowledges right
+    /// when its first property is read: listed by `qom-list`, gone by `qom-get`.
+    pub vanishes_on_qom_get: Option<String>,
     pub log: Vec<String>,
     frozen: bool,
     next_fd: i64,
@@ -106,6 +109,7 @@ impl Default for State {
             changes: 0,
             fault: None,
             squat: None,
+            vanishes_on_qom_get: None,
             log: Vec::new(),
             frozen: false,
             next_fd: 20,
@@ -367,6 +371,11 @@ fn apply(
         "qom-get" => {
             let path = text(args, "path");
             let id = path.strip_prefix("/machine/peripheral/").unwrap_or_default();
+            if state.vanishes_on_qom_get.as_deref() == Some(id) {
+                state.vanishes_on_qom_get = None;
+                state.devices.remove(id);
+                deleted(events, id);
+            }
             let Some(device) = state.devices.get(id) else {
                 return Err(("DeviceNotFound", format!("Device '{path}' not found")));
             };
