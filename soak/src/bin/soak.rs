@@ -12,6 +12,8 @@ use std::fmt;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hostdev::tap::Tap;
@@ -634,9 +636,10 @@ async fn soak(args: &Args) -> i32 {
     let kinds: Vec<&str> = soak.host.sources.iter().map(Source::kind).collect();
     println!("soak: disk sources {kinds:?}; QEMU pid {:?}", soak.qemu.pid());
     let deadline = Instant::now() + Duration::from_secs_f64(args.minutes * 60.0);
+    let stop = stop_on_signal();
     let mut state = initial;
     let mut failure = None;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.load(Ordering::Relaxed) {
         soak.tally.steps += 1;
         let op = soak.pick_op(&state);
         let fault = soak.pick_fault(&op);
@@ -687,6 +690,28 @@ async fn soak(args: &Args) -> i32 {
     }
     println!("soak: {} steps, 0 violations (seed {})", soak.tally.steps, soak.seed);
     0
+}
+
+/// Set by SIGINT or SIGTERM: the soak ends after the current step, undoing what it set up
+/// on the host (loop device, tmpfs mount, NBD server) as it would at the end.
+fn stop_on_signal() -> Arc<AtomicBool> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&stop);
+    tokio::spawn(async move {
+        let (Ok(mut interrupt), Ok(mut terminate)) =
+            (signal(SignalKind::interrupt()), signal(SignalKind::terminate()))
+        else {
+            return;
+        };
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = terminate.recv() => {}
+        }
+        eprintln!("soak: signal received, stopping after this step");
+        flag.store(true, Ordering::Relaxed);
+    });
+    stop
 }
 
 fn print_tally(tally: &Tally) {
