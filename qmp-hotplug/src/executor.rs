@@ -24,7 +24,7 @@ use crate::pci::SlotMap;
 use crate::plan::{FdRef, FdsetRef, Plan, Step};
 use crate::planner::{Planner, check_queues};
 use crate::qemu_errors::{
-    self, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND,
+    self, FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_IN_USE, NODE_NOT_FOUND,
     OBJECT_NOT_FOUND, PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
 };
 use crate::report::{DiskReport, NicReport, Outcome};
@@ -52,6 +52,10 @@ pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fresh plans an add makes when another manager keeps taking its slot or names.
 pub const MAX_ATTEMPTS: usize = 3;
+
+/// How often a removal tries `blockdev-del` again while a device being finalized still
+/// holds the node.
+const NODE_RELEASE_POLL: Duration = Duration::from_millis(50);
 
 /// The QMP commands each operation needs.
 const NIC_COMMANDS: &[&str] = &[
@@ -950,17 +954,29 @@ impl Hotplug {
         }
         for planned in plan.steps() {
             let step = &planned.step;
-            match self.run_step(step, &PlanFds::default(), deadline, run_state).await {
-                Ok(_) => {}
-                Err(error @ (Error::NotRunning { .. } | Error::UnplugPending { .. })) => {
-                    return Err(error);
-                }
-                Err(error) => {
-                    return Err(Error::Step {
-                        step: step.to_string(),
-                        source: Box::new(error),
-                        rollback: RollbackFailures::default(),
-                    });
+            loop {
+                match self.run_step(step, &PlanFds::default(), deadline, run_state).await {
+                    Ok(_) => break,
+                    Err(error @ (Error::NotRunning { .. } | Error::UnplugPending { .. })) => {
+                        return Err(error);
+                    }
+                    // The device left QOM but QEMU has not finalized it yet, so its drive
+                    // still holds the node: released within moments, so try again.
+                    Err(error)
+                        if matches!(step, Step::BlockdevDel { .. })
+                            && NODE_IN_USE.matches_reply(error.qmp_error())
+                            && deadline.remaining() > NODE_RELEASE_POLL =>
+                    {
+                        debug!(%step, "node still in use by a device being finalized; retrying");
+                        tokio::time::sleep(NODE_RELEASE_POLL).await;
+                    }
+                    Err(error) => {
+                        return Err(Error::Step {
+                            step: step.to_string(),
+                            source: Box::new(error),
+                            rollback: RollbackFailures::default(),
+                        });
+                    }
                 }
             }
         }

@@ -227,8 +227,21 @@ pub const HMP_ERROR: KnownError = KnownError {
     after: "",
 };
 
+/// `blockdev-del` of a node a block backend still holds: right after a device left QOM
+/// (`qom-get` says `DeviceNotFound`) and before QEMU finalized it and released its drive,
+/// which a removal finishing an unplug requested earlier can run into.
+pub const NODE_IN_USE: KnownError = KnownError {
+    name: "node-in-use",
+    command: "blockdev-del",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "Node disk-d237-pci-5 is in use",
+    before: "Node ",
+    after: " is in use",
+};
+
 /// Every entry.
-pub const ALL: [KnownError; 16] = [
+pub const ALL: [KnownError; 17] = [
     DUPLICATE_NETDEV_ID,
     UNPLUG_IN_PROGRESS,
     FD_NAME_NOT_FOUND,
@@ -242,6 +255,7 @@ pub const ALL: [KnownError; 16] = [
     FD_NAME_NOT_HELD,
     OBJECT_NOT_FOUND,
     PROPERTY_NOT_FOUND,
+    NODE_IN_USE,
     HMP_NODE_IN_USE,
     HMP_UNKNOWN_COMMAND,
     HMP_ERROR,
@@ -343,8 +357,13 @@ mod tests {
                     Channel::Hmp => entry.is_hmp_about(text, other.subject(text).unwrap()),
                 };
                 // The two "not found" fd texts share a shape; the fdset one is narrower.
-                let shared_shape =
-                    entry.name == "fd-name-not-found" && other.name == "fdset-not-found";
+                // QMP's `blockdev-del` and HMP's `drive_del` say "in use" alike.
+                let shared_shape = (entry.name == "fd-name-not-found"
+                    && other.name == "fdset-not-found")
+                    || matches!(
+                        (entry.name, other.name),
+                        ("node-in-use", "hmp-node-in-use") | ("hmp-node-in-use", "node-in-use")
+                    );
                 assert!(
                     !confused || shared_shape,
                     "{} matches {}'s {text:?}",

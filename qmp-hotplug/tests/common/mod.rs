@@ -91,6 +91,9 @@ pub struct State {
     /// A device whose unplug (requested by an earlier client) the guest acknowledges right
     /// when its first property is read: listed by `qom-list`, gone by `qom-get`.
     pub vanishes_on_qom_get: Option<String>,
+    /// How many more `blockdev-del`s find their node still in use (a device QEMU has taken
+    /// out of QOM but not yet finalized keeps its drive).
+    pub node_busy: usize,
     pub log: Vec<String>,
     frozen: bool,
     next_fd: i64,
@@ -110,6 +113,7 @@ impl Default for State {
             fault: None,
             squat: None,
             vanishes_on_qom_get: None,
+            node_busy: 0,
             log: Vec::new(),
             frozen: false,
             next_fd: 20,
@@ -568,6 +572,10 @@ fn apply(
         }
         "blockdev-del" => {
             let node = text(args, "node-name");
+            if state.node_busy > 0 && state.nodes.contains_key(node) {
+                state.node_busy -= 1;
+                return generic(format!("Node {node} is in use"));
+            }
             if state.devices.values().any(|device| device.drive.as_deref() == Some(node)) {
                 return generic(format!("Node {node} is in use"));
             }
