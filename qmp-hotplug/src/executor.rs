@@ -24,8 +24,8 @@ use crate::pci::SlotMap;
 use crate::plan::{FdRef, FdsetRef, Plan, Step};
 use crate::planner::{Planner, check_queues};
 use crate::qemu_errors::{
-    FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_NOT_FOUND, OBJECT_NOT_FOUND,
-    PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
+    FD_NAME_NOT_FOUND, FDSET_NOT_FOUND, HMP_DEVICE_NOT_FOUND, NODE_IN_USE, NODE_NOT_FOUND,
+    OBJECT_NOT_FOUND, PROPERTY_NOT_FOUND, RACES, UNPLUG_IN_PROGRESS,
 };
 use crate::report::{DiskReport, NicReport, Outcome};
 use crate::snapshot::{
@@ -54,6 +54,10 @@ pub const DEFAULT_HOST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Fresh plans an add makes when another manager keeps taking its slot or names.
 pub const MAX_ATTEMPTS: usize = 3;
+
+/// How often a removal tries `blockdev-del` again while a device being finalized still
+/// holds the node.
+const NODE_RELEASE_POLL: Duration = Duration::from_millis(50);
 
 /// The QMP commands each operation needs.
 const NIC_COMMANDS: &[&str] = &[
@@ -265,7 +269,33 @@ impl Hotplug {
         self.inventory(&Focus::Everything, &Deadline::after(self.operation_timeout)).await
     }
 
+    /// Reads QEMU's state. A device listed by `qom-list` but gone by its `qom-get` (the
+    /// guest acknowledged an unplug requested earlier, maybe by a manager that died) makes
+    /// the whole state be read again, so every listed device has its properties; if it keeps
+    /// happening, the vanished devices are left out.
     async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
+        const READS: usize = 3;
+        let mut reads = 1;
+        loop {
+            let (mut snapshot, vanished) = self.read_inventory(focus, deadline).await?;
+            if vanished.is_empty() || reads == READS {
+                for id in &vanished {
+                    snapshot.peripherals.remove(id);
+                }
+                return Ok(snapshot);
+            }
+            debug!(?vanished, "devices went away while QEMU's state was read; reading again");
+            reads += 1;
+        }
+    }
+
+    /// One read of QEMU's state, and the devices that went away between the listing and
+    /// the reading of their properties.
+    async fn read_inventory(
+        &self,
+        focus: &Focus,
+        deadline: &Deadline,
+    ) -> Result<(Snapshot, Vec<String>), Error> {
         // Boxed: eight queries in flight make a large future, and every operation holds one.
         let (status, pci, machine_type, peripherals, objects, block_nodes, block, fdsets, network) =
             Box::pin(async {
@@ -296,7 +326,8 @@ impl Hotplug {
             fdsets: fdsets?,
             network: network?,
         })?;
-        for (id, kind) in snapshot.property_targets(focus) {
+        let mut vanished = Vec::new();
+        'devices: for (id, kind) in snapshot.property_targets(focus) {
             let mut properties = DeviceProperties::default();
             for property in properties_of(kind) {
                 let path = format!("{PERIPHERAL_PATH}/{id}");
@@ -304,15 +335,22 @@ impl Hotplug {
                     self.client.execute("qom-get", json!({"path": path, "property": property}));
                 match self.call(deadline, "qom-get", get).await {
                     Ok(value) => properties.set(property, &value),
-                    // Not a property of this device (it is of another kind), or the device
-                    // went away since the listing: nothing to record.
-                    Err(error) if is_missing(&error) => {}
+                    // Not a property of this device (it is of another kind): nothing to record.
+                    Err(error) if PROPERTY_NOT_FOUND.matches_reply(error.qmp_error()) => {}
+                    Err(error)
+                        if error
+                            .qmp_error()
+                            .is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound) =>
+                    {
+                        vanished.push(id);
+                        continue 'devices;
+                    }
                     Err(error) => return Err(error),
                 }
             }
             snapshot.properties.insert(id, properties);
         }
-        Ok(snapshot)
+        Ok((snapshot, vanished))
     }
 
     /// Reads where QOM puts each peripheral (`parent_bus`, `addr`) and whether a root port
@@ -1060,17 +1098,29 @@ impl Hotplug {
         }
         for planned in plan.steps() {
             let step = &planned.step;
-            match self.run_step(step, &PlanFds::default(), deadline, run_state).await {
-                Ok(_) => {}
-                Err(error @ (Error::NotRunning { .. } | Error::UnplugPending { .. })) => {
-                    return Err(error);
-                }
-                Err(error) => {
-                    return Err(Error::Step {
-                        step: step.to_string(),
-                        source: Box::new(error),
-                        rollback: RollbackFailures::default(),
-                    });
+            loop {
+                match self.run_step(step, &PlanFds::default(), deadline, run_state).await {
+                    Ok(_) => break,
+                    Err(error @ (Error::NotRunning { .. } | Error::UnplugPending { .. })) => {
+                        return Err(error);
+                    }
+                    // The device left QOM but QEMU has not finalized it yet, so its drive
+                    // still holds the node: released within moments, so try again.
+                    Err(error)
+                        if matches!(step, Step::BlockdevDel { .. })
+                            && NODE_IN_USE.matches_reply(error.qmp_error())
+                            && deadline.remaining() > NODE_RELEASE_POLL =>
+                    {
+                        debug!(%step, "node still in use by a device being finalized; retrying");
+                        tokio::time::sleep(NODE_RELEASE_POLL).await;
+                    }
+                    Err(error) => {
+                        return Err(Error::Step {
+                            step: step.to_string(),
+                            source: Box::new(error),
+                            rollback: RollbackFailures::default(),
+                        });
+                    }
                 }
             }
         }

@@ -194,8 +194,21 @@ pub const PROPERTY_NOT_FOUND: KnownError = KnownError {
     after: "' not found",
 };
 
+/// `blockdev-del` of a node a block backend still holds: right after a device left QOM
+/// (`qom-get` says `DeviceNotFound`) and before QEMU finalized it and released its drive,
+/// which a removal finishing an unplug requested earlier can run into.
+pub const NODE_IN_USE: KnownError = KnownError {
+    name: "node-in-use",
+    command: "blockdev-del",
+    channel: Channel::GenericError,
+    seen_on: "7.2.22",
+    sample: "Node disk-d237-pci-5 is in use",
+    before: "Node ",
+    after: " is in use",
+};
+
 /// Every entry.
-pub const ALL: [KnownError; 13] = [
+pub const ALL: [KnownError; 14] = [
     DUPLICATE_NETDEV_ID,
     UNPLUG_IN_PROGRESS,
     FD_NAME_NOT_FOUND,
@@ -209,6 +222,7 @@ pub const ALL: [KnownError; 13] = [
     FD_NAME_NOT_HELD,
     OBJECT_NOT_FOUND,
     PROPERTY_NOT_FOUND,
+    NODE_IN_USE,
 ];
 
 /// The QMP errors that mean another manager took what this plan was about to use (a

@@ -693,3 +693,38 @@ async fn a_link_down_nic_is_set_after_device_add_and_undone_on_failure() {
     assert_eq!(error.failed_step(), Some("set_link nic-n1-pci-2"), "{error}");
     assert!(fake.state().is_clean(), "{:?}", fake.state());
 }
+
+/// Found by the chaos soak (seed 20261129, step 581): a manager killed while its removal
+/// waited for the guest leaves the unplug requested; the guest acknowledges it between the
+/// next removal's `qom-list` and its `qom-get`. The device was listed but had no properties,
+/// which read as "a virtio-blk-pci device, which has no drive" (`WrongKind`), and the disk's
+/// node and fdset stayed behind. Now the inventory is read again.
+#[tokio::test]
+async fn a_device_that_goes_away_while_it_is_read_is_not_the_wrong_kind() {
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let dir = tempfile::tempdir().unwrap();
+    let first = hotplug.add_disk(&disk(&dir), None).await.unwrap();
+    let id = first.id.to_string();
+    fake.state().vanishes_on_qom_get = Some(id.clone());
+    let removed = hotplug.del_disk(&id, &remove().missing_ok(true)).await.unwrap();
+    assert_eq!(removed, Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+
+    // Gone from QOM, but not finalized: its drive holds the node a little longer (the
+    // soak's second finding, seed 20261129, step 455: `Node ... is in use`).
+    let second = hotplug.add_disk(&disk(&dir), None).await.unwrap();
+    let id = second.id.to_string();
+    fake.state().vanishes_on_qom_get = Some(id.clone());
+    fake.state().node_busy = 3;
+    let removed = hotplug.del_disk(&id, &remove().missing_ok(true)).await.unwrap();
+    assert_eq!(removed, Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+
+    let nic = hotplug.add_nic(&nic(1), &pipe_fds(1), NO_FDS).await.unwrap();
+    let id = nic.id.to_string();
+    fake.state().vanishes_on_qom_get = Some(id.clone());
+    let removed = hotplug.del_nic(&id, &remove().missing_ok(true)).await.unwrap();
+    assert_eq!(removed, Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+}

@@ -98,6 +98,12 @@ pub struct State {
     pub changes: usize,
     pub fault: Option<(usize, Fault)>,
     pub squat: Option<Squat>,
+    /// A device whose unplug (requested by an earlier client) the guest acknowledges right
+    /// when its first property is read: listed by `qom-list`, gone by `qom-get`.
+    pub vanishes_on_qom_get: Option<String>,
+    /// How many more `blockdev-del`s find their node still in use (a device QEMU has taken
+    /// out of QOM but not yet finalized keeps its drive).
+    pub node_busy: usize,
     pub log: Vec<String>,
     frozen: bool,
     next_fd: i64,
@@ -118,6 +124,8 @@ impl Default for State {
             changes: 0,
             fault: None,
             squat: None,
+            vanishes_on_qom_get: None,
+            node_busy: 0,
             log: Vec::new(),
             frozen: false,
             next_fd: 20,
@@ -438,6 +446,11 @@ fn apply(
                 return Ok(json!(state.machine));
             }
             let id = path.strip_prefix("/machine/peripheral/").unwrap_or_default();
+            if state.vanishes_on_qom_get.as_deref() == Some(id) {
+                state.vanishes_on_qom_get = None;
+                state.devices.remove(id);
+                deleted(events, id);
+            }
             let root_path =
                 if state.is_q35() { "/machine/q35/pcie.0" } else { "/machine/i440fx/pci.0" };
             if let Some(index) = state.bridges.iter().position(|bridge| bridge == id) {
@@ -643,6 +656,10 @@ fn apply(
         }
         "blockdev-del" => {
             let node = text(args, "node-name");
+            if state.node_busy > 0 && state.nodes.contains_key(node) {
+                state.node_busy -= 1;
+                return generic(format!("Node {node} is in use"));
+            }
             if state.devices.values().any(|device| device.drive.as_deref() == Some(node)) {
                 return generic(format!("Node {node} is in use"));
             }
