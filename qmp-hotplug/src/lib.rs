@@ -90,6 +90,7 @@ mod executor;
 mod host;
 mod ids;
 mod leftovers;
+mod nbd;
 mod netinfo;
 mod ownership;
 mod pci;
@@ -110,6 +111,7 @@ pub use executor::{
 pub use host::{Host, ImageFacts, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_NAME_LEN};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
+pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
 pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
 pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
@@ -117,10 +119,7 @@ pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
 pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, RunState, Snapshot};
-pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, RemoveOptions,
-    Vhost,
-};
+pub use spec::{DiskFormat, DiskSource, DiskSpec, MAX_NIC_QUEUES, NicSpec, RemoveOptions, Vhost};
 pub use topology::{
     Bus, BusDeviceId, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MAX_ID_LEN,
     MachineKind, NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences,

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use qmp_hotplug::{NbdExport, PCI_SLOTS};
 
-use super::values::{parse_device_name, parse_mac, parse_nbd_uri, parse_queues, parse_seconds};
+use super::values::{parse_device_name, parse_mac, parse_queues, parse_seconds};
 
 /// `qmp hotplug`.
 #[derive(Debug, Subcommand)]
@@ -177,9 +177,9 @@ pub(crate) struct DiskAddArgs {
     /// An image file or block device, passed to QEMU as a descriptor
     #[arg(long, value_name = "PATH", required_unless_present = "uri", conflicts_with = "uri")]
     pub(crate) image: Option<PathBuf>,
-    /// An NBD URI QEMU connects to itself: `nbd://HOST[:PORT]/EXPORT` (an IPv6 HOST in
-    /// brackets) or `nbd+unix:///EXPORT?socket=PATH`
-    #[arg(long, value_name = "URI", value_parser = parse_nbd_uri)]
+    /// An NBD URI QEMU connects to itself, read as QEMU reads it: `nbd://HOST[:PORT]/EXPORT`
+    /// (an IPv6 HOST in brackets, %-escapes decoded) or `nbd+unix:///EXPORT?socket=PATH`
+    #[arg(long, value_name = "URI", value_parser = NbdExport::parse_uri)]
     pub(crate) uri: Option<NbdExport>,
     /// The image format (never probed: an image whose header says otherwise is refused)
     #[arg(long, value_enum, default_value = "raw")]
