@@ -12,6 +12,7 @@ use std::fmt;
 use hostdev::image::ImageIdentity;
 
 use crate::Error;
+use crate::disk_settings::DetectZeroes;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
 use crate::snapshot::Snapshot;
@@ -177,6 +178,18 @@ pub(crate) fn existing_disk(
     }
     if node.read_only != spec.read_only {
         differences.push(Difference::new("read-only", spec.read_only, node.read_only));
+    }
+    let settings = &spec.settings;
+    if node.cache_direct != settings.cache_direct {
+        differences.push(Difference::new("cache.direct", settings.cache_direct, node.cache_direct));
+    }
+    if node.cache_no_flush != settings.cache_no_flush {
+        let (wanted, found) = (settings.cache_no_flush, node.cache_no_flush);
+        differences.push(Difference::new("cache.no-flush", wanted, found));
+    }
+    let detect_zeroes = settings.detect_zeroes.map_or("off", DetectZeroes::as_str);
+    if node.detect_zeroes != detect_zeroes {
+        differences.push(Difference::new("detect-zeroes", detect_zeroes, &node.detect_zeroes));
     }
     let protocol = snapshot.block_nodes.get(&id.file_node_name()).map_or("none", |n| &n.driver);
     match (&spec.source, image) {

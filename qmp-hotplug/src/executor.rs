@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::Error;
 use crate::adopt;
 use crate::deadline::Deadline;
+use crate::disk_settings::Aio;
 use crate::error::{PendingReason, RollbackFailures};
 use crate::host::{Host, ImageFacts, LocalHost};
 use crate::ids::{DeviceId, DeviceKind};
@@ -358,12 +359,31 @@ impl Hotplug {
     /// # Errors
     /// [`Error::Unsupported`] with the reason.
     pub fn check_disk_support(&self, spec: &DiskSpec) -> Result<(), Error> {
+        spec.settings.check(matches!(spec.source, DiskSource::Nbd(_)))?;
         self.check_commands(DISK_COMMANDS)?;
         if spec.source.needs_fd() {
             self.check_commands(FDSET_COMMANDS)?;
             self.check_fd_passing("disk images")?;
         }
         Ok(())
+    }
+
+    /// Whether this QEMU was built with `io_uring`: its schema's `aio` enum lists it.
+    async fn check_io_uring(&self, deadline: &Deadline) -> Result<(), Error> {
+        let request = self.client.execute("query-qmp-schema", json!({}));
+        let schema = self.call(deadline, "query-qmp-schema", request).await?;
+        let aio_values = ["threads", "native", "io_uring"];
+        let has_it = schema.as_array().into_iter().flatten().any(|entry| {
+            entry["meta-type"] == "enum"
+                && entry["values"].as_array().is_some_and(|values| {
+                    aio_values.iter().all(|wanted| values.iter().any(|v| v == wanted))
+                })
+        });
+        if has_it {
+            Ok(())
+        } else {
+            Err(Error::Unsupported("this QEMU was built without aio=io_uring".into()))
+        }
     }
 
     fn check_commands(&self, commands: &[&str]) -> Result<(), Error> {
@@ -532,6 +552,9 @@ impl Hotplug {
         DeviceId::new(DeviceKind::Disk, &spec.name, 0)?;
         self.check_disk_support(spec)?;
         let deadline = Deadline::after(self.operation_timeout);
+        if spec.settings.aio == Some(Aio::IoUring) {
+            self.check_io_uring(&deadline).await?;
+        }
         let opened: Option<(Image, ImageFacts)> = match (&spec.source, fd) {
             (DiskSource::Path(path), None) => {
                 let path = path.clone();

@@ -85,6 +85,7 @@
 
 mod adopt;
 mod deadline;
+mod disk_settings;
 mod error;
 mod executor;
 mod host;
@@ -103,6 +104,7 @@ mod spec;
 mod topology;
 
 pub use adopt::Difference;
+pub use disk_settings::{Aio, DetectZeroes, Discard, DiskSettings, MAX_DISK_SERIAL_LEN};
 pub use error::{Error, PendingReason, RollbackFailures};
 pub use executor::{
     DEFAULT_HOST_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_ROLLBACK_BUDGET,

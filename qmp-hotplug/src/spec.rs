@@ -9,6 +9,7 @@ use hostdev::format::ImageFormat;
 
 #[cfg(doc)]
 use crate::Error;
+use crate::disk_settings::DiskSettings;
 pub(crate) use crate::nbd::{NbdExport, NbdServer};
 
 /// Most queues a multiqueue NIC may have (QEMU's `MAX_QUEUE_NUM` for tap is 1024; virtio-net
@@ -142,6 +143,8 @@ pub struct DiskSpec {
     pub model: String,
     /// A slot to use instead of the first free one.
     pub slot: Option<u8>,
+    /// Cache mode, I/O backend, discard, zero detection, serial, boot order, write cache.
+    pub settings: DiskSettings,
 }
 
 impl DiskSpec {
@@ -155,6 +158,7 @@ impl DiskSpec {
             read_only: false,
             model: "virtio-blk-pci".into(),
             slot: None,
+            settings: DiskSettings::default(),
         }
     }
 }
