@@ -197,12 +197,8 @@ pub(crate) struct DiskAddArgs {
     /// PCI slot on bus 0 instead of the first free one
     #[arg(long, value_parser = clap::value_parser!(u8).range(1..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
-    /// Bypass the host page cache (`cache.direct`)
-    #[arg(long)]
-    pub(crate) cache_direct: bool,
-    /// Ignore the guest's flushes (`cache.no-flush`; unsafe if the host crashes)
-    #[arg(long)]
-    pub(crate) cache_no_flush: bool,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
     /// How QEMU issues I/O (`native` needs --cache-direct; not for --uri)
     #[arg(long, value_enum)]
     pub(crate) aio: Option<AioMode>,
@@ -223,6 +219,17 @@ pub(crate) struct DiskAddArgs {
     pub(crate) write_cache: Option<OnOff>,
 }
 
+/// `disk add`'s cache mode.
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    /// Bypass the host page cache (`cache.direct`)
+    #[arg(long)]
+    pub(crate) cache_direct: bool,
+    /// Ignore the guest's flushes (`cache.no-flush`; unsafe if the host crashes)
+    #[arg(long)]
+    pub(crate) cache_no_flush: bool,
+}
+
 /// `--aio` values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub(crate) enum AioMode {
@@ -230,7 +237,7 @@ pub(crate) enum AioMode {
     Threads,
     /// Linux native AIO.
     Native,
-    /// io_uring (where this QEMU has it).
+    /// `io_uring` (where this QEMU has it).
     #[value(name = "io_uring")]
     IoUring,
 }
@@ -268,8 +275,8 @@ impl DiskAddArgs {
     /// The settings these options ask for.
     pub(crate) fn settings(&self) -> DiskSettings {
         DiskSettings {
-            cache_direct: self.cache_direct,
-            cache_no_flush: self.cache_no_flush,
+            cache_direct: self.cache.cache_direct,
+            cache_no_flush: self.cache.cache_no_flush,
             aio: self.aio.map(|aio| match aio {
                 AioMode::Threads => Aio::Threads,
                 AioMode::Native => Aio::Native,
