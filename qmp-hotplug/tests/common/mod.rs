@@ -30,6 +30,20 @@ pub enum Fault {
     Freeze,
 }
 
+/// How the running guest answers `device_del` (QEMU 7.2 with this project's guest always
+/// lets go; these are the answers it cannot be made to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestUnplug {
+    /// The device goes, with `DEVICE_DELETED`.
+    #[default]
+    Releases,
+    /// The guest refuses: `DEVICE_UNPLUG_GUEST_ERROR`, and the device stays.
+    Refuses,
+    /// The guest takes its time: no event yet; a repeated `device_del` is refused with
+    /// "already in the process of unplug", after which the guest lets go.
+    Slow,
+}
+
 /// Another manager's device, put into a slot right before a change of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Squat {
@@ -88,6 +102,7 @@ pub struct State {
     pub changes: usize,
     pub fault: Option<(usize, Fault)>,
     pub squat: Option<Squat>,
+    pub guest_unplug: GuestUnplug,
     pub log: Vec<String>,
     frozen: bool,
     next_fd: i64,
@@ -106,6 +121,7 @@ impl Default for State {
             changes: 0,
             fault: None,
             squat: None,
+            guest_unplug: GuestUnplug::default(),
             log: Vec::new(),
             frozen: false,
             next_fd: 20,
@@ -623,9 +639,19 @@ fn apply(
                 return Err(("DeviceNotFound", format!("Device '{id}' not found")));
             };
             if device.wedged || device.unplug_pending {
+                if running && !device.wedged && state.guest_unplug == GuestUnplug::Slow {
+                    // The guest finishes the first request now; the event follows the reply.
+                    state.devices.remove(id);
+                    deleted(events, id);
+                }
                 return generic(format!("Device {id} is already in the process of unplug"));
             }
-            if running {
+            if running && state.guest_unplug == GuestUnplug::Refuses {
+                let path = format!("/machine/peripheral/{id}");
+                events.push(("DEVICE_UNPLUG_GUEST_ERROR", json!({"device": id, "path": path})));
+            } else if running && state.guest_unplug == GuestUnplug::Slow {
+                device.unplug_pending = true;
+            } else if running {
                 state.devices.remove(id);
                 deleted(events, id);
             } else if prelaunch {
