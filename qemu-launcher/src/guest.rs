@@ -1,8 +1,8 @@
 //! A tiny Linux guest for hotplug tests, and reading what it prints on its serial console.
 //!
 //! The guest is Debian's cloud kernel with a busybox initramfs, built (and cached) by
-//! `scripts/build-guest`. Its `/init` loads the virtio, SCSI disk, CD-ROM and PIIX IDE
-//! drivers, prints [`GUEST_READY`] on ttyS0, then reports every NIC and block device (`vd*`,
+//! `scripts/build-guest`. Its `/init` loads the virtio (net, blk, SCSI), SCSI disk and
+//! CD-ROM drivers (no IDE: use `scsi-cd` for a CD-ROM), prints [`GUEST_READY`] on ttyS0, then reports every NIC and block device (`vd*`,
 //! `sd*`, `sr*`, `hd*`) that comes or goes, one line per change, and each block device's size
 //! (512-byte sectors) and medium when it appears and whenever they change:
 //!

@@ -249,7 +249,7 @@ fn a_paused_guest_is_not_waited_for_and_not_ready() {
 
 /// The guest's view of its block devices (`BLOCK NAME sectors=N media=0|1` lines): a SCSI
 /// LUN hot-added on a virtio-scsi controller, a virtio-blk disk grown with `block_resize`,
-/// and an IDE CD-ROM whose medium is inserted and ejected.
+/// and a SCSI CD-ROM whose medium is inserted and ejected.
 #[test]
 fn guest_reports_block_devices_sizes_and_media() {
     let qemu = guest_or_skip!(QemuBuilder::new().args([
@@ -258,12 +258,12 @@ fn guest_reports_block_devices_sizes_and_media() {
         "-drive",
         "if=none,id=cd0",
         "-device",
-        "ide-cd,drive=cd0,bus=ide.1,id=cd0",
+        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
     ]));
     let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
     // The empty drive was reported before GUEST-READY.
     let log = qemu.serial_log();
-    assert!(log.contains("GUEST: +sr0 pci=0000:00:01.1"), "{log}");
+    assert!(log.contains("GUEST: +sr0 pci=0000:00:04.0"), "{log}");
     assert!(log.lines().any(|l| l.starts_with("BLOCK sr0 ") && l.ends_with(" media=0")), "{log}");
     let mut qmp = Qmp::connect(&qemu);
     let image = |name: &str, size: u64| {

@@ -194,7 +194,8 @@ pub(crate) fn existing_disk(
     let protocol = snapshot.block_nodes.get(&id.file_node_name()).map_or("none", |n| &n.driver);
     match (&spec.source, image) {
         (DiskSource::Nbd(export), _) => {
-            if protocol != "nbd" || NbdExport::parse_uri(&node.file).ok().as_ref() != Some(export) {
+            // QEMU writes the filename without %-encoding: compare text, do not parse it.
+            if protocol != "nbd" || export.qemu_filename().as_ref() != Some(&node.file) {
                 differences.push(Difference::new("source", nbd_text(export), &node.file));
             }
         }
@@ -250,7 +251,7 @@ fn image_difference(
 }
 
 fn nbd_text(export: &NbdExport) -> String {
-    format!("{export:?}")
+    export.qemu_filename().unwrap_or_else(|| export.to_string())
 }
 
 #[cfg(test)]

@@ -71,6 +71,26 @@ impl NbdExport {
     }
 }
 
+impl NbdExport {
+    /// The filename QEMU 7.2 gives a node of this export (`nbd_refresh_filename`): a URI
+    /// written without `%`-encoding, so it is compared as text, never parsed. `None` for an
+    /// IPv6 host, for which QEMU writes a `json:` filename instead.
+    pub(crate) fn qemu_filename(&self) -> Option<String> {
+        let export = self.export.as_deref();
+        match (&self.server, export) {
+            (NbdServer::Tcp { host, .. }, _) if host.contains(':') => None,
+            (NbdServer::Tcp { host, port }, Some(name)) => {
+                Some(format!("nbd://{host}:{port}/{name}"))
+            }
+            (NbdServer::Tcp { host, port }, None) => Some(format!("nbd://{host}:{port}")),
+            (NbdServer::Unix(path), Some(name)) => {
+                Some(format!("nbd+unix:///{name}?socket={}", path.to_str()?))
+            }
+            (NbdServer::Unix(path), None) => Some(format!("nbd+unix://?socket={}", path.to_str()?)),
+        }
+    }
+}
+
 /// Writes the URI that [`NbdExport::parse_uri`] reads back as this export, `%`-encoding
 /// what needs it (and an IPv6 host in brackets).
 impl fmt::Display for NbdExport {
@@ -414,6 +434,16 @@ mod tests {
     fn refusals_name_the_uri() {
         let message = refusal("nbd://h:x/e");
         assert!(message.contains("'nbd://h:x/e'"), "{message}");
+    }
+
+    #[test]
+    fn qemu_filenames_are_written_as_qemu_writes_them() {
+        assert_eq!(tcp("h", 1, Some("a b")).qemu_filename().as_deref(), Some("nbd://h:1/a b"));
+        assert_eq!(tcp("h", 1, None).qemu_filename().as_deref(), Some("nbd://h:1"));
+        assert_eq!(tcp("::1", 1, Some("e")).qemu_filename(), None);
+        let socket = unix("/s", Some("e")).qemu_filename();
+        assert_eq!(socket.as_deref(), Some("nbd+unix:///e?socket=/s"));
+        assert_eq!(unix("/s", None).qemu_filename().as_deref(), Some("nbd+unix://?socket=/s"));
     }
 
     #[test]
