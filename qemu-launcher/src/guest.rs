@@ -1,18 +1,22 @@
 //! A tiny Linux guest for hotplug tests, and reading what it prints on its serial console.
 //!
 //! The guest is Debian's cloud kernel with a busybox initramfs, built (and cached) by
-//! `scripts/build-guest`. Its `/init` loads the virtio drivers, prints [`GUEST_READY`] on
-//! ttyS0, then reports every NIC and virtio disk that comes or goes, one line per change:
+//! `scripts/build-guest`. Its `/init` loads the virtio (net, blk, SCSI), SCSI disk and
+//! CD-ROM drivers (no IDE: use `scsi-cd` for a CD-ROM), prints [`GUEST_READY`] on ttyS0, then reports every NIC and block device (`vd*`,
+//! `sd*`, `sr*`, `hd*`) that comes or goes, one line per change, and each block device's size
+//! (512-byte sectors) and medium when it appears and whenever they change:
 //!
 //! ```text
 //! GUEST-READY 2.21s
 //! GUEST: +eth0 pci=0000:00:05.0
 //! GUEST: +vda pci=0000:00:06.0
+//! BLOCK vda sectors=8192 media=1
 //! GUEST: -eth0 pci=0000:00:05.0
 //! ```
 //!
-//! The `pci=` address is the PCI function behind the device (`?` when it cannot be told);
-//! a removal repeats the address seen when the device was added. Devices present at boot
+//! The `pci=` address is the nearest PCI function above the device (a SCSI disk names its
+//! controller; `?` when it cannot be told); a removal repeats the address seen when the
+//! device was added. `media=0` is an empty removable drive. Devices present at boot
 //! are reported before [`GUEST_READY`].
 
 use std::ffi::OsString;

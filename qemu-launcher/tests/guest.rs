@@ -246,3 +246,65 @@ fn a_paused_guest_is_not_waited_for_and_not_ready() {
     // Not yet, and it can still come: no error.
     assert_eq!(qemu.find_serial_after(0, GUEST_READY).unwrap(), None);
 }
+
+/// The guest's view of its block devices (`BLOCK NAME sectors=N media=0|1` lines): a SCSI
+/// LUN hot-added on a virtio-scsi controller, a virtio-blk disk grown with `block_resize`,
+/// and a SCSI CD-ROM whose medium is inserted and ejected.
+#[test]
+fn guest_reports_block_devices_sizes_and_media() {
+    let qemu = guest_or_skip!(QemuBuilder::new().args([
+        "-device",
+        "virtio-scsi-pci,id=scsi0,addr=0x4",
+        "-drive",
+        "if=none,id=cd0",
+        "-device",
+        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
+    ]));
+    let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
+    // The empty drive was reported before GUEST-READY.
+    let log = qemu.serial_log();
+    assert!(log.contains("GUEST: +sr0 pci=0000:00:04.0"), "{log}");
+    assert!(log.lines().any(|l| l.starts_with("BLOCK sr0 ") && l.ends_with(" media=0")), "{log}");
+    let mut qmp = Qmp::connect(&qemu);
+    let image = |name: &str, size: u64| {
+        let path = qemu.dir().join(name);
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let raw_node = |node: &str, path: &str| json!({"driver": "raw", "node-name": node, "file": {"driver": "file", "filename": path}});
+
+    // A LUN on the controller: no PCI slot of its own, the guest names the controller.
+    qmp.ok("blockdev-add", &raw_node("sd0", &image("sd0.raw", 8 << 20)));
+    qmp.ok(
+        "device_add",
+        &json!({"driver": "scsi-hd", "drive": "sd0", "id": "lun3", "bus": "scsi0.0",
+               "scsi-id": 0, "lun": 3}),
+    );
+    let sda = expect_serial(qemu.wait_for_serial_after(ready.end, "GUEST: +sda", STEP));
+    assert_eq!(sda.line, "GUEST: +sda pci=0000:00:04.0");
+    expect_serial(qemu.wait_for_serial_after(ready.end, "BLOCK sda sectors=16384 media=1", STEP));
+
+    // virtio-blk tells the guest about a new size at once.
+    qmp.ok("blockdev-add", &raw_node("vd0", &image("vd0.raw", 4 << 20)));
+    qmp.ok("device_add", &json!({"driver": "virtio-blk-pci", "drive": "vd0", "id": "vd0dev"}));
+    let vda = expect_serial(qemu.wait_for_serial_after(ready.end, "BLOCK vda sectors=8192", STEP));
+    qmp.ok("block_resize", &json!({"node-name": "vd0", "size": 16 << 20}));
+    let grown = expect_serial(qemu.wait_for_serial_after(vda.end, "BLOCK vda ", STEP));
+    assert_eq!(grown.line, "BLOCK vda sectors=32768 media=1");
+
+    // The CD-ROM: a 2 MiB medium goes in, then out.
+    let iso = image("cd.iso", 2 << 20);
+    qmp.ok("blockdev-change-medium", &json!({"id": "cd0", "filename": iso, "format": "raw"}));
+    let inserted = expect_serial(qemu.wait_for_serial_after(ready.end, "BLOCK sr0 ", STEP));
+    assert_eq!(inserted.line, "BLOCK sr0 sectors=4096 media=1");
+    qmp.ok("eject", &json!({"id": "cd0"}));
+    let ejected = expect_serial(qemu.wait_for_serial_after(inserted.end, "BLOCK sr0 ", STEP));
+    assert_eq!(ejected.line, "BLOCK sr0 sectors=4096 media=0");
+
+    // Unplugging the LUN is a device_del of the LUN itself.
+    qmp.ok("device_del", &json!({"id": "lun3"}));
+    qmp.wait_event(STEP, |m| m["event"] == "DEVICE_DELETED" && m["data"]["device"] == "lun3");
+    let gone = expect_serial(qemu.wait_for_serial_after(sda.end, "GUEST: -sda", STEP));
+    assert_eq!(gone.line, "GUEST: -sda pci=0000:00:04.0");
+    qmp.ok("blockdev-del", &json!({"node-name": "sd0"}));
+}

@@ -51,6 +51,23 @@ const BAD_VALUES: &[(&[&str], &str)] = &[
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://"], "no host"),
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://::1/exp"], "in brackets"),
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h:port/x"], "port"),
+    (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h/e?x=1"], "no ?query"),
+    (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbds://h/e"], "no 'nbds' scheme"),
+    // Disk settings QEMU would refuse part way through an add.
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--aio", "native"],
+        "cache.direct",
+    ),
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h/e", "--aio", "threads"],
+        "not to NBD",
+    ),
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--detect-zeroes", "unmap"],
+        "discard=unmap",
+    ),
+    (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--serial", "a,b"], "serial"),
+    (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--aio", "posix"], "--aio"),
     // clap's own refusals, one line too.
     (&["hotplug", "nic", "add"], "required arguments were not provided"),
     (&["events", "--count", "0"], "--count"),

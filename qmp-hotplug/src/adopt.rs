@@ -13,6 +13,7 @@ use hostdev::image::ImageIdentity;
 use serde_json::Value;
 
 use crate::Error;
+use crate::disk_settings::DetectZeroes;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
 use crate::snapshot::{NIC_SETTINGS, Snapshot};
@@ -204,10 +205,23 @@ pub(crate) fn existing_disk(
     if node.read_only != spec.read_only {
         differences.push(Difference::new("read-only", spec.read_only, node.read_only));
     }
+    let settings = &spec.settings;
+    if node.cache_direct != settings.cache_direct {
+        differences.push(Difference::new("cache.direct", settings.cache_direct, node.cache_direct));
+    }
+    if node.cache_no_flush != settings.cache_no_flush {
+        let (wanted, found) = (settings.cache_no_flush, node.cache_no_flush);
+        differences.push(Difference::new("cache.no-flush", wanted, found));
+    }
+    let detect_zeroes = settings.detect_zeroes.map_or("off", DetectZeroes::as_str);
+    if node.detect_zeroes != detect_zeroes {
+        differences.push(Difference::new("detect-zeroes", detect_zeroes, &node.detect_zeroes));
+    }
     let protocol = snapshot.block_nodes.get(&id.file_node_name()).map_or("none", |n| &n.driver);
     match (&spec.source, image) {
         (DiskSource::Nbd(export), _) => {
-            if protocol != "nbd" || NbdExport::parse_uri(&node.file).ok().as_ref() != Some(export) {
+            // QEMU writes the filename without %-encoding: compare text, do not parse it.
+            if protocol != "nbd" || export.qemu_filename().as_ref() != Some(&node.file) {
                 differences.push(Difference::new("source", nbd_text(export), &node.file));
             }
         }
@@ -263,7 +277,7 @@ fn image_difference(
 }
 
 fn nbd_text(export: &NbdExport) -> String {
-    format!("{export:?}")
+    export.qemu_filename().unwrap_or_else(|| export.to_string())
 }
 
 #[cfg(test)]

@@ -16,6 +16,7 @@ use tracing::{Instrument, debug, info_span, warn};
 use crate::Error;
 use crate::adopt;
 use crate::deadline::Deadline;
+use crate::disk_settings::Aio;
 use crate::error::{PendingReason, RollbackFailures};
 use crate::host::{Host, ImageFacts, LocalHost};
 use crate::ids::{DeviceId, DeviceKind};
@@ -132,6 +133,9 @@ pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
             probes.push(Probe::new(format!("{add}/+host_device/filename"), "a block device"));
             probes.push(Probe::new("add-fd/arg-type/opaque", "the fdset's fingerprint"));
         }
+    }
+    if spec.settings.aio == Some(Aio::IoUring) {
+        probes.push(Probe::new(format!("{add}/+file/aio/^io_uring"), "aio=io_uring"));
     }
     probes
 }
@@ -512,6 +516,7 @@ impl Hotplug {
     /// # Errors
     /// [`Error::Unsupported`] with the reason.
     pub async fn check_disk_support(&self, spec: &DiskSpec) -> Result<(), Error> {
+        spec.settings.check(matches!(spec.source, DiskSource::Nbd(_)))?;
         self.check_commands(DISK_COMMANDS)?;
         if spec.source.needs_fd() {
             self.check_commands(FDSET_COMMANDS)?;
@@ -706,7 +711,7 @@ impl Hotplug {
         spec: &DiskSpec,
         fd: Option<BorrowedFd<'_>>,
     ) -> Result<DiskReport, Error> {
-        DeviceId::new(DeviceKind::Disk, &spec.name, 0)?;
+        DeviceId::check_name(&spec.name)?;
         self.check_disk_support(spec).await?;
         let deadline = Deadline::after(self.operation_timeout);
         let opened: Option<(Image, ImageFacts)> = match (&spec.source, fd) {

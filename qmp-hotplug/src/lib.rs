@@ -86,11 +86,13 @@
 
 mod adopt;
 mod deadline;
+mod disk_settings;
 mod error;
 mod executor;
 mod host;
 mod ids;
 mod leftovers;
+mod nbd;
 mod netinfo;
 mod ownership;
 mod pci;
@@ -103,6 +105,7 @@ mod spec;
 mod topology;
 
 pub use adopt::Difference;
+pub use disk_settings::{Aio, DetectZeroes, Discard, DiskSettings, MAX_DISK_SERIAL_LEN};
 pub use error::{Error, PendingReason, RollbackFailures};
 pub use executor::{
     DEFAULT_HOST_TIMEOUT, DEFAULT_OPERATION_TIMEOUT, DEFAULT_ROLLBACK_BUDGET,
@@ -111,6 +114,7 @@ pub use executor::{
 pub use host::{Host, ImageFacts, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
+pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
 pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
 pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
@@ -119,8 +123,8 @@ pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
 pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, NIC_SETTINGS, RunState, Snapshot};
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec,
-    RTL8139, RemoveOptions, VIRTIO_NET, Vhost, check_mac,
+    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139, RemoveOptions,
+    VIRTIO_NET, Vhost, check_mac,
 };
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,

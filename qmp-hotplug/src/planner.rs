@@ -193,10 +193,11 @@ impl Planner {
         image: Option<&ImageIdentity>,
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
+        spec.settings.check(matches!(spec.source, DiskSource::Nbd(_)))?;
         let id =
             self.place(DeviceKind::Disk, &spec.name, spec.pci_bus.as_deref(), spec.slot, snapshot)?;
         let mut steps = Vec::new();
-        let (file, fdset) = match (&spec.source, image) {
+        let (mut file, fdset) = match (&spec.source, image) {
             (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
             (_, Some(image)) => {
                 steps.push(PlannedStep::new(
@@ -217,10 +218,14 @@ impl Planner {
                 ));
             }
         };
+        if let Value::Object(file) = &mut file {
+            spec.settings.node_options(file, true);
+        }
         let mut node = Map::new();
         node.insert("driver".into(), spec.format.driver().into());
         node.insert("node-name".into(), id.node_name().into());
         node.insert("read-only".into(), spec.read_only.into());
+        spec.settings.node_options(&mut node, false);
         node.insert("file".into(), file);
         steps.push(PlannedStep::new(
             Step::BlockdevAdd { node_name: id.node_name(), arguments: node, fdset },
@@ -228,6 +233,7 @@ impl Planner {
         ));
         let mut device = Self::device_arguments(&spec.model, &id);
         device.insert("drive".into(), id.node_name().into());
+        spec.settings.device_options(&mut device);
         steps.push(Self::device_step(&id, device));
         Ok((id, Plan::new(steps)))
     }
@@ -325,6 +331,7 @@ mod tests {
     use qmp_codec::{FdsetFdInfo, FdsetInfo};
 
     use super::*;
+    use crate::disk_settings::{Aio, DetectZeroes, Discard, DiskSettings};
     use crate::netinfo::NetworkInfo;
     use crate::snapshot::BlockNode;
     use crate::spec::{DiskFormat, NbdExport};
@@ -547,6 +554,38 @@ mod tests {
             json!({"driver": "nbd", "node-name": "disk-n-pci-2-file", "export": "exp0",
                    "server": {"type": "unix", "path": "/run/nbd.sock"}})
         );
+    }
+
+    #[test]
+    fn disk_settings_go_to_both_nodes_and_the_device_and_bad_ones_plan_nothing() {
+        let export = NbdExport::parse_uri("nbd://h/e").unwrap();
+        let settings = DiskSettings {
+            cache_direct: true,
+            discard: Some(Discard::Unmap),
+            detect_zeroes: Some(DetectZeroes::Unmap),
+            serial: Some("S1".into()),
+            bootindex: Some(2),
+            write_cache: Some(true),
+            ..DiskSettings::default()
+        };
+        let spec = DiskSpec { settings, ..DiskSpec::new("n", DiskSource::Nbd(export.clone())) };
+        let (_, plan) = Planner::default().disk_add(&spec, None, &empty()).unwrap();
+        let node = arguments(&plan, "blockdev-add");
+        for node in [&node, &node["file"]] {
+            assert_eq!(node["cache"], json!({"direct": true, "no-flush": false}), "{node}");
+            assert_eq!(
+                (&node["discard"], &node["detect-zeroes"]),
+                (&json!("unmap"), &json!("unmap"))
+            );
+        }
+        let device = arguments(&plan, "device_add");
+        assert_eq!((&device["serial"], &device["bootindex"]), (&json!("S1"), &json!(2)));
+        assert_eq!(device["write-cache"], "on");
+
+        let aio = DiskSettings { aio: Some(Aio::Threads), ..DiskSettings::default() };
+        let spec = DiskSpec { settings: aio, ..DiskSpec::new("n", DiskSource::Nbd(export)) };
+        let refused = Planner::default().disk_add(&spec, None, &empty()).unwrap_err();
+        assert!(refused.to_string().contains("not to NBD"), "{refused}");
     }
 
     #[test]

@@ -78,12 +78,25 @@ pub struct BlockNode {
     pub read_only: bool,
     /// What it reads: `/dev/fdset/N`, a path, or an NBD URI.
     pub file: String,
+    /// `cache.direct`.
+    pub cache_direct: bool,
+    /// `cache.no-flush`.
+    pub cache_no_flush: bool,
+    /// `detect-zeroes` (`off`, `on`, `unmap`).
+    pub detect_zeroes: String,
 }
 
 impl BlockNode {
-    /// A node of `driver` over `file`.
+    /// A node of `driver` over `file`, with QEMU's default cache and zero detection.
     pub fn new(driver: impl Into<String>, read_only: bool, file: impl Into<String>) -> Self {
-        Self { driver: driver.into(), read_only, file: file.into() }
+        Self {
+            driver: driver.into(),
+            read_only,
+            file: file.into(),
+            cache_direct: false,
+            cache_no_flush: false,
+            detect_zeroes: "off".into(),
+        }
     }
 
     /// The fdset it reads, if `file` is `/dev/fdset/N`.
@@ -211,10 +224,16 @@ impl Snapshot {
                 .block_nodes
                 .into_iter()
                 .map(|node| {
-                    (
-                        node.node_name,
-                        BlockNode::new(node.drv, node.ro, node.file.unwrap_or_default()),
-                    )
+                    let mut block_node =
+                        BlockNode::new(node.drv, node.ro, node.file.unwrap_or_default());
+                    if let Some(cache) = node.cache {
+                        block_node.cache_direct = cache.direct;
+                        block_node.cache_no_flush = cache.no_flush;
+                    }
+                    if let Some(detect_zeroes) = node.detect_zeroes {
+                        block_node.detect_zeroes = detect_zeroes;
+                    }
+                    (node.node_name, block_node)
                 })
                 .collect(),
             block_backends: replies
@@ -441,6 +460,19 @@ pub(crate) struct RawBlockNode {
     ro: bool,
     #[serde(default)]
     file: Option<String>,
+    #[serde(default)]
+    cache: Option<RawCache>,
+    #[serde(default)]
+    detect_zeroes: Option<String>,
+}
+
+/// A node's cache mode (QEMU's `BlockdevCacheInfo`).
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawCache {
+    #[serde(default)]
+    direct: bool,
+    #[serde(default, rename = "no-flush")]
+    no_flush: bool,
 }
 
 /// An entry of a `query-block` reply (QEMU's `BlockInfo`).

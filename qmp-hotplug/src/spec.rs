@@ -1,4 +1,4 @@
-//! What the caller asks for: the NIC and disk specs, where a disk's data is, and NBD URIs.
+//! What the caller asks for: the NIC and disk specs and where a disk's data is.
 //! Plain data: no client and no I/O (the planner turns it into QMP arguments).
 
 use std::collections::BTreeMap;
@@ -10,6 +10,8 @@ use hostdev::format::ImageFormat;
 use serde_json::Value;
 
 use crate::Error;
+use crate::disk_settings::DiskSettings;
+pub(crate) use crate::nbd::{NbdExport, NbdServer};
 
 /// Most queues a multiqueue NIC may have (QEMU's `MAX_QUEUE_NUM` for tap is 1024; virtio-net
 /// needs two MSI-X vectors per queue, and PCI caps a function at 2048 vectors).
@@ -212,69 +214,6 @@ impl DiskSource {
     }
 }
 
-/// An NBD export.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NbdExport {
-    /// The server.
-    pub server: NbdServer,
-    /// The export name (the server's default when `None`).
-    pub export: Option<String>,
-}
-
-/// Where an NBD server listens.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum NbdServer {
-    /// A unix socket.
-    Unix(PathBuf),
-    /// A TCP address.
-    Tcp {
-        /// Host name or address.
-        host: String,
-        /// Port (10809 is NBD's).
-        port: u16,
-    },
-}
-
-impl NbdExport {
-    /// Parses an NBD URI: `nbd://HOST[:PORT]/[EXPORT]` or `nbd+unix:///[EXPORT]?socket=PATH`.
-    ///
-    /// # Errors
-    /// [`Error::InvalidSpec`] for anything else.
-    pub fn parse_uri(uri: &str) -> Result<Self, Error> {
-        let bad = |why: &str| Error::InvalidSpec(format!("bad NBD URI '{uri}': {why}"));
-        let export = |path: &str| {
-            let name = path.strip_prefix('/').unwrap_or(path);
-            (!name.is_empty()).then(|| name.to_owned())
-        };
-        if let Some(rest) = uri.strip_prefix("nbd+unix://") {
-            let (path, query) = rest.split_once('?').ok_or_else(|| bad("no ?socket=PATH"))?;
-            if !path.is_empty() && !path.starts_with('/') {
-                return Err(bad("nbd+unix takes no host"));
-            }
-            let socket = query
-                .split('&')
-                .find_map(|pair| pair.strip_prefix("socket="))
-                .filter(|socket| !socket.is_empty())
-                .ok_or_else(|| bad("no socket= parameter"))?;
-            return Ok(Self { server: NbdServer::Unix(socket.into()), export: export(path) });
-        }
-        let rest = uri.strip_prefix("nbd://").ok_or_else(|| bad("not nbd:// or nbd+unix://"))?;
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((host, port)) if !host.ends_with(']') || host.starts_with('[') => {
-                (host, port.parse().map_err(|_| bad("the port is not a number"))?)
-            }
-            _ => (authority, 10809),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(bad("no host"));
-        }
-        Ok(Self { server: NbdServer::Tcp { host: host.into(), port }, export: export(path) })
-    }
-}
-
 /// The disk image format QEMU reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
@@ -342,6 +281,8 @@ pub struct DiskSpec {
     /// The PCI bus to use (`pci.0`, a bridge's or root port's id) instead of the first
     /// with room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
     pub pci_bus: Option<String>,
+    /// Cache mode, I/O backend, discard, zero detection, serial, boot order, write cache.
+    pub settings: DiskSettings,
 }
 
 impl DiskSpec {
@@ -356,6 +297,7 @@ impl DiskSpec {
             model: "virtio-blk-pci".into(),
             slot: None,
             pci_bus: None,
+            settings: DiskSettings::default(),
         }
     }
 }
@@ -388,26 +330,6 @@ impl RemoveOptions {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn nbd_uris_parse() {
-        let tcp = NbdExport::parse_uri("nbd://10.0.0.1:10810/disk").unwrap();
-        assert_eq!(tcp.server, NbdServer::Tcp { host: "10.0.0.1".into(), port: 10810 });
-        assert_eq!(tcp.export.as_deref(), Some("disk"));
-        let default_port = NbdExport::parse_uri("nbd://host").unwrap();
-        assert_eq!(default_port.server, NbdServer::Tcp { host: "host".into(), port: 10809 });
-        assert_eq!(default_port.export, None);
-        let v6 = NbdExport::parse_uri("nbd://[::1]:99/e").unwrap();
-        assert_eq!(v6.server, NbdServer::Tcp { host: "::1".into(), port: 99 });
-        let unix = NbdExport::parse_uri("nbd+unix:///exp0?socket=/run/nbd.sock").unwrap();
-        assert_eq!(unix.server, NbdServer::Unix("/run/nbd.sock".into()));
-        assert_eq!(unix.export.as_deref(), Some("exp0"));
-        for bad in
-            ["http://x", "nbd://", "nbd://h:port/", "nbd+unix:///e", "nbd+unix://host/e?socket=/s"]
-        {
-            assert!(NbdExport::parse_uri(bad).is_err(), "{bad} parsed");
-        }
-    }
 
     #[test]
     fn only_path_and_descriptor_sources_pass_a_descriptor() {

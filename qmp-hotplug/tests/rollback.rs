@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::{Duration, Instant};
 
-use common::{FakeQemu, Fault, Squat};
+use common::{FakeQemu, Fault, GuestUnplug, Squat};
 use hostdev::FileKind;
 use hostdev::image::{Access, Image};
 use nix::fcntl::OFlag;
@@ -727,4 +727,51 @@ async fn a_device_that_goes_away_while_it_is_read_is_not_the_wrong_kind() {
     let removed = hotplug.del_nic(&id, &remove().missing_ok(true)).await.unwrap();
     assert_eq!(removed, Outcome::Removed);
     assert!(fake.state().is_clean(), "{:?}", fake.state().log);
+}
+
+/// The guest's unplug error or a step that wraps it.
+fn unplug_error(error: &Error) -> &Error {
+    match error {
+        Error::Step { source, .. } => source,
+        other => other,
+    }
+}
+
+/// `DEVICE_UNPLUG_GUEST_ERROR` (QEMU cannot be made to send it with this guest): the removal
+/// fails naming the refusal, the disk and its node stay, and a later removal completes.
+#[tokio::test]
+async fn a_guest_that_refuses_an_unplug_keeps_the_disk_until_it_lets_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let added = hotplug.add_disk(&disk(&dir), None).await.unwrap();
+    let id = added.id.to_string();
+    fake.state().guest_unplug = GuestUnplug::Refuses;
+    let refused = hotplug.del_disk(&id, &remove()).await.unwrap_err();
+    assert!(
+        matches!(unplug_error(&refused), Error::UnplugRefused { id: refused_id } if *refused_id == id),
+        "{refused:?}"
+    );
+    assert!(fake.state().devices.contains_key(&id));
+    assert!(fake.state().nodes.contains_key(&added.node), "the block node stays");
+    fake.state().guest_unplug = GuestUnplug::Releases;
+    assert_eq!(hotplug.del_disk(&id, &remove()).await.unwrap(), Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
+}
+
+/// A guest slower than the first removal's deadline: the retry's `device_del` is refused
+/// with "already in the process of unplug", which means "keep waiting", and it completes.
+#[tokio::test]
+async fn a_retry_while_the_guest_still_unplugs_waits_for_the_first_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeQemu::start(None);
+    let hotplug = hotplug(&fake).await;
+    let id = hotplug.add_disk(&disk(&dir), None).await.unwrap().id.to_string();
+    fake.state().guest_unplug = GuestUnplug::Slow;
+    let short = RemoveOptions::new(Duration::from_millis(300));
+    let late = hotplug.del_disk(&id, &short).await.unwrap_err();
+    assert!(matches!(unplug_error(&late), Error::UnplugTimeout { .. }), "{late:?}");
+    assert!(fake.state().devices[&id].unplug_pending);
+    assert_eq!(hotplug.del_disk(&id, &remove()).await.unwrap(), Outcome::Removed);
+    assert!(fake.state().is_clean(), "{:?}", fake.state());
 }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 
-use qmp_hotplug::{NbdExport, PCI_SLOTS};
+use qmp_hotplug::{Aio, DetectZeroes, Discard, DiskSettings, NbdExport, PCI_SLOTS};
 
-use super::values::{parse_device_name, parse_mac, parse_nbd_uri, parse_queues, parse_seconds};
+use super::values::{parse_device_name, parse_mac, parse_queues, parse_seconds};
 
 /// `qmp hotplug`.
 #[derive(Debug, Subcommand)]
@@ -205,9 +205,9 @@ pub(crate) struct DiskAddArgs {
     /// An image file or block device, passed to QEMU as a descriptor
     #[arg(long, value_name = "PATH", required_unless_present = "uri", conflicts_with = "uri")]
     pub(crate) image: Option<PathBuf>,
-    /// An NBD URI QEMU connects to itself: `nbd://HOST[:PORT]/EXPORT` (an IPv6 HOST in
-    /// brackets) or `nbd+unix:///EXPORT?socket=PATH`
-    #[arg(long, value_name = "URI", value_parser = parse_nbd_uri)]
+    /// An NBD URI QEMU connects to itself, read as QEMU reads it: `nbd://HOST[:PORT]/EXPORT`
+    /// (an IPv6 HOST in brackets, %-escapes decoded) or `nbd+unix:///EXPORT?socket=PATH`
+    #[arg(long, value_name = "URI", value_parser = NbdExport::parse_uri)]
     pub(crate) uri: Option<NbdExport>,
     /// The image format (never probed: an image whose header says otherwise is refused)
     #[arg(long, value_enum, default_value = "raw")]
@@ -229,6 +229,105 @@ pub(crate) struct DiskAddArgs {
     /// pcie-root-port (see `qmp pci`); default: the first with room
     #[arg(long, value_name = "BUS")]
     pub(crate) pci_bus: Option<String>,
+    #[command(flatten)]
+    pub(crate) cache: CacheArgs,
+    /// How QEMU issues I/O (`native` needs --cache-direct; not for --uri)
+    #[arg(long, value_enum)]
+    pub(crate) aio: Option<AioMode>,
+    /// What QEMU does with the guest's discards
+    #[arg(long, value_enum)]
+    pub(crate) discard: Option<DiscardMode>,
+    /// Whether QEMU looks for writes of zeroes (`unmap` needs --discard unmap)
+    #[arg(long, value_enum)]
+    pub(crate) detect_zeroes: Option<DetectZeroesMode>,
+    /// The serial number the guest sees (1 to 20 printable ASCII characters, no ',')
+    #[arg(long)]
+    pub(crate) serial: Option<String>,
+    /// The disk's place in the boot order
+    #[arg(long)]
+    pub(crate) bootindex: Option<u16>,
+    /// The device's write cache as the guest sees it (QEMU's `auto` when not given)
+    #[arg(long, value_enum)]
+    pub(crate) write_cache: Option<OnOff>,
+}
+
+/// `disk add`'s cache mode.
+#[derive(Debug, Args)]
+pub(crate) struct CacheArgs {
+    /// Bypass the host page cache (`cache.direct`)
+    #[arg(long)]
+    pub(crate) cache_direct: bool,
+    /// Ignore the guest's flushes (`cache.no-flush`; unsafe if the host crashes)
+    #[arg(long)]
+    pub(crate) cache_no_flush: bool,
+}
+
+/// `--aio` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum AioMode {
+    /// A thread pool.
+    Threads,
+    /// Linux native AIO.
+    Native,
+    /// `io_uring` (where this QEMU has it).
+    #[value(name = "io_uring")]
+    IoUring,
+}
+
+/// `--discard` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DiscardMode {
+    /// Dropped.
+    Ignore,
+    /// Passed down.
+    Unmap,
+}
+
+/// `--detect-zeroes` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DetectZeroesMode {
+    /// No.
+    Off,
+    /// Zero writes become write-zeroes.
+    On,
+    /// And are unmapped.
+    Unmap,
+}
+
+/// `on` or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum OnOff {
+    /// On.
+    On,
+    /// Off.
+    Off,
+}
+
+impl DiskAddArgs {
+    /// The settings these options ask for.
+    pub(crate) fn settings(&self) -> DiskSettings {
+        DiskSettings {
+            cache_direct: self.cache.cache_direct,
+            cache_no_flush: self.cache.cache_no_flush,
+            aio: self.aio.map(|aio| match aio {
+                AioMode::Threads => Aio::Threads,
+                AioMode::Native => Aio::Native,
+                AioMode::IoUring => Aio::IoUring,
+            }),
+            discard: self.discard.map(|discard| match discard {
+                DiscardMode::Ignore => Discard::Ignore,
+                DiscardMode::Unmap => Discard::Unmap,
+            }),
+            detect_zeroes: self.detect_zeroes.map(|zeroes| match zeroes {
+                DetectZeroesMode::Off => DetectZeroes::Off,
+                DetectZeroesMode::On => DetectZeroes::On,
+                DetectZeroesMode::Unmap => DetectZeroes::Unmap,
+            }),
+            serial: self.serial.clone(),
+            bootindex: self.bootindex,
+            write_cache: self.write_cache.map(|on_off| on_off == OnOff::On),
+        }
+    }
 }
 
 /// `qmp hotplug disk del`.

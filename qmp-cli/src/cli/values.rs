@@ -8,7 +8,7 @@
 use std::time::Duration;
 
 use hostdev::tap::MAX_TAP_QUEUES;
-use qmp_hotplug::{DeviceId, MAX_NIC_QUEUES, NbdExport};
+use qmp_hotplug::{DeviceId, MAX_NIC_QUEUES};
 
 /// The longest duration any option takes: a year. Longer values (`--timeout 1e19`) are
 /// taken as this, so that every deadline `now + duration` exists; a year is "no deadline"
@@ -19,9 +19,6 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60
 /// NIC at most [`MAX_NIC_QUEUES`].
 pub(crate) const MAX_QUEUES: usize =
     if MAX_TAP_QUEUES < MAX_NIC_QUEUES { MAX_TAP_QUEUES } else { MAX_NIC_QUEUES };
-
-/// NBD's registered TCP port, QEMU's default for `nbd://` URIs without one.
-const NBD_DEFAULT_PORT: u16 = 10809;
 
 /// Parses a number of seconds (`--timeout`, `--wait`): positive and finite; fractions
 /// allowed; at least a nanosecond; values over [`MAX_DURATION`] saturate to it.
@@ -89,37 +86,12 @@ pub(crate) fn parse_mac(text: &str) -> Result<String, String> {
     Ok(pairs.join(":"))
 }
 
-/// Parses `--uri` with qmp-hotplug's [`NbdExport::parse_uri`].
-///
-/// Two shapes are settled here first: an IPv6 address without brackets is refused (its
-/// colons cannot be told from a port's), and a bracketed one without a port gets NBD's
-/// port written out, because `parse_uri` of qmp-hotplug 0.1 splits `[::1]` at its last
-/// colon and refuses `nbd://[::1]/EXPORT` (`[::1]:10809` it reads right).
-pub(crate) fn parse_nbd_uri(text: &str) -> Result<NbdExport, String> {
-    let with_port = text.strip_prefix("nbd://").and_then(|rest| {
-        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
-        if !authority.starts_with('[') && authority.matches(':').count() > 1 {
-            return Some(Err(format!(
-                "bad NBD URI '{text}': an IPv6 address goes in brackets, as in nbd://[::1]/EXPORT"
-            )));
-        }
-        (authority.starts_with('[') && authority.ends_with(']'))
-            .then(|| Ok(format!("nbd://{authority}:{NBD_DEFAULT_PORT}/{path}")))
-    });
-    let uri = match with_port {
-        Some(rewritten) => rewritten?,
-        None => text.to_owned(),
-    };
-    // The library's message names the URI it was given: name the user's instead.
-    NbdExport::parse_uri(&uri).map_err(|e| e.to_string().replace(&uri, text))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use qmp_hotplug::DeviceKind;
-    use qmp_hotplug::NbdServer;
+    use qmp_hotplug::NbdExport;
 
     /// Text shaped like a number, in every spelling `f64` parses and more.
     fn number_like() -> impl Strategy<Value = String> {
@@ -140,7 +112,7 @@ mod tests {
             let _ = parse_device_name(&text);
             let _ = parse_queues(&text);
             let _ = parse_mac(&text);
-            let _ = parse_nbd_uri(&text);
+            let _ = NbdExport::parse_uri(&text);
         }
 
         #[test]
@@ -175,8 +147,8 @@ mod tests {
         fn uris_of_any_shape_parse_or_say_why(
             uri in "nbd(\\+unix)?://(\\[[0-9a-f:]{0,8}\\]|[a-z0-9.:]{0,10})(:[0-9a-z]{0,6})?(/[a-z?=&/]{0,10})?",
         ) {
-            if let Err(why) = parse_nbd_uri(&uri) {
-                prop_assert!(why.contains(&uri), "{why}");
+            if let Err(why) = NbdExport::parse_uri(&uri) {
+                prop_assert!(why.to_string().contains(&uri), "{why}");
             }
         }
     }
@@ -236,28 +208,6 @@ mod tests {
             "00:00:00:00:00:00",
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn nbd_uris_with_ipv6_addresses_are_read_right() {
-        let tcp = |host: &str, port| NbdServer::Tcp { host: host.into(), port };
-        let export = parse_nbd_uri("nbd://[::1]/exp").unwrap();
-        assert_eq!((export.server, export.export.as_deref()), (tcp("::1", 10809), Some("exp")));
-        let export = parse_nbd_uri("nbd://[fe80::1]:7000/e").unwrap();
-        assert_eq!(export.server, tcp("fe80::1", 7000));
-        let export = parse_nbd_uri("nbd://[::1]").unwrap();
-        assert_eq!((export.server, export.export), (tcp("::1", 10809), None));
-        let export = parse_nbd_uri("nbd://host.example:1234/x").unwrap();
-        assert_eq!(export.server, tcp("host.example", 1234));
-        let export = parse_nbd_uri("nbd+unix:///x?socket=/run/nbd.sock").unwrap();
-        assert_eq!(export.server, NbdServer::Unix("/run/nbd.sock".into()));
-
-        let why = parse_nbd_uri("nbd://::1/exp").unwrap_err();
-        assert!(why.contains("in brackets"), "{why}");
-        for bad in ["http://x/y", "nbd://", "nbd://[]/x", "nbd://h:port/x"] {
-            let why = parse_nbd_uri(bad).unwrap_err();
-            assert!(why.contains(&format!("'{bad}'")), "{bad}: {why}");
         }
     }
 }

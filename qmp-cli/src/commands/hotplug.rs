@@ -45,7 +45,8 @@ pub(crate) async fn run(
             output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
         HotplugCommand::Disk(DiskCommand::Add(args)) => {
-            add_disk(&connect(global).await?, args, style).await
+            let spec = disk_spec(args)?;
+            add_disk(&connect(global).await?, &spec, style).await
         }
         HotplugCommand::Disk(DiskCommand::Del(args)) => {
             let hotplug = connect(global).await?;
@@ -227,23 +228,32 @@ async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Resu
     output::print_line(&style.render(&report))
 }
 
-async fn add_disk(hotplug: &Hotplug, args: &DiskAddArgs, style: Style) -> Result<(), Failure> {
+/// The disk `args` ask for; settings QEMU would refuse are a usage error, before connecting.
+fn disk_spec(args: &DiskAddArgs) -> Result<DiskSpec, Failure> {
     let source = match (&args.image, &args.uri) {
         (Some(path), None) => DiskSource::Path(path.clone()),
         (None, Some(export)) => DiskSource::Nbd(export.clone()),
         // clap requires one and refuses both.
         _ => return Err(Failure::usage("give exactly one of --image PATH and --uri URI")),
     };
-    let spec = DiskSpec {
+    let settings = args.settings();
+    settings
+        .check(matches!(source, DiskSource::Nbd(_)))
+        .map_err(|error| Failure::usage(error.to_string()))?;
+    Ok(DiskSpec {
         format: args.format.into(),
         allow_format_mismatch: args.allow_format_mismatch,
         read_only: args.read_only,
         model: args.model.clone(),
         slot: args.slot,
         pci_bus: args.pci_bus.clone(),
+        settings,
         ..DiskSpec::new(args.name.clone(), source)
-    };
-    let disk = hotplug.add_disk(&spec, None).await?;
+    })
+}
+
+async fn add_disk(hotplug: &Hotplug, spec: &DiskSpec, style: Style) -> Result<(), Failure> {
+    let disk = hotplug.add_disk(spec, None).await?;
     let report = json!({
         "id": disk.id.to_string(),
         "bus": disk.id.bus(),

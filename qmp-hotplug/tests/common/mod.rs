@@ -30,6 +30,20 @@ pub enum Fault {
     Freeze,
 }
 
+/// How the running guest answers `device_del` (QEMU 7.2 with this project's guest always
+/// lets go; these are the answers it cannot be made to give).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestUnplug {
+    /// The device goes, with `DEVICE_DELETED`.
+    #[default]
+    Releases,
+    /// The guest refuses: `DEVICE_UNPLUG_GUEST_ERROR`, and the device stays.
+    Refuses,
+    /// The guest takes its time: no event yet; a repeated `device_del` is refused with
+    /// "already in the process of unplug", after which the guest lets go.
+    Slow,
+}
+
 /// Another manager's device, put into a slot right before a change of ours.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Squat {
@@ -104,6 +118,7 @@ pub struct State {
     /// How many more `blockdev-del`s find their node still in use (a device QEMU has taken
     /// out of QOM but not yet finalized keeps its drive).
     pub node_busy: usize,
+    pub guest_unplug: GuestUnplug,
     pub log: Vec<String>,
     frozen: bool,
     next_fd: i64,
@@ -126,6 +141,7 @@ impl Default for State {
             squat: None,
             vanishes_on_qom_get: None,
             node_busy: 0,
+            guest_unplug: GuestUnplug::default(),
             log: Vec::new(),
             frozen: false,
             next_fd: 20,
@@ -748,9 +764,19 @@ fn apply(
                 return Err(("DeviceNotFound", format!("Device '{id}' not found")));
             };
             if device.wedged || device.unplug_pending {
+                if running && !device.wedged && state.guest_unplug == GuestUnplug::Slow {
+                    // The guest finishes the first request now; the event follows the reply.
+                    state.devices.remove(id);
+                    deleted(events, id);
+                }
                 return generic(format!("Device {id} is already in the process of unplug"));
             }
-            if running {
+            if running && state.guest_unplug == GuestUnplug::Refuses {
+                let path = format!("/machine/peripheral/{id}");
+                events.push(("DEVICE_UNPLUG_GUEST_ERROR", json!({"device": id, "path": path})));
+            } else if running && state.guest_unplug == GuestUnplug::Slow {
+                device.unplug_pending = true;
+            } else if running {
                 state.devices.remove(id);
                 deleted(events, id);
             } else if prelaunch {
