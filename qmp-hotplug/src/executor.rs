@@ -640,13 +640,7 @@ impl Hotplug {
                 .await;
             match outcome {
                 Ok(()) => return self.nic_report(id, Outcome::Added, &deadline).await,
-                Err(error) if is_race(&error) && attempt < MAX_ATTEMPTS => {
-                    warn!(%id, %error, attempt, "raced by another manager; planning again");
-                }
-                Err(error) if is_race(&error) => {
-                    return Err(Error::Raced { attempts: attempt, last: Box::new(error) });
-                }
-                Err(error) => return Err(error),
+                Err(error) => plan_again_after(&id, error, attempt)?,
             }
         }
         unreachable!("the last attempt returns")
@@ -781,13 +775,7 @@ impl Hotplug {
                 .await;
             match outcome {
                 Ok(()) => return self.disk_report(id, Outcome::Added, &deadline).await,
-                Err(error) if is_race(&error) && attempt < MAX_ATTEMPTS => {
-                    warn!(%id, %error, attempt, "raced by another manager; planning again");
-                }
-                Err(error) if is_race(&error) => {
-                    return Err(Error::Raced { attempts: attempt, last: Box::new(error) });
-                }
-                Err(error) => return Err(error),
+                Err(error) => plan_again_after(&id, error, attempt)?,
             }
         }
         unreachable!("the last attempt returns")
@@ -1394,6 +1382,21 @@ fn is_race(error: &Error) -> bool {
             rollback.is_empty() && RACES.iter().any(|race| race.matches_reply(source.qmp_error()))
         }
         _ => false,
+    }
+}
+
+/// What an add does after its plan for `id` failed with `error` on `attempt`: plans again
+/// (`Ok`) after a race another manager caused, up to [`MAX_ATTEMPTS`]; otherwise fails, with
+/// [`Error::Raced`] once the attempts are spent.
+fn plan_again_after(id: &DeviceId, error: Error, attempt: usize) -> Result<(), Error> {
+    if !is_race(&error) {
+        return Err(error);
+    }
+    if attempt < MAX_ATTEMPTS {
+        warn!(%id, %error, attempt, "raced by another manager; planning again");
+        Ok(())
+    } else {
+        Err(Error::Raced { attempts: attempt, last: Box::new(error) })
     }
 }
 

@@ -202,33 +202,40 @@ impl SlotMap {
     }
 }
 
+/// The error for a number in a `query-pci` reply outside what PCI allows.
+pub(crate) fn out_of_range(what: &str, value: i64) -> Error {
+    Error::PciData(format!("{what} {value} is out of range in query-pci"))
+}
+
+/// A function's slot and function number from `query-pci`, each within PCI's range.
+pub(crate) fn slot_and_function(raw_slot: i64, raw_function: i64) -> Result<(u8, u8), Error> {
+    let slot = u8::try_from(raw_slot)
+        .ok()
+        .filter(|slot| *slot < PCI_SLOTS)
+        .ok_or_else(|| out_of_range("slot", raw_slot))?;
+    let function = u8::try_from(raw_function)
+        .ok()
+        .filter(|function| *function < PCI_FUNCTIONS)
+        .ok_or_else(|| out_of_range("function", raw_function))?;
+    Ok((slot, function))
+}
+
+/// A 16-bit number (class, vendor or device id) from `query-pci`.
+pub(crate) fn pci_u16(what: &str, value: i64) -> Result<u16, Error> {
+    u16::try_from(value).map_err(|_| out_of_range(what, value))
+}
+
 impl TryFrom<RawFunction> for PciFunction {
     type Error = Error;
 
     fn try_from(raw: RawFunction) -> Result<Self, Error> {
-        let out_of_range = |what: &str, value: i64| {
-            Error::PciData(format!("{what} {value} is out of range in query-pci"))
-        };
-        let slot = u8::try_from(raw.slot)
-            .ok()
-            .filter(|slot| *slot < PCI_SLOTS)
-            .ok_or_else(|| out_of_range("slot", raw.slot))?;
-        let function = u8::try_from(raw.function)
-            .ok()
-            .filter(|function| *function < PCI_FUNCTIONS)
-            .ok_or_else(|| out_of_range("function", raw.function))?;
+        let (slot, function) = slot_and_function(raw.slot, raw.function)?;
         let (class, description) = match raw.class_info {
-            Some(info) => (
-                u16::try_from(info.class).map_err(|_| out_of_range("class", info.class))?,
-                info.desc,
-            ),
+            Some(info) => (pci_u16("class", info.class)?, info.desc),
             None => (0, None),
         };
         let (vendor, device) = match raw.id {
-            Some(ids) => (
-                u16::try_from(ids.vendor).map_err(|_| out_of_range("vendor id", ids.vendor))?,
-                u16::try_from(ids.device).map_err(|_| out_of_range("device id", ids.device))?,
-            ),
+            Some(ids) => (pci_u16("vendor id", ids.vendor)?, pci_u16("device id", ids.device)?),
             None => (0, 0),
         };
         Ok(Self {

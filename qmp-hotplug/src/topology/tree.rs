@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::input::{Peripheral, ROOT_PORT_TYPES, RawFunction, RawRootBus, TopologyInput};
 use crate::Error;
-use crate::pci::{PCI_FUNCTIONS, PCI_SLOTS};
+use crate::pci::{out_of_range, pci_u16, slot_and_function};
 
 /// Most buses a tree may have: PCI bus numbers are 8 bits. Also bounds how deep bridges
 /// can nest, so no input can make the walk unbounded.
@@ -404,10 +404,6 @@ impl PciTree {
     }
 }
 
-fn out_of_range(what: &str, value: i64) -> Error {
-    Error::PciData(format!("{what} {value} is out of range in query-pci"))
-}
-
 fn check_count(buses: &[Bus]) -> Result<(), Error> {
     if buses.len() >= MAX_BUSES {
         return Err(Error::PciData(format!("more than {MAX_BUSES} PCI buses")));
@@ -475,23 +471,14 @@ fn parse_query_pci(reply: &Value, peripherals: &[Peripheral]) -> Result<Vec<Bus>
 }
 
 fn tree_function(raw: &RawFunction) -> Result<TreeFunction, Error> {
-    let slot = u8::try_from(raw.slot)
-        .ok()
-        .filter(|slot| *slot < PCI_SLOTS)
-        .ok_or_else(|| out_of_range("slot", raw.slot))?;
-    let function = u8::try_from(raw.function)
-        .ok()
-        .filter(|function| *function < PCI_FUNCTIONS)
-        .ok_or_else(|| out_of_range("function", raw.function))?;
-    let u16_of =
-        |what: &str, value: i64| u16::try_from(value).map_err(|_| out_of_range(what, value));
+    let (slot, function) = slot_and_function(raw.slot, raw.function)?;
     let (class, description) = match &raw.class_info {
-        Some(info) => (Some(u16_of("class", info.class)?), info.desc.clone()),
+        Some(info) => (Some(pci_u16("class", info.class)?), info.desc.clone()),
         None => (None, None),
     };
     let (vendor, device) = match &raw.id {
         Some(ids) => {
-            (Some(u16_of("vendor id", ids.vendor)?), Some(u16_of("device id", ids.device)?))
+            (Some(pci_u16("vendor id", ids.vendor)?), Some(pci_u16("device id", ids.device)?))
         }
         None => (None, None),
     };
