@@ -1,10 +1,10 @@
 //! `leak-soak [--cycles N] [--commands M] [--reconnects K] [--every S] [--rss-tolerance-kib T]`:
 //! the client process's descriptors, RSS and threads over N NIC+disk hotplug cycles against
 //! the test guest, M commands on one connection, and K reconnects of a `ReconnectingClient`
-//! to a QEMU killed and started again at the same socket. Sampled every S iterations (the
-//! first sample after S iterations of warm-up is the baseline) and printed as a table; the
-//! run fails (status 1) when descriptors grow at all, threads by more than the runtime's
-//! blocking pool, or RSS by more than T KiB.
+//! to a QEMU killed and started again at the same socket. Sampled every S iterations and
+//! printed as a table; the first quarter of the samples is warm-up and its highest reading is
+//! the baseline (`soak::sample::growth`). The run fails (status 1) when descriptors grow past
+//! it at all, threads by more than the runtime's blocking pool, or RSS by more than T KiB.
 
 use std::os::fd::OwnedFd;
 use std::path::Path;
@@ -26,6 +26,14 @@ struct Args {
     reconnects: u64,
     every: u64,
     rss_tolerance_kib: u64,
+}
+
+impl Args {
+    /// The sampling interval of a phase of `iterations`: `--every`, but at least ten samples
+    /// so a short run still has a warm-up and a series after it.
+    fn every_for(&self, iterations: u64) -> u64 {
+        self.every.min(iterations.div_ceil(10)).max(1)
+    }
 }
 
 fn usage() -> ! {
@@ -100,7 +108,8 @@ async fn hotplug_cycles(args: &Args) -> Vec<String> {
     let image = tempfile::NamedTempFile::new().expect("an image");
     image.as_file().set_len(16 << 20).expect("its size");
     let options = RemoveOptions::new(Duration::from_secs(30));
-    let mut phase = Phase::new("hotplug cycles (NIC add+del, disk add+del)", args.every);
+    let mut phase =
+        Phase::new("hotplug cycles (NIC add+del, disk add+del)", args.every_for(args.cycles));
     for cycle in 1..=args.cycles {
         let tap = Tap::open("leak%d", 1).expect("a tap");
         let nic = hotplug.add_nic(&NicSpec::new("leak"), tap.queues(), NO_VHOST).await;
@@ -118,7 +127,8 @@ async fn hotplug_cycles(args: &Args) -> Vec<String> {
 async fn commands_on_one_connection(args: &Args) -> Vec<String> {
     let qemu = start_qemu(QemuBuilder::new().paused(true));
     let client = Client::connect(qemu.qmp_path()).await.expect("connect");
-    let mut phase = Phase::new("commands on one connection (query-status)", args.every);
+    let mut phase =
+        Phase::new("commands on one connection (query-status)", args.every_for(args.commands));
     for command in 1..=args.commands {
         client.execute("query-status", ()).await.expect("query-status");
         phase.after(command);
@@ -132,9 +142,10 @@ async fn reconnects(args: &Args) -> Vec<String> {
     let start = |socket: &Path| start_qemu(QemuBuilder::new().paused(true).qmp_path(socket));
     let mut qemu = start(&socket);
     let client = ReconnectingClient::new(&socket, Client::builder());
-    let every = args.every.min(args.reconnects.div_ceil(10)).max(1);
-    let mut phase =
-        Phase::new("reconnects of a ReconnectingClient (QEMU killed, started again)", every);
+    let mut phase = Phase::new(
+        "reconnects of a ReconnectingClient (QEMU killed, started again)",
+        args.every_for(args.reconnects),
+    );
     for round in 1..=args.reconnects {
         // The connection made here is one more than before the restart.
         let before = client.connections();
