@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use qmp_client::Client;
-use qmp_hotplug::{DeviceId, DeviceKind, NetworkInfo};
+use qmp_hotplug::{DeviceId, DeviceKind, NetworkInfo, PlaceBus};
 use serde_json::{Value, json};
 
 /// What QEMU had before the soak touched it: anything in it is not ours to explain.
@@ -26,8 +26,10 @@ pub struct Baseline {
 pub struct State {
     /// `/machine/peripheral` children.
     pub peripherals: BTreeSet<String>,
-    /// Bus 0 devices with a qdev id: id to slot.
-    pub pci: BTreeMap<String, u64>,
+    /// PCI devices with a qdev id, on any bus: id to where the guest finds them.
+    pub pci: BTreeMap<String, PciAt>,
+    /// Bridges and root ports with a qdev id: id to the bus number behind them.
+    pub bridges: BTreeMap<String, u64>,
     /// `query-block` backends with a device: qdev path to the inserted node's name.
     pub backends: BTreeMap<String, Option<String>>,
     /// Named nodes: name to the file name QEMU shows.
@@ -40,6 +42,49 @@ pub struct State {
     pub network: NetworkInfo,
     /// QEMU's run state (`query-status`).
     pub status: String,
+}
+
+/// Where a PCI device sits, as `query-pci` (and so the guest) numbers it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PciAt {
+    /// The bus number (0 for the root bus; behind a bridge, its secondary bus).
+    pub bus: u64,
+    /// The slot on that bus.
+    pub slot: u64,
+}
+
+impl std::fmt::Display for PciAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "0000:{:02x}:{:02x}.0", self.bus, self.slot)
+    }
+}
+
+/// Walks `query-pci`'s devices on bus `bus`, into every bridge, recording devices and bridges
+/// that have a qdev id. Depth is bounded: QEMU nests bridges, but never past 256 buses.
+fn walk_pci(
+    devices: &Value,
+    bus: u64,
+    depth: usize,
+    pci: &mut BTreeMap<String, PciAt>,
+    bridges: &mut BTreeMap<String, u64>,
+) {
+    if depth > 256 {
+        return;
+    }
+    for device in devices.as_array().into_iter().flatten() {
+        let id = device["qdev_id"].as_str().filter(|id| !id.is_empty());
+        if let Some(id) = id {
+            let at = PciAt { bus, slot: device["slot"].as_u64().unwrap_or(u64::MAX) };
+            pci.insert(id.to_owned(), at);
+        }
+        let bridge = &device["pci_bridge"];
+        if let Some(secondary) = bridge["bus"]["secondary"].as_u64() {
+            if let Some(id) = id {
+                bridges.insert(id.to_owned(), secondary);
+            }
+            walk_pci(&bridge["devices"], secondary, depth + 1, pci, bridges);
+        }
+    }
 }
 
 fn children(list: &Value) -> BTreeSet<String> {
@@ -60,13 +105,10 @@ impl State {
         let peripherals =
             children(&client.execute("qom-list", json!({"path": "/machine/peripheral"})).await?);
         let objects = children(&client.execute("qom-list", json!({"path": "/objects"})).await?);
-        let mut pci = BTreeMap::new();
+        let (mut pci, mut bridges) = (BTreeMap::new(), BTreeMap::new());
         for bus in client.execute("query-pci", ()).await?.as_array().into_iter().flatten() {
-            for device in bus["devices"].as_array().into_iter().flatten() {
-                if let Some(id) = device["qdev_id"].as_str().filter(|id| !id.is_empty()) {
-                    pci.insert(id.to_owned(), device["slot"].as_u64().unwrap_or(u64::MAX));
-                }
-            }
+            let number = bus["bus"].as_u64().unwrap_or(u64::MAX);
+            walk_pci(&bus["devices"], number, 0, &mut pci, &mut bridges);
         }
         let mut backends = BTreeMap::new();
         for block in client.execute("query-block", ()).await?.as_array().into_iter().flatten() {
@@ -106,7 +148,7 @@ impl State {
         let network = NetworkInfo::parse(&client.human_monitor_command("info network").await?);
         let status =
             client.execute("query-status", ()).await?["status"].as_str().unwrap_or("?").to_owned();
-        Ok(Self { peripherals, pci, backends, nodes, fdsets, objects, network, status })
+        Ok(Self { peripherals, pci, bridges, backends, nodes, fdsets, objects, network, status })
     }
 
     /// The baseline this state is, before the soak adds anything.
@@ -116,6 +158,17 @@ impl State {
             nodes: self.nodes.keys().cloned().collect(),
             netdevs: self.network.netdevs.keys().cloned().collect(),
         }
+    }
+
+    /// Where `id` says its device sits: bus 0 for pc's bus 0 and q35's root complex,
+    /// otherwise the bus behind the bridge or root port it names (`None`: no such bridge).
+    pub fn place_of(&self, id: &DeviceId) -> Option<PciAt> {
+        let bus = match id.bus() {
+            PlaceBus::PcRoot => 0,
+            PlaceBus::Named(name) if name == "pcie.0" || name == "pci.0" => 0,
+            PlaceBus::Named(name) => *self.bridges.get(name)?,
+        };
+        Some(PciAt { bus, slot: u64::from(id.slot()) })
     }
 
     /// Our devices (ids in qmp-hotplug's scheme) QEMU has.
@@ -147,6 +200,29 @@ pub fn taps_held_by(pid: u32) -> Vec<String> {
         .collect()
 }
 
+/// Devices our id scheme does not explain, and devices not where their ids say.
+fn placement_violations(state: &State, baseline: &Baseline) -> Vec<String> {
+    let mut found = Vec::new();
+    for id in &state.peripherals {
+        if id.parse::<DeviceId>().is_err() && !baseline.peripherals.contains(id) {
+            found.push(format!("device {id} is neither ours nor there before"));
+        }
+    }
+    for (id, at) in &state.pci {
+        if !state.peripherals.contains(id) {
+            found.push(format!("PCI device {id} at {at} is no peripheral"));
+        }
+        if let Ok(device) = id.parse::<DeviceId>() {
+            match state.place_of(&device) {
+                Some(said) if said == *at => {}
+                Some(said) => found.push(format!("{id} sits at {at}, its id says {said}")),
+                None => found.push(format!("{id} sits at {at} on a bus QEMU does not have")),
+            }
+        }
+    }
+    found
+}
+
 /// Every violation of the invariants in `state` (empty: all hold). `held_taps` are the
 /// taps QEMU holds descriptors of, `host_taps` the soak's taps that exist on the host.
 pub fn violations(
@@ -155,24 +231,8 @@ pub fn violations(
     held_taps: &[String],
     host_taps: &BTreeSet<String>,
 ) -> Vec<String> {
-    let mut found = Vec::new();
+    let mut found = placement_violations(state, baseline);
     let ours = |name: &str| name.parse::<DeviceId>().ok();
-    // Nothing our id scheme does not explain.
-    for id in &state.peripherals {
-        if ours(id).is_none() && !baseline.peripherals.contains(id) {
-            found.push(format!("device {id} is neither ours nor there before"));
-        }
-    }
-    for (id, slot) in &state.pci {
-        if !state.peripherals.contains(id) {
-            found.push(format!("PCI device {id} in slot {slot} is no peripheral"));
-        }
-        if let Some(device) = ours(id)
-            && u64::from(device.slot()) != *slot
-        {
-            found.push(format!("{id} sits in slot {slot}, its id says {}", device.slot()));
-        }
-    }
     for object in &state.objects {
         if object.starts_with("qmp-rs") {
             found.push(format!("object {object} left (an intent marker outlived its add)"));
@@ -182,7 +242,7 @@ pub fn violations(
     for device in state.our_devices() {
         let id = device.to_string();
         if !state.pci.contains_key(&id) {
-            found.push(format!("{id} is a peripheral but not on PCI bus 0"));
+            found.push(format!("{id} is a peripheral but not on PCI"));
         }
         match device.kind() {
             DeviceKind::Nic => match state.network.netdevs.get(&device.netdev_id()) {
@@ -281,9 +341,15 @@ pub fn guest_view(serial: &str) -> BTreeSet<String> {
     present.into_values().collect()
 }
 
-/// The PCI addresses the guest should see for QEMU's devices of ours.
+/// The PCI addresses the guest should see for QEMU's devices of ours: where `query-pci`
+/// has them (bus numbers behind bridges are the ones the firmware gave, as the guest sees).
 pub fn expected_guest_view(state: &State) -> BTreeSet<String> {
-    state.our_devices().iter().map(|id| format!("0000:00:{:02x}.0", id.slot())).collect()
+    state
+        .our_devices()
+        .iter()
+        .filter_map(|id| state.pci.get(&id.to_string()))
+        .map(ToString::to_string)
+        .collect()
 }
 
 #[cfg(test)]
@@ -295,6 +361,34 @@ mod tests {
         let serial = "GUEST: +eth0 pci=0000:00:05.0\r\nnoise\r\nGUEST: +vda pci=0000:00:06.0\r\n\
                       GUEST: -eth0 pci=0000:00:05.0\r\n";
         assert_eq!(guest_view(serial), BTreeSet::from(["0000:00:06.0".to_owned()]));
+    }
+
+    #[test]
+    fn devices_behind_root_ports_are_found_where_their_ids_say() {
+        // q35's query-pci shape: a NIC of ours behind root port rp2 (secondary bus 2).
+        let reply = json!([{"bus": 0, "devices": [
+            {"slot": 2, "qdev_id": "rp1", "pci_bridge": {"bus": {"secondary": 1}, "devices": []}},
+            {"slot": 3, "qdev_id": "rp2", "pci_bridge": {"bus": {"secondary": 2}, "devices": [
+                {"slot": 0, "qdev_id": "nic-a-rp2-0"}]}},
+        ]}]);
+        let mut state = State::default();
+        walk_pci(&reply[0]["devices"], 0, 0, &mut state.pci, &mut state.bridges);
+        state.peripherals.extend(["rp1".into(), "rp2".into(), "nic-a-rp2-0".into()]);
+        let baseline = Baseline {
+            peripherals: ["rp1", "rp2"].map(String::from).into(),
+            ..Baseline::default()
+        };
+        assert_eq!(state.pci["nic-a-rp2-0"], PciAt { bus: 2, slot: 0 });
+        assert_eq!(expected_guest_view(&state), BTreeSet::from(["0000:02:00.0".to_owned()]));
+        let found = violations(&state, &baseline, &[], &BTreeSet::new());
+        assert!(!found.iter().any(|v| v.contains("sits at")), "{found:?}");
+        // The same device found behind the other root port contradicts its id.
+        state.pci.insert("nic-a-rp2-0".into(), PciAt { bus: 1, slot: 0 });
+        let found = violations(&state, &baseline, &[], &BTreeSet::new());
+        assert!(
+            found.iter().any(|v| v.contains("sits at 0000:01:00.0, its id says 0000:02:00.0")),
+            "{found:?}"
+        );
     }
 
     #[test]
@@ -321,7 +415,7 @@ mod tests {
             ..State::default()
         };
         state.peripherals.insert("nic-a-pci-5".into());
-        state.pci.insert("nic-a-pci-5".into(), 5);
+        state.pci.insert("nic-a-pci-5".into(), PciAt { bus: 0, slot: 5 });
         let held = vec!["soak0".to_owned()];
         let found =
             violations(&state, &Baseline::default(), &held, &BTreeSet::from(["soak0".into()]));

@@ -1,5 +1,7 @@
-//! `soak [--minutes N] [--seed S] [--max-devices D]`: random NIC and disk hot-adds and
-//! hot-removes against a real QEMU running the test guest, with faults injected at random
+//! `soak [--minutes N] [--seed S] [--max-devices D] [--machine pc|q35]`: random NIC and disk
+//! hot-adds and hot-removes (disks from files, a tmpfs, a loop block device, NBD over unix and
+//! TCP, and descriptors the caller opened) against a real QEMU running the test guest, on
+//! `pc` (bus 0) or `q35` (a pool of empty root ports), with faults injected at random
 //! moments (QEMU stopped and continued, the client killed mid-operation, the connection
 //! dropped, the VM paused, the filesystem holding an image filled). After every step the
 //! soak recovers the way a VM manager would (reconnect, `cont`, run unfinished removals
@@ -9,7 +11,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -27,7 +29,8 @@ use qmp_hotplug::{
 use soak::Rng;
 use soak::invariants::{self, Baseline, State};
 
-const TAP_PREFIX: &str = "soak";
+/// This soak's taps are `sk<pid>t<n>`: two soaks on one host never count each other's.
+const TAP_PREFIX_ENV: &str = "QMP_SOAK_TAP_PREFIX";
 const OPERATION_TIMEOUT: Duration = Duration::from_secs(15);
 const UNPLUG_WAIT: Duration = Duration::from_secs(15);
 const GUEST_SETTLES: Duration = Duration::from_secs(20);
@@ -73,6 +76,9 @@ enum Source {
     OnTmpfs(PathBuf),
     Loop(PathBuf),
     Nbd(PathBuf),
+    NbdTcp(u16),
+    /// An image this process opens and hands over (`DiskSource::Fd`).
+    CallerFd(PathBuf),
 }
 
 impl Source {
@@ -82,6 +88,8 @@ impl Source {
             Self::OnTmpfs(_) => "tmpfs-file",
             Self::Loop(_) => "loop-blockdev",
             Self::Nbd(_) => "nbd-unix",
+            Self::NbdTcp(_) => "nbd-tcp",
+            Self::CallerFd(_) => "caller-fd",
         }
     }
 
@@ -94,6 +102,26 @@ impl Source {
                 server: NbdServer::Unix(socket.clone()),
                 export: Some("exp0".into()),
             }),
+            Self::NbdTcp(port) => DiskSource::Nbd(NbdExport {
+                server: NbdServer::Tcp { host: "127.0.0.1".into(), port: *port },
+                export: Some("exp0".into()),
+            }),
+            Self::CallerFd(_) => DiskSource::Fd,
+        }
+    }
+
+    /// The descriptor the caller hands over with the spec, for `CallerFd`.
+    fn open(&self) -> Result<Option<OwnedFd>, Error> {
+        match self {
+            Self::CallerFd(path) => std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(path)
+                .map(|file| Some(file.into()))
+                .map_err(|error| {
+                    Error::InvalidSpec(format!("cannot open {}: {error}", path.display()))
+                }),
+            _ => Ok(None),
         }
     }
 
@@ -104,14 +132,20 @@ impl Source {
                 format!("path:{}", path.display())
             }
             Self::Nbd(socket) => format!("nbd:{}", socket.display()),
+            Self::NbdTcp(port) => format!("nbd-tcp:{port}"),
+            Self::CallerFd(path) => format!("fd:{}", path.display()),
         }
     }
 
     fn from_arg(arg: &str) -> Option<Self> {
-        if let Some(path) = arg.strip_prefix("path:") {
-            return Some(Self::File(path.into()));
+        let (kind, value) = arg.split_once(':')?;
+        match kind {
+            "path" => Some(Self::File(value.into())),
+            "nbd" => Some(Self::Nbd(value.into())),
+            "nbd-tcp" => value.parse().ok().map(Self::NbdTcp),
+            "fd" => Some(Self::CallerFd(value.into())),
+            _ => None,
         }
-        arg.strip_prefix("nbd:").map(|socket| Self::Nbd(socket.into()))
     }
 }
 
@@ -140,13 +174,19 @@ struct Host {
     sources: Vec<Source>,
     tmpfs: Option<PathBuf>,
     loop_device: Option<PathBuf>,
-    nbd: Option<std::process::Child>,
+    nbd_servers: Vec<std::process::Child>,
 }
 
 impl Host {
     fn new() -> std::io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("qmp-soak").tempdir()?;
-        let mut host = Self { dir, sources: Vec::new(), tmpfs: None, loop_device: None, nbd: None };
+        let mut host = Self {
+            dir,
+            sources: Vec::new(),
+            tmpfs: None,
+            loop_device: None,
+            nbd_servers: Vec::new(),
+        };
         for index in 0..3 {
             let path = host.image(&format!("file{index}.img"))?;
             host.sources.push(Source::File(path));
@@ -177,24 +217,62 @@ impl Host {
         }
         let exported = host.image("nbd.img")?;
         let socket = host.dir.path().join("nbd.sock");
+        let unix =
+            host.start_nbd(&["-k".as_ref(), socket.as_os_str()], &exported, || socket.exists());
+        if unix {
+            host.sources.push(Source::Nbd(socket));
+        }
+        let exported = host.image("nbd-tcp.img")?;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+        let port_arg = port.to_string();
+        let reachable = || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok();
+        let tcp = host.start_nbd(
+            &["-b".as_ref(), "127.0.0.1".as_ref(), "-p".as_ref(), port_arg.as_ref()],
+            &exported,
+            reachable,
+        );
+        if tcp {
+            host.sources.push(Source::NbdTcp(port));
+        }
+        let handed_over = host.image("fd.img")?;
+        host.sources.push(Source::CallerFd(handed_over));
+        Ok(host)
+    }
+
+    /// Starts a `qemu-nbd` serving `image` as `exp0` where `listen` says, and waits (up to
+    /// 10 s) until `ready`; `false` (with a note) when it cannot.
+    fn start_nbd(
+        &mut self,
+        listen: &[&std::ffi::OsStr],
+        image: &Path,
+        ready: impl Fn() -> bool,
+    ) -> bool {
         let nbd = Command::new("qemu-nbd")
-            .args(["-f", "raw", "-x", "exp0", "--persistent", "--shared=4", "-k"])
-            .arg(&socket)
-            .arg(&exported)
+            .args(["-f", "raw", "-x", "exp0", "--persistent", "--shared=4"])
+            .args(listen)
+            .arg(image)
             .stdout(Stdio::null())
             .spawn();
         match nbd {
             Ok(child) => {
-                host.nbd = Some(child);
+                self.nbd_servers.push(child);
                 let start = Instant::now();
-                while !socket.exists() && start.elapsed() < Duration::from_secs(10) {
+                while !ready() {
+                    if start.elapsed() > Duration::from_secs(10) {
+                        eprintln!(
+                            "soak: qemu-nbd {listen:?} did not come up: its disks are skipped"
+                        );
+                        return false;
+                    }
                     std::thread::sleep(Duration::from_millis(20));
                 }
-                host.sources.push(Source::Nbd(socket));
+                true
             }
-            Err(error) => eprintln!("soak: no qemu-nbd ({error}): NBD disks are skipped"),
+            Err(error) => {
+                eprintln!("soak: no qemu-nbd ({error}): NBD disks are skipped");
+                false
+            }
         }
-        Ok(host)
     }
 
     fn image(&self, name: &str) -> std::io::Result<PathBuf> {
@@ -216,7 +294,7 @@ impl Host {
 
 impl Drop for Host {
     fn drop(&mut self) {
-        if let Some(mut nbd) = self.nbd.take() {
+        for mut nbd in self.nbd_servers.drain(..) {
             let _ = nbd.kill();
             let _ = nbd.wait();
         }
@@ -291,17 +369,25 @@ async fn connect(path: &Path) -> Result<Hotplug, String> {
     }
 }
 
+/// The prefix of this soak's tap names: `sk<pid>t`, from the soak process (a child it
+/// starts is told through the environment).
+fn tap_prefix() -> String {
+    std::env::var(TAP_PREFIX_ENV).unwrap_or_else(|_| format!("sk{}t", std::process::id()))
+}
+
 async fn run_op(hotplug: &Hotplug, op: &Op, sources: &[Source]) -> Result<String, Error> {
     match op {
         Op::AddNic { name, queues } => {
-            let tap = Tap::open(&format!("{TAP_PREFIX}%d"), *queues).map_err(Error::Open)?;
+            let tap = Tap::open(&format!("{}%d", tap_prefix()), *queues).map_err(Error::Open)?;
             let spec = NicSpec { queues: *queues, ..NicSpec::new(name.clone()) };
             let report = hotplug.add_nic(&spec, tap.queues(), NO_VHOST).await?;
             Ok(format!("{} {}", report.outcome, report.id))
         }
         Op::AddDisk { name, source } => {
-            let spec = DiskSpec::new(name.clone(), sources[*source].disk_source());
-            let report = hotplug.add_disk(&spec, None).await?;
+            let source = &sources[*source];
+            let spec = DiskSpec::new(name.clone(), source.disk_source());
+            let fd = source.open()?;
+            let report = hotplug.add_disk(&spec, fd.as_ref().map(AsFd::as_fd)).await?;
             Ok(format!("{} {}", report.outcome, report.id))
         }
         Op::Del { id } => {
@@ -436,7 +522,7 @@ impl Soak {
     async fn kill_child_mid_op(&mut self, op: &Op) -> Result<String, Error> {
         let exe = std::env::current_exe().expect("the soak's own path");
         let mut command = tokio::process::Command::new(exe);
-        command.arg("child").arg(self.qemu.qmp_path());
+        command.arg("child").arg(self.qemu.qmp_path()).env(TAP_PREFIX_ENV, tap_prefix());
         match op {
             Op::AddNic { name, queues } => command.args(["add-nic", name, &queues.to_string()]),
             Op::AddDisk { name, source } => {
@@ -505,7 +591,7 @@ impl Soak {
                 &state,
                 &self.baseline,
                 &invariants::taps_held_by(pid),
-                &invariants::host_taps(TAP_PREFIX),
+                &invariants::host_taps(&tap_prefix()),
             );
             let guest = invariants::guest_view(&self.qemu.serial_log());
             let expected = invariants::expected_guest_view(&state);
@@ -533,7 +619,7 @@ impl Soak {
 }
 
 fn usage() -> ! {
-    eprintln!("usage: soak [--minutes N] [--seed S] [--max-devices D]");
+    eprintln!("usage: soak [--minutes N] [--seed S] [--max-devices D] [--machine pc|q35]");
     std::process::exit(2);
 }
 
@@ -541,7 +627,18 @@ struct Args {
     minutes: f64,
     seed: u64,
     max_devices: usize,
+    machine: Machine,
 }
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Machine {
+    Pc,
+    Q35,
+}
+
+/// q35 hot-plugs only into root ports, which cannot be hot-added: the soak starts with this
+/// many empty ones more than it ever holds devices, so a full pool is never the outcome.
+const SPARE_ROOT_PORTS: usize = 2;
 
 fn parse_args(args: &[String]) -> Args {
     let mut parsed = Args {
@@ -550,6 +647,7 @@ fn parse_args(args: &[String]) -> Args {
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(1, |d| d.as_secs()),
         max_devices: 6,
+        machine: Machine::Pc,
     };
     let mut args = args.iter();
     while let Some(flag) = args.next() {
@@ -558,10 +656,18 @@ fn parse_args(args: &[String]) -> Args {
             "--minutes" => parsed.minutes = value.parse().unwrap_or_else(|_| usage()),
             "--seed" => parsed.seed = value.parse().unwrap_or_else(|_| usage()),
             "--max-devices" => parsed.max_devices = value.parse().unwrap_or_else(|_| usage()),
+            "--machine" => {
+                parsed.machine = match value.as_str() {
+                    "pc" => Machine::Pc,
+                    "q35" => Machine::Q35,
+                    _ => usage(),
+                }
+            }
             _ => usage(),
         }
     }
-    if !(parsed.minutes > 0.0 && parsed.minutes < 10_000.0) {
+    let minutes_ok = parsed.minutes > 0.0 && parsed.minutes < 10_000.0;
+    if !minutes_ok || !(1..=24).contains(&parsed.max_devices) {
         usage();
     }
     parsed
@@ -610,9 +716,19 @@ async fn main() {
 }
 
 async fn soak(args: &Args) -> i32 {
-    println!("soak: seed {} for {} minutes", args.seed, args.minutes);
+    println!("soak: seed {} for {} minutes on {:?}", args.seed, args.minutes, args.machine);
     let host = Host::new().expect("the soak's work directory and images");
-    let qemu = match Qemu::start_guest_with(QemuBuilder::new().memory_mib(256)) {
+    let mut builder = QemuBuilder::new().memory_mib(256);
+    if args.machine == Machine::Q35 {
+        builder = builder.machine("q35");
+        for port in 1..=args.max_devices + SPARE_ROOT_PORTS {
+            builder = builder.arg("-device").arg(format!(
+                "pcie-root-port,id=rp{port},bus=pcie.0,chassis=1,slot={port},addr={:#x}",
+                port + 1
+            ));
+        }
+    }
+    let qemu = match Qemu::start_guest_with(builder) {
         Ok(qemu) => qemu,
         Err(error) => {
             eprintln!("soak: cannot start QEMU with the test guest: {error}");
@@ -685,7 +801,11 @@ async fn soak(args: &Args) -> i32 {
             println!("  {line}");
         }
         println!("QEMU stderr: {}", soak.qemu.stderr());
-        println!("reproduce: scripts/soak --seed {} --minutes {}", soak.seed, args.minutes);
+        let machine = if args.machine == Machine::Q35 { " --machine q35" } else { "" };
+        println!(
+            "reproduce: scripts/soak --seed {} --minutes {} --max-devices {}{machine}",
+            soak.seed, args.minutes, args.max_devices
+        );
         return 1;
     }
     println!("soak: {} steps, 0 violations (seed {})", soak.tally.steps, soak.seed);
