@@ -300,3 +300,48 @@ fn demo_on_q35_plugs_into_root_ports() {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn nic_and_disk_go_onto_the_bus_asked_for_and_an_unknown_bus_changes_nothing() {
+    let qemu = guest_or_skip!(
+        QemuBuilder::new().args(["-device", "pci-bridge,id=br1,chassis_nr=1,bus=pci.0,addr=5"])
+    );
+    let socket = qemu.qmp_path();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("disk.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let before = stdout(&run(qmp_at(socket, ["pci", "--json"])));
+
+    // A bus QEMU does not have: refused before anything is plugged or opened.
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "nb0", "--bus", "br9"]));
+    assert_status(&output, COMMAND_FAILED);
+    let error = one_error_line(&output, "qmp: ");
+    assert!(error.contains("has no bus br9; its buses are "), "{error}");
+    assert!(error.contains("br1") && !error.contains("Start the VM"), "{error}");
+    assert_eq!(stdout(&run(qmp_at(socket, ["pci", "--json"]))), before, "nothing changed");
+
+    let output = run(qmp_at(socket, ["hotplug", "nic", "add", "--name", "nb1", "--bus", "br1"]));
+    assert_status(&output, OK);
+    let nic = json_out(&output);
+    assert_eq!(nic["id"], "nic-nb1-br1-0", "slot 0 of a bridge is the first free: {nic}");
+    // SeaBIOS numbers the bridge's secondary bus 1; the guest sees the NIC there.
+    qemu.wait_for_serial("GUEST: +eth0 pci=0000:01:00.0", GUEST_SEES).unwrap();
+
+    let output = run(qmp_at(
+        socket,
+        ["hotplug", "disk", "add", "--name", "db1", "--image", image.to_str().unwrap()]
+            .into_iter()
+            .chain(["--pci-bus", "br1", "--slot", "7"]),
+    ));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["id"], "disk-db1-br1-7");
+    qemu.wait_for_serial("GUEST: +vda pci=0000:01:07.0", GUEST_SEES).unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "nic", "del", "nic-nb1-br1-0", "--wait", "20"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial("GUEST: -eth0", GUEST_SEES).unwrap();
+    let output = run(qmp_at(socket, ["hotplug", "disk", "del", "disk-db1-br1-7", "--wait", "20"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial("GUEST: -vda", GUEST_SEES).unwrap();
+    assert_eq!(stdout(&run(qmp_at(socket, ["pci", "--json"]))), before, "all gone again");
+}

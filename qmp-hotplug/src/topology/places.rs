@@ -402,6 +402,27 @@ impl PciTree {
     }
 
     fn advice(&self, checked: &[CheckedBus], restricted: bool) -> String {
+        // A bus that is not there is most likely a typo: name the buses there are, and do
+        // not advise adding a bridge when every bus asked for is missing.
+        let missing: Vec<&str> = checked
+            .iter()
+            .filter(|c| c.why == Unusable::NoSuchBus)
+            .map(|c| c.bus.as_str())
+            .collect();
+        let named: Vec<String> = self.buses().iter().filter_map(|bus| bus.name.clone()).collect();
+        let typo = (!missing.is_empty()).then(|| {
+            format!(
+                "This {} machine has no bus {}; its buses are {} (`qmp pci` shows them).",
+                self.machine(),
+                missing.join(", "),
+                if named.is_empty() { "unnamed".to_owned() } else { named.join(", ") }
+            )
+        });
+        if missing.len() == checked.len()
+            && let Some(typo) = typo
+        {
+            return typo;
+        }
         let mut advice = match self.machine() {
             MachineKind::Pc => "Start the VM with another pci-bridge for 32 more slots (slot 0 \
                 included), e.g. `-device pci-bridge,id=br2,chassis_nr=2,bus=pci.0,addr=0x1e` \
@@ -433,6 +454,9 @@ impl PciTree {
                 "Hotplug is planned on pc and q35 machines only.".to_owned()
             }
         };
+        if let Some(typo) = typo {
+            advice = format!("{typo} {advice}");
+        }
         if restricted {
             advice.push_str(" Only the buses asked for were checked.");
         }

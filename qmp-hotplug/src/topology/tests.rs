@@ -241,7 +241,23 @@ fn a_full_root_port_pool_says_where_it_looked() {
     let buses: Vec<&str> = error.checked.iter().map(|c| c.bus.as_str()).collect();
     assert_eq!(buses, ["rp3", "rp5", "nope"]);
     assert_eq!(error.checked[2].why, Unusable::NoSuchBus);
+    assert!(
+        error.advice.starts_with(
+            "This q35 machine has no bus nope; its buses are pcie.0, rp1, rp2, rp3, rp4, rp5"
+        ),
+        "{}",
+        error.advice
+    );
     assert!(error.advice.ends_with("Only the buses asked for were checked."), "{}", error.advice);
+    // Only missing buses asked for: a typo, so no advice to add root ports.
+    let only = Preferences::default().only(["rp9"]);
+    let error = tree("q35-root-ports-running").free_place(DeviceKind::Nic, "a", &only).unwrap_err();
+    assert!(
+        error.advice.starts_with("This q35 machine has no bus rp9; its buses are "),
+        "{}",
+        error.advice
+    );
+    assert!(!error.advice.contains("Start the VM"), "{}", error.advice);
 }
 
 #[test]
