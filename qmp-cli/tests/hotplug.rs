@@ -13,7 +13,8 @@ use common::{
 use qemu_launcher::{QemuBuilder, guest_or_skip, qemu_or_skip};
 use serde_json::Value;
 
-const GUEST_SEES: Duration = Duration::from_secs(20);
+/// A deadline for the guest on a loaded CI machine, not a speed check.
+const GUEST_SEES: Duration = Duration::from_secs(60);
 /// `hotplug ... del` that cannot complete now (prelaunch, paused).
 const NOT_NOW: i32 = 4;
 
