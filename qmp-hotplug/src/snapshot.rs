@@ -666,38 +666,31 @@ mod tests {
     #[test]
     fn json_replies_make_the_same_snapshot() {
         let typed = replies();
-        let mut json_replies = JsonReplies::default();
-        json_replies.status = json!({"status": "paused", "running": false});
-        json_replies.pci = typed.pci.clone();
-        json_replies.machine_type.clone_from(&typed.machine_type);
-        json_replies.placements = json!([]);
-        json_replies.peripherals = json!(
-            typed
-                .peripherals
-                .iter()
-                .map(|p| json!({"name": p.name, "type": p.kind}))
-                .collect::<Vec<_>>()
-        );
-        json_replies.objects = json!(
-            typed
-                .objects
-                .iter()
-                .map(|p| json!({"name": p.name, "type": p.kind}))
-                .collect::<Vec<_>>()
-        );
-        json_replies.block_nodes = json!([
-            {"node-name": "disk-b-pci-3", "drv": "raw", "ro": false, "file": "/dev/fdset/0"},
-            {"node-name": "disk-b-pci-3-file", "drv": "file", "ro": false, "file": "/dev/fdset/0"},
-            {"node-name": "#block124", "drv": "raw", "ro": false, "file": "/srv/leg.img"}]);
-        json_replies.block = json!([
-            {"device": "drv0", "qdev": "/machine/peripheral/legacy-dev/virtio-backend",
-             "inserted": {"node-name": "#block124", "file": "/srv/leg.img"}},
-            {"device": "", "qdev": "/machine/peripheral/disk-b-pci-3/virtio-backend",
-             "inserted": {"node-name": "disk-b-pci-3", "file": "/dev/fdset/0"}}]);
-        json_replies.fdsets = json!([
-            {"fdset-id": 0, "fds": [{"fd": 12, "opaque": "qmp-rs:disk-b-pci-3:file=8.1:77"}]},
-            {"fdset-id": 1, "fds": [{"fd": 13, "opaque": "someone-else"}]}]);
-        json_replies.network.clone_from(&typed.network);
+        let qom_list = |list: &[QomProperty]| {
+            json!(list.iter().map(|p| json!({"name": p.name, "type": p.kind})).collect::<Vec<_>>())
+        };
+        let mut json_replies = JsonReplies {
+            status: json!({"status": "paused", "running": false}),
+            pci: typed.pci.clone(),
+            machine_type: typed.machine_type.clone(),
+            placements: json!([]),
+            peripherals: qom_list(&typed.peripherals),
+            objects: qom_list(&typed.objects),
+            block_nodes: json!([
+                {"node-name": "disk-b-pci-3", "drv": "raw", "ro": false, "file": "/dev/fdset/0"},
+                {"node-name": "disk-b-pci-3-file", "drv": "file", "ro": false,
+                 "file": "/dev/fdset/0"},
+                {"node-name": "#block124", "drv": "raw", "ro": false, "file": "/srv/leg.img"}]),
+            block: json!([
+                {"device": "drv0", "qdev": "/machine/peripheral/legacy-dev/virtio-backend",
+                 "inserted": {"node-name": "#block124", "file": "/srv/leg.img"}},
+                {"device": "", "qdev": "/machine/peripheral/disk-b-pci-3/virtio-backend",
+                 "inserted": {"node-name": "disk-b-pci-3", "file": "/dev/fdset/0"}}]),
+            fdsets: json!([
+                {"fdset-id": 0, "fds": [{"fd": 12, "opaque": "qmp-rs:disk-b-pci-3:file=8.1:77"}]},
+                {"fdset-id": 1, "fds": [{"fd": 13, "opaque": "someone-else"}]}]),
+            network: typed.network.clone(),
+        };
         let expected = Snapshot::from_replies(typed).unwrap();
         assert_eq!(Snapshot::from_json_replies(json_replies.clone()).unwrap(), expected);
 
