@@ -103,7 +103,7 @@ fuzz_target!(|input: &[u8]| {
     std::thread::scope(|scope| {
         let server = scope.spawn(|| serve(listener, server_bytes.to_vec()));
         let started = Instant::now();
-        let connected = Client::builder()
+        let connected = qmp_client::Client::builder()
             .handshake_timeout(SHORT)
             .default_command_timeout(Some(SHORT))
             .max_frame_len(4096)
