@@ -32,7 +32,8 @@ const SLACK: Duration = Duration::from_secs(5);
 const MAX_QUEUED_EVENTS: usize = 1024 + 2;
 
 static SOCKET: LazyLock<(PathBuf, UnixListener)> = LazyLock::new(|| {
-    let path = std::env::temp_dir().join(format!("qmp-rs-fuzz-blocking-{}.sock", std::process::id()));
+    let path =
+        std::env::temp_dir().join(format!("qmp-rs-fuzz-blocking-{}.sock", std::process::id()));
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).expect("bind the fuzz socket");
     (path, listener)

@@ -146,7 +146,8 @@ fn ours(u: &mut Unstructured) -> Result<DeviceId> {
             return Ok(id);
         }
         if u.is_empty() {
-            return DeviceId::new(kind, name, 2).map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat);
+            return DeviceId::new(kind, name, 2)
+                .map_err(|_| libfuzzer_sys::arbitrary::Error::IncorrectFormat);
         }
     }
 }
@@ -166,7 +167,10 @@ fn opaque(u: &mut Unstructured) -> Result<String> {
     Ok(match u.int_in_range(0..=3)? {
         0 => {
             let image = hostdev::image::ImageIdentity::File {
-                device: hostdev::DeviceNumber::new(u.int_in_range(0..=255)?, u.int_in_range(0..=255)?),
+                device: hostdev::DeviceNumber::new(
+                    u.int_in_range(0..=255)?,
+                    u.int_in_range(0..=255)?,
+                ),
                 inode: u.arbitrary()?,
             };
             disk_opaque(&ours(u)?, &image)
@@ -185,11 +189,19 @@ fn generated(u: &mut Unstructured) -> Result<JsonReplies> {
     let mut replies = JsonReplies::default();
     let state = *u.choose(&["running", "paused", "prelaunch", "inmigrate"])?;
     replies.status = json!({"status": state, "running": state == "running"});
-    replies.pci = json!([{"bus": 0, "devices": [{"bus": 0, "slot": 0, "function": 0, "qdev_id": ""}]}]);
+    replies.pci =
+        json!([{"bus": 0, "devices": [{"bus": 0, "slot": 0, "function": 0, "qdev_id": ""}]}]);
     replies.machine_type = Some("pc-i440fx-7.2-machine".into());
     replies.placements = json!([]);
     let qom_type = |u: &mut Unstructured| -> Result<String> {
-        Ok(if u.ratio(1, 6)? { "string".into() } else { format!("child<{}>", u.choose(&["virtio-net-pci", "virtio-blk-pci", "secret", "e1000"])?) })
+        Ok(if u.ratio(1, 6)? {
+            "string".into()
+        } else {
+            format!(
+                "child<{}>",
+                u.choose(&["virtio-net-pci", "virtio-blk-pci", "secret", "e1000"])?
+            )
+        })
     };
     let peripherals = list(u, |u| Ok(json!({"name": name(u)?, "type": qom_type(u)?})))?;
     replies.peripherals = json!(peripherals);
@@ -198,13 +210,23 @@ fn generated(u: &mut Unstructured) -> Result<JsonReplies> {
     let node_names = list(u, name)?;
     let mut nodes = Vec::new();
     for node in &node_names {
-        let file = if u.arbitrary()? { format!("/dev/fdset/{}", u.int_in_range(0..=4)?) } else { u.arbitrary()? };
-        nodes.push(json!({"node-name": node, "drv": "raw", "ro": u.arbitrary::<bool>()?, "file": file}));
+        let file = if u.arbitrary()? {
+            format!("/dev/fdset/{}", u.int_in_range(0..=4)?)
+        } else {
+            u.arbitrary()?
+        };
+        nodes.push(
+            json!({"node-name": node, "drv": "raw", "ro": u.arbitrary::<bool>()?, "file": file}),
+        );
     }
     replies.block_nodes = json!(nodes);
     let mut block = Vec::new();
     for _ in 0..u.int_in_range(0..=4)? {
-        let inserted = if u.arbitrary()? && !node_names.is_empty() { u.choose(&node_names)?.clone() } else { name(u)? };
+        let inserted = if u.arbitrary()? && !node_names.is_empty() {
+            u.choose(&node_names)?.clone()
+        } else {
+            name(u)?
+        };
         let qdev = format!("/machine/peripheral/{}/virtio-backend", name(u)?);
         block.push(json!({"device": "", "qdev": qdev, "inserted": {"node-name": inserted}}));
     }

@@ -68,7 +68,8 @@ fn check_known_error(entry: &KnownError, text: &str) {
 fn check_built(entry: &KnownError, subject: &str) {
     let (before, after) = entry.around_subject();
     let built = format!("{before}{subject}{after}");
-    let closes_at_end = after.is_empty() || format!("{subject}{after}").find(after) == Some(subject.len());
+    let closes_at_end =
+        after.is_empty() || format!("{subject}{after}").find(after) == Some(subject.len());
     if subject.is_empty() || !closes_at_end {
         return;
     }
@@ -99,7 +100,9 @@ fn shape_matches(pattern: Pattern, text: &str) -> bool {
             .get(..prefix.len())
             .is_some_and(|start| start.eq_ignore_ascii_case(prefix.as_bytes())),
         Pattern::Around(start, end) => {
-            first.len() >= start.len() + end.len() && first.starts_with(start) && first.ends_with(end)
+            first.len() >= start.len() + end.len()
+                && first.starts_with(start)
+                && first.ends_with(end)
         }
         Pattern::Line(prefix) => text.split('\n').any(|line| line.starts_with(prefix)),
         _ => unreachable!("a pattern this target does not know: {pattern:?}"),
@@ -119,7 +122,10 @@ fn check_hmp(text: &str) {
         Pattern::Prefix(prefix) => message.starts_with(prefix.trim_end()),
         Pattern::PrefixAnyCase(prefix) => {
             let prefix = prefix.trim_end();
-            message.as_bytes().get(..prefix.len()).is_some_and(|s| s.eq_ignore_ascii_case(prefix.as_bytes()))
+            message
+                .as_bytes()
+                .get(..prefix.len())
+                .is_some_and(|s| s.eq_ignore_ascii_case(prefix.as_bytes()))
         }
         Pattern::Around(start, end) => message.starts_with(start) && message.contains(end),
         Pattern::Line(prefix) => message.contains(prefix.trim_end()),
