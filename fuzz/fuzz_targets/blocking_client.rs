@@ -31,13 +31,25 @@ const SLACK: Duration = Duration::from_secs(5);
 /// `SessionConfig`'s default event queue, plus a lag marker and a gap.
 const MAX_QUEUED_EVENTS: usize = 1024 + 2;
 
+/// The listening socket's path: one per fuzzing process.
+fn socket_path() -> PathBuf {
+    std::env::temp_dir().join(format!("qmp-rs-fuzz-blocking-{}.sock", std::process::id()))
+}
+
 static SOCKET: LazyLock<(PathBuf, UnixListener)> = LazyLock::new(|| {
-    let path =
-        std::env::temp_dir().join(format!("qmp-rs-fuzz-blocking-{}.sock", std::process::id()));
+    let path = socket_path();
     let _ = std::fs::remove_file(&path);
     let listener = UnixListener::bind(&path).expect("bind the fuzz socket");
+    // SAFETY: `remove_socket` is a plain `extern "C" fn` that neither unwinds nor calls
+    // `exit`; registering it has no other precondition.
+    unsafe { libc::atexit(remove_socket) };
     (path, listener)
 });
+
+/// Removes the socket file when libFuzzer exits (it ends runs with `exit`).
+extern "C" fn remove_socket() {
+    let _ = std::fs::remove_file(socket_path());
+}
 
 /// Writes all of `bytes` without raising SIGPIPE when the client has gone (the target
 /// keeps SIGPIPE's default, so a client write that raised it would show as a crash).
