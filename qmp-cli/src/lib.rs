@@ -64,3 +64,27 @@ pub fn json_kind(value: &Value) -> &'static str {
         Value::Object(_) => "an object",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The messages `qmp exec` prints after `qmp: `, as they were before the parser moved
+    /// into the library.
+    #[test]
+    fn args_json_refusals_say_what_the_text_is() {
+        let not_an_object = |text: &str| parse_args_json(text).unwrap_err().to_string();
+        assert_eq!(
+            not_an_object("[1]"),
+            "ARGS_JSON must be a JSON object like '{\"path\": \"/machine\"}', not an array"
+        );
+        for (text, kind) in
+            [("null", "null"), ("true", "a boolean"), ("3", "a number"), ("\"x\"", "a string")]
+        {
+            assert!(not_an_object(text).ends_with(&format!(", not {kind}")), "{text}");
+        }
+        let invalid = not_an_object("{\"a\": }");
+        assert!(invalid.starts_with("ARGS_JSON is not valid JSON: expected value"), "{invalid}");
+        assert_eq!(parse_args_json(" {\"a\": 1}\n").unwrap()["a"], 1);
+    }
+}
