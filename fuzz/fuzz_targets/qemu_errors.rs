@@ -8,7 +8,8 @@
 //! first matching shape is the one reported; its message has the fixed text, no CRLF and
 //! no trailing blank; every entry's fixed text around any subject (that does not itself
 //! hold the closing text) gives that subject back; every HMP `drive_del` error is an error
-//! to the client; and each table's samples match their own entries.
+//! to the client; and each table's samples match their own entries. The first two bytes
+//! also cut a slice out of every HMP shape's fixed text, for the texts that almost match.
 #![no_main]
 
 use std::sync::Once;
@@ -141,6 +142,24 @@ fuzz_target!(|data: &[u8]| {
     for entry in &ALL {
         check_known_error(entry, text);
         check_built(entry, text);
+    }
+    // Each shape's fixed texts with a slice cut out where the input says: the texts that
+    // almost match (an overlapping start and end, a shortened prefix).
+    if let [from, to, ..] = data {
+        for shape in ERROR_SHAPES {
+            let fixed = match shape.pattern {
+                Pattern::Around(start, end) => format!("{start}{end}"),
+                Pattern::Prefix(text) | Pattern::PrefixAnyCase(text) | Pattern::Line(text) => {
+                    text.to_owned()
+                }
+                _ => continue,
+            };
+            let from = usize::from(*from) % (fixed.len() + 1);
+            let to = (from + usize::from(*to) % 4).min(fixed.len());
+            if fixed.is_char_boundary(from) && fixed.is_char_boundary(to) {
+                check_hmp(&format!("{}{}\r\n", &fixed[..from], &fixed[to..]));
+            }
+        }
     }
     for shape in ERROR_SHAPES {
         if let Pattern::Prefix(prefix) | Pattern::PrefixAnyCase(prefix) = shape.pattern {
