@@ -9,7 +9,8 @@
 //! Layout: [`cli`] is the command line (options and their value parsers), [`commands`] one
 //! module per subcommand, and what commands share sits here: [`connect`] (reaching the
 //! monitor), [`exit`] (statuses and error lines), [`output`] (printing, progress, terminal
-//! escaping) and [`inherited`] (descriptors passed by number).
+//! escaping) and [`inherited`] (descriptors passed by number). The pure parsers (a shell
+//! line, `ARGS_JSON`) are in the library, [`qmp_cli`], so the fuzz crate can reach them.
 // `deny`, not `forbid`: adopting descriptors inherited by number (`--tap-fd`) is the one
 // reviewed `#[allow(unsafe_code)]` of this crate, `inherited::adopt_one`.
 #![deny(unsafe_code)]

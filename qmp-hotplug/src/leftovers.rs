@@ -88,6 +88,12 @@ pub struct Leftovers {
 }
 
 impl Leftovers {
+    /// The leftovers in `snapshot`: what [`Hotplug::leftovers`](crate::Hotplug::leftovers)
+    /// reports for QEMU's state read into it.
+    pub fn in_snapshot(snapshot: &Snapshot) -> Self {
+        Self { items: find(snapshot), run_state: snapshot.run_state.clone() }
+    }
+
     /// `true` when nothing of ours is left over.
     pub fn is_empty(&self) -> bool {
         self.items.is_empty()

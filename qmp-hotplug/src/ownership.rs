@@ -18,6 +18,7 @@ use hostdev::DeviceNumber;
 use hostdev::image::ImageIdentity;
 
 use crate::ids::{DeviceId, DeviceKind};
+use crate::spec::MAX_NIC_QUEUES;
 
 /// The prefix of every disk fdset `opaque` this crate writes.
 const DISK_OPAQUE_PREFIX: &str = "qmp-rs:";
@@ -121,13 +122,17 @@ impl IntentMarker {
         format!("{MARKER_PREFIX}{}.t{}.v{}", self.device, self.taps, self.vhosts)
     }
 
-    /// The marker an object id describes, if it is one.
+    /// The marker an object id describes, if it is one: never one claiming more than
+    /// [`MAX_NIC_QUEUES`] taps or vhost descriptors, which no add of ours passes.
     pub fn parse(object_id: &str) -> Option<Self> {
         let rest = object_id.strip_prefix(MARKER_PREFIX)?;
         let mut parts = rest.rsplitn(3, '.');
         let vhosts = parts.next()?.strip_prefix('v')?.parse().ok()?;
         let taps = parts.next()?.strip_prefix('t')?.parse().ok()?;
         let device = parts.next()?.parse::<DeviceId>().ok()?;
+        if taps > MAX_NIC_QUEUES || vhosts > MAX_NIC_QUEUES {
+            return None;
+        }
         let marker = Self { device, taps, vhosts };
         (marker.device.kind() == DeviceKind::Nic && marker.object_id() == object_id)
             .then_some(marker)
@@ -171,6 +176,24 @@ mod tests {
             "qmp-rs:disk-d1-pci-2:blk=07.0",
         ] {
             assert_eq!(DiskFdset::parse(foreign), None, "{foreign}");
+        }
+    }
+
+    /// An object id claiming more descriptors than a NIC add passes is not a marker of ours:
+    /// `leftovers` would list that many names (`t18446744073709551615` panicked with a
+    /// capacity overflow; found by the `hotplug_snapshot` fuzz target).
+    #[test]
+    fn a_marker_claiming_more_queues_than_an_add_passes_is_not_ours() {
+        let most = format!("qmp-rs-intent.nic-n1-pci-3.t{MAX_NIC_QUEUES}.v{MAX_NIC_QUEUES}");
+        let marker = IntentMarker::parse(&most).unwrap();
+        assert_eq!(marker.fd_names().len(), 2 * MAX_NIC_QUEUES);
+        let over = MAX_NIC_QUEUES + 1;
+        for foreign in [
+            format!("qmp-rs-intent.nic-n1-pci-3.t{over}.v0"),
+            format!("qmp-rs-intent.nic-n1-pci-3.t1.v{over}"),
+            format!("qmp-rs-intent.nic-n1-pci-3.t{}.v0", usize::MAX),
+        ] {
+            assert_eq!(IntentMarker::parse(&foreign), None, "{foreign}");
         }
     }
 

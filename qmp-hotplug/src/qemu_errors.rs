@@ -247,6 +247,12 @@ impl KnownError {
         Some(&rest[..end]).filter(|subject| !subject.is_empty())
     }
 
+    /// The fixed texts around the subject: what a matching text starts with, and what
+    /// follows its subject.
+    pub fn around_subject(&self) -> (&'static str, &'static str) {
+        (self.before, self.after)
+    }
+
     /// Whether a QMP error of `class` with description `desc` is this one. Always `false`
     /// for an HMP entry.
     pub fn matches(&self, class: &ErrorClass, desc: &str) -> bool {

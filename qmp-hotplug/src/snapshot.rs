@@ -5,7 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use qmp_codec::FdsetInfo;
-use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use crate::Error;
@@ -250,6 +251,28 @@ impl Snapshot {
         })
     }
 
+    /// A snapshot from QEMU's replies as JSON, recorded elsewhere (a transcript, a fuzz
+    /// input): decoded as the executor decodes them, then assembled as
+    /// [`Hotplug::snapshot`](crate::Hotplug::snapshot) assembles its own; no properties.
+    ///
+    /// # Errors
+    /// [`Error::Client`] ([`qmp_client::Error::Decode`]) when a reply does not have its
+    /// command's shape; [`Error::PciData`] as for a live snapshot.
+    pub fn from_json_replies(replies: JsonReplies) -> Result<Self, Error> {
+        Self::from_replies(Replies {
+            status: decode(Query::Status, replies.status)?,
+            pci: replies.pci,
+            machine_type: replies.machine_type,
+            placements: decode_as("qom-get", replies.placements)?,
+            peripherals: decode(Query::Peripherals, replies.peripherals)?,
+            objects: decode(Query::Objects, replies.objects)?,
+            block_nodes: decode(Query::BlockNodes, replies.block_nodes)?,
+            block: decode(Query::Block, replies.block)?,
+            fdsets: decode(Query::Fdsets, replies.fdsets)?,
+            network: replies.network,
+        })
+    }
+
     /// The intent markers QEMU holds, by object id.
     pub fn markers(&self) -> impl Iterator<Item = IntentMarker> + '_ {
         self.objects.iter().filter_map(|id| IntentMarker::parse(id))
@@ -404,6 +427,49 @@ impl Query {
             Self::BlockNodes => json!({"flat": true}),
         }
     }
+}
+
+/// QEMU's replies a [`Snapshot`] is made of, as JSON (each the command's `return` value),
+/// for [`Snapshot::from_json_replies`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+#[non_exhaustive]
+pub struct JsonReplies {
+    /// `query-status`.
+    pub status: Value,
+    /// `query-pci`.
+    pub pci: Value,
+    /// `qom-get /machine type`: the machine type, e.g. `pc-q35-7.2-machine`.
+    pub machine_type: Option<String>,
+    /// Where QOM puts each peripheral: a list of [`Peripheral`]s (`qom-get` of their
+    /// `parent_bus`, `addr` and, for root ports, `hotplug`).
+    pub placements: Value,
+    /// `qom-list /machine/peripheral`.
+    pub peripherals: Value,
+    /// `qom-list /objects`.
+    pub objects: Value,
+    /// `query-named-block-nodes {"flat": true}`.
+    pub block_nodes: Value,
+    /// `query-block`.
+    pub block: Value,
+    /// `query-fdsets`.
+    pub fdsets: Value,
+    /// HMP `info network`'s text.
+    pub network: String,
+}
+
+/// `value` decoded as `query`'s reply, failing as the client's typed `execute` does.
+fn decode<T: DeserializeOwned>(query: Query, value: Value) -> Result<T, Error> {
+    decode_as(query.command(), value)
+}
+
+fn decode_as<T: DeserializeOwned>(command: &str, value: Value) -> Result<T, Error> {
+    serde_json::from_value(value).map_err(|e| {
+        Error::Client(qmp_client::Error::Decode {
+            command: command.to_owned(),
+            reason: e.to_string(),
+        })
+    })
 }
 
 /// The replies a [`Snapshot`] is made of, typed as far as the client decodes them.
@@ -593,6 +659,48 @@ mod tests {
         assert_eq!(snapshot.property_targets(&focus).len(), 1);
         let focus = Focus::Device("legacy-dev".into(), DeviceKind::Disk);
         assert_eq!(snapshot.property_targets(&focus), [("legacy-dev".into(), DeviceKind::Disk)]);
+    }
+
+    /// The same replies as JSON make the same snapshot; a reply of the wrong shape is the
+    /// client's decode error for its command.
+    #[test]
+    fn json_replies_make_the_same_snapshot() {
+        let typed = replies();
+        let qom_list = |list: &[QomProperty]| {
+            json!(list.iter().map(|p| json!({"name": p.name, "type": p.kind})).collect::<Vec<_>>())
+        };
+        let mut json_replies = JsonReplies {
+            status: json!({"status": "paused", "running": false}),
+            pci: typed.pci.clone(),
+            machine_type: typed.machine_type.clone(),
+            placements: json!([]),
+            peripherals: qom_list(&typed.peripherals),
+            objects: qom_list(&typed.objects),
+            block_nodes: json!([
+                {"node-name": "disk-b-pci-3", "drv": "raw", "ro": false, "file": "/dev/fdset/0"},
+                {"node-name": "disk-b-pci-3-file", "drv": "file", "ro": false,
+                 "file": "/dev/fdset/0"},
+                {"node-name": "#block124", "drv": "raw", "ro": false, "file": "/srv/leg.img"}]),
+            block: json!([
+                {"device": "drv0", "qdev": "/machine/peripheral/legacy-dev/virtio-backend",
+                 "inserted": {"node-name": "#block124", "file": "/srv/leg.img"}},
+                {"device": "", "qdev": "/machine/peripheral/disk-b-pci-3/virtio-backend",
+                 "inserted": {"node-name": "disk-b-pci-3", "file": "/dev/fdset/0"}}]),
+            fdsets: json!([
+                {"fdset-id": 0, "fds": [{"fd": 12, "opaque": "qmp-rs:disk-b-pci-3:file=8.1:77"}]},
+                {"fdset-id": 1, "fds": [{"fd": 13, "opaque": "someone-else"}]}]),
+            network: typed.network.clone(),
+        };
+        let expected = Snapshot::from_replies(typed).unwrap();
+        assert_eq!(Snapshot::from_json_replies(json_replies.clone()).unwrap(), expected);
+
+        json_replies.block_nodes = json!([{"drv": "raw"}]);
+        let error = Snapshot::from_json_replies(json_replies).unwrap_err();
+        assert!(
+            matches!(&error, Error::Client(qmp_client::Error::Decode { command, .. })
+                if command == "query-named-block-nodes"),
+            "{error:?}"
+        );
     }
 
     #[test]

@@ -75,31 +75,12 @@ async fn check_only(
     }
 }
 
-/// Parses `ARGS_JSON`: it must be a JSON object.
+/// Parses `ARGS_JSON` ([`qmp_cli::parse_args_json`]).
 ///
 /// # Errors
 /// A usage failure saying what is wrong.
-pub(crate) fn parse_arguments(text: &str) -> Result<Map<String, Value>, Failure> {
-    match serde_json::from_str(text) {
-        Ok(Value::Object(map)) => Ok(map),
-        Ok(other) => Err(Failure::usage(format!(
-            "ARGS_JSON must be a JSON object like '{{\"path\": \"/machine\"}}', not {}",
-            kind(&other)
-        ))),
-        Err(e) => Err(Failure::usage(format!("ARGS_JSON is not valid JSON: {e}"))),
-    }
-}
-
-/// What kind of JSON value this is, for messages.
-pub(crate) fn kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
+fn parse_arguments(text: &str) -> Result<Map<String, Value>, Failure> {
+    qmp_cli::parse_args_json(text).map_err(|e| Failure::usage(e.to_string()))
 }
 
 /// Reads `ARGS_JSON` from stdin, at most what QMP's framing accepts as one message.

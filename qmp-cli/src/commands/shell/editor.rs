@@ -15,9 +15,9 @@ use rustyline::history::DefaultHistory;
 use rustyline::validate::Validator;
 use rustyline::{CompletionType, Config, Editor, Helper};
 
-use super::parse::{Line, parse_line};
 use crate::exit::Failure;
 use crate::output::escape_for_terminal;
+use qmp_cli::shell_line::{Line, parse_line};
 
 /// Most entries kept in the history file.
 const HISTORY_SIZE: usize = 1000;

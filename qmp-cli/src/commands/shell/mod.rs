@@ -1,22 +1,21 @@
 //! `qmp shell`: an interactive QMP shell on a terminal, a line-by-line script runner
 //! otherwise.
 //!
-//! [`parse`] turns a line into a command, [`input`] delivers lines (from a script or the
+//! [`qmp_cli::shell_line`] turns a line into a command, [`input`] delivers lines (from a script or the
 //! terminal, on a thread of their own), [`editor`] is the terminal's line editor; this module
 //! runs the lines and shows events meanwhile.
 
 mod editor;
 mod input;
-mod parse;
 
 use std::io::{self, IsTerminal};
 use std::pin::pin;
 
+use qmp_cli::shell_line::{Line, parse_line};
 use qmp_client::{Client, DisconnectReason, Error, EventFilter, EventItem, Subscription};
 use rustyline::ExternalPrinter;
 
 use self::input::{Input, Reply};
-use self::parse::{Line, parse_line};
 use crate::cli::{GlobalArgs, ShellArgs};
 use crate::exit::{Failure, Status};
 use crate::output::{self, Style};
@@ -107,7 +106,7 @@ async fn step(
             return print_result(&text);
         }
         Ok(Line::Command { name, arguments }) => (name, arguments),
-        Err(why) => return Step::Failed(Failure::usage(why)),
+        Err(why) => return Step::Failed(Failure::usage(why.to_string())),
     };
     let call = pin!(client.execute(&name, arguments));
     let mut call = call;

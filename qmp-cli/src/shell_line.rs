@@ -1,10 +1,12 @@
-//! One shell line: `NAME`, `NAME {json}` or `NAME key=value ...`. Pure: no I/O.
+//! One `qmp shell` line: `NAME`, `NAME {json}` or `NAME key=value ...`. Pure: no I/O.
 
 use serde_json::{Map, Value};
 
+use crate::Error;
+
 /// One line of input, as the shell understands it.
 #[derive(Debug, Clone, PartialEq)]
-pub(crate) enum Line {
+pub enum Line {
     /// Blank or a `#` comment.
     Skip,
     /// `quit` or `exit`.
@@ -12,14 +14,19 @@ pub(crate) enum Line {
     /// `help`: list the server's commands.
     Help,
     /// A QMP command with its arguments, if any.
-    Command { name: String, arguments: Option<Map<String, Value>> },
+    Command {
+        /// The command's name: one word, never starting with `#`.
+        name: String,
+        /// Its arguments: the JSON object, or the `key=value` pairs as one.
+        arguments: Option<Map<String, Value>>,
+    },
 }
 
 /// Parses one input line: `NAME`, `NAME {json}`, or `NAME key=value ...`.
 ///
 /// # Errors
-/// A description of what is malformed.
-pub(crate) fn parse_line(line: &str) -> Result<Line, String> {
+/// [`Error::BadLine`], saying what is malformed.
+pub fn parse_line(line: &str) -> Result<Line, Error> {
     let line = line.trim();
     if line.is_empty() || line.starts_with('#') {
         return Ok(Line::Skip);
@@ -39,10 +46,14 @@ pub(crate) fn parse_line(line: &str) -> Result<Line, String> {
         match serde_json::from_str(rest) {
             Ok(Value::Object(map)) => Some(map),
             Ok(_) => unreachable!("text starting with '{{' parses only as an object"),
-            Err(e) => return Err(format!("the arguments are not a valid JSON object: {e}")),
+            Err(e) => {
+                return Err(Error::BadLine(format!(
+                    "the arguments are not a valid JSON object: {e}"
+                )));
+            }
         }
     } else {
-        Some(parse_key_values(rest)?)
+        Some(parse_key_values(rest).map_err(Error::BadLine)?)
     };
     Ok(Line::Command { name: name.to_owned(), arguments })
 }
@@ -143,7 +154,7 @@ mod tests {
                     prop_assert!(!name.starts_with('#'));
                 }
                 Ok(_) => {}
-                Err(why) => prop_assert!(!why.is_empty()),
+                Err(why) => prop_assert!(!why.to_string().is_empty()),
             }
         }
     }
@@ -200,7 +211,7 @@ mod tests {
         for bad in
             ["x {", "x {\"a\": }", "x novalue", "x =1", "x a=1 a=2", "x a=\"open", "quit now"]
         {
-            let why = parse_line(bad).unwrap_err();
+            let why = parse_line(bad).unwrap_err().to_string();
             assert!(!why.is_empty(), "{bad}");
         }
     }
