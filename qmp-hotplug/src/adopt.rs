@@ -16,8 +16,9 @@ use crate::Error;
 use crate::disk_settings::DetectZeroes;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
+use crate::scsi;
 use crate::snapshot::{NIC_SETTINGS, Snapshot};
-use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec};
+use crate::spec::{DiskBus, DiskSource, DiskSpec, NbdExport, NicSpec};
 
 /// One way an existing device differs from what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +190,27 @@ pub(crate) fn existing_disk(
 ) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
-    common(&id, &spec.model, (spec.pci_bus.as_deref(), spec.slot), snapshot, &mut differences);
+    match (&spec.bus, id.scsi_unit()) {
+        (DiskBus::Scsi { controller }, _) => {
+            let driver = snapshot.peripherals.get(&id.to_string()).map_or("none", String::as_str);
+            if driver != spec.model {
+                differences.push(Difference::new("model", &spec.model, driver));
+            }
+            let place = scsi::place_differences(&id, controller.as_deref(), snapshot);
+            differences.extend(place.into_iter().map(|(field, wanted, found)| Difference {
+                field,
+                wanted,
+                found,
+            }));
+        }
+        (_, Some(unit)) => {
+            differences.push(Difference::new("bus", "virtio", format!("scsi, unit {unit}")));
+        }
+        _ => {
+            let place = (spec.pci_bus.as_deref(), spec.slot);
+            common(&id, &spec.model, place, snapshot, &mut differences);
+        }
+    }
     let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
     let node_name = id.node_name();
     if properties.drive.as_deref() != Some(node_name.as_str()) {

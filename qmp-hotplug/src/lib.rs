@@ -100,6 +100,7 @@ mod plan;
 mod planner;
 pub mod qemu_errors;
 mod report;
+mod scsi;
 mod snapshot;
 mod spec;
 mod topology;
@@ -112,7 +113,9 @@ pub use executor::{
     DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds, Probe, disk_probes, nic_probes,
 };
 pub use host::{Host, ImageFacts, LocalHost};
-pub use ids::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN};
+pub use ids::{
+    DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN, MAX_SCSI_ID, MAX_SCSI_LUN, ScsiUnit,
+};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
 pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
@@ -121,10 +124,11 @@ pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
+pub use scsi::ScsiBus;
 pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, NIC_SETTINGS, RunState, Snapshot};
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139, RemoveOptions,
-    VIRTIO_NET, Vhost, check_mac,
+    DiskBus, DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139,
+    RemoveOptions, VIRTIO_NET, Vhost, check_mac,
 };
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,

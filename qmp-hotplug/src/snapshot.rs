@@ -12,6 +12,7 @@ use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::netinfo::NetworkInfo;
 use crate::ownership::{DiskFdset, IntentMarker};
+use crate::scsi::ScsiBus;
 use crate::topology::{PciTree, Peripheral, TopologyInput};
 
 /// The QOM container of user-created devices (those with an `id`).
@@ -124,9 +125,14 @@ impl BlockBackend {
     }
 
     /// The id of the user-created device using it: the `/machine/peripheral/<id>` of its
-    /// QOM path (with or without the virtio backend child).
+    /// QOM path (with or without the virtio backend child), or the bare id QEMU 7.2 gives
+    /// for a device that owns its backend itself (`scsi-hd`).
     pub fn device_id(&self) -> Option<&str> {
-        let rest = self.qdev.as_deref()?.strip_prefix(PERIPHERAL_PATH)?.strip_prefix('/')?;
+        let qdev = self.qdev.as_deref()?;
+        if !qdev.starts_with('/') {
+            return (!qdev.is_empty()).then_some(qdev);
+        }
+        let rest = qdev.strip_prefix(PERIPHERAL_PATH)?.strip_prefix('/')?;
         let id = rest.strip_suffix("/virtio-backend").unwrap_or(rest);
         (!id.is_empty() && !id.contains('/')).then_some(id)
     }
@@ -178,6 +184,9 @@ pub struct Snapshot {
     pub network: NetworkInfo,
     /// Properties of the devices of ours the operation concerns (`qom-get`).
     pub properties: BTreeMap<String, DeviceProperties>,
+    /// What sits on each virtio-scsi controller's bus, by controller id (`qom-list` of
+    /// the bus, `qom-get` of each device's `scsi-id` and `lun`).
+    pub scsi_buses: BTreeMap<String, ScsiBus>,
 }
 
 impl Snapshot {
@@ -193,6 +202,7 @@ impl Snapshot {
             fdsets: Vec::new(),
             network: NetworkInfo::default(),
             properties: BTreeMap::new(),
+            scsi_buses: BTreeMap::new(),
         }
     }
 
@@ -247,6 +257,7 @@ impl Snapshot {
             fdsets: replies.fdsets,
             network: NetworkInfo::parse(&replies.network),
             properties: BTreeMap::new(),
+            scsi_buses: BTreeMap::new(),
         })
     }
 
@@ -339,6 +350,7 @@ pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
             NIC_SETTINGS[4],
         ],
         DeviceKind::Disk => &["drive"],
+        DeviceKind::ScsiController => &[],
     }
 }
 
@@ -434,7 +446,7 @@ pub(crate) struct Status {
 /// type `child<TYPE>`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct QomProperty {
-    name: String,
+    pub(crate) name: String,
     #[serde(rename = "type")]
     kind: String,
 }
