@@ -190,9 +190,9 @@ pub(crate) fn existing_disk(
 ) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
+    let driver = snapshot.peripherals.get(&id.to_string()).map_or("none", String::as_str);
     match (&spec.bus, id.scsi_unit()) {
         (DiskBus::Scsi { controller }, _) => {
-            let driver = snapshot.peripherals.get(&id.to_string()).map_or("none", String::as_str);
             if driver != spec.model {
                 differences.push(Difference::new("model", &spec.model, driver));
             }
@@ -204,6 +204,9 @@ pub(crate) fn existing_disk(
             }));
         }
         (_, Some(unit)) => {
+            if driver != spec.model {
+                differences.push(Difference::new("model", &spec.model, driver));
+            }
             differences.push(Difference::new("bus", "virtio", format!("scsi, unit {unit}")));
         }
         _ => {
