@@ -433,6 +433,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn scsi_disk_ids_parse_back_and_never_read_as_pci_ids() {
+        let pc5 = Place { bus: PlaceBus::PcRoot, slot: 5 };
+        let unit = ScsiUnit { scsi_id: 3, lun: 16383 };
+        let id = DeviceId::scsi("d1", &pc5, unit).unwrap();
+        assert_eq!(id.to_string(), "disk-d1-pci-5-3.16383");
+        assert_eq!((id.kind(), id.place(), id.scsi_unit()), (DeviceKind::Disk, pc5, Some(unit)));
+        assert_eq!(id.file_node_name(), "disk-d1-pci-5-3.16383-file");
+        let id: DeviceId = "disk-d1-rp-1.2-0-0.1".parse().unwrap();
+        assert_eq!(id.place(), named("rp-1.2", 0));
+        assert_eq!(id.scsi_unit(), Some(ScsiUnit { scsi_id: 0, lun: 1 }));
+        let hba: DeviceId = "scsi-hba-pci-5".parse().unwrap();
+        assert_eq!((hba.kind(), hba.scsi_unit()), (DeviceKind::ScsiController, None));
+        assert_eq!(
+            DeviceId::scsi("d1", &pc5, ScsiUnit { scsi_id: 0, lun: 16384 })
+                .unwrap_err()
+                .to_string(),
+            "invalid hotplug request: SCSI LUN 16384 is over 16383"
+        );
+        for foreign in [
+            "nic-a-pci-5-0.0",
+            "scsi-hba-pci-5-0.0",
+            "disk-a-pci-5-0.00",
+            "disk-a-pci-5-00.0",
+            "disk-a-pci-5-256.0",
+            "disk-a-pci-5-0.16384",
+            "disk-a-pci-5-0.",
+            "disk-a-pci-5-.0",
+            "disk-a-pci-0.0",
+            "disk-a-0.0",
+        ] {
+            assert!(foreign.parse::<DeviceId>().is_err(), "{foreign} parsed");
+        }
+    }
+
     fn any_place() -> impl Strategy<Value = Place> {
         prop_oneof![
             (0u8..32).prop_map(|slot| Place { bus: PlaceBus::PcRoot, slot }),
@@ -455,6 +490,25 @@ mod tests {
                     prop_assert_eq!(&parsed, &id);
                 }
                 Err(error) => prop_assert!(error.to_string().contains("26 characters"), "{}", error),
+            }
+        }
+
+        #[test]
+        fn scsi_ids_parse_back(
+            name in "[A-Za-z0-9_]{1,14}",
+            place in any_place(),
+            scsi_id: u8,
+            lun in 0..=MAX_SCSI_LUN,
+        ) {
+            let unit = ScsiUnit { scsi_id, lun };
+            if let Ok(id) = DeviceId::scsi(&name, &place, unit) {
+                prop_assert!(id.to_string().len() <= MAX_ID_LEN);
+                let parsed: DeviceId = id.to_string().parse().unwrap();
+                prop_assert_eq!(parsed.scsi_unit(), Some(unit));
+                prop_assert_eq!(parsed.place(), place.clone());
+                prop_assert_eq!(&parsed, &id);
+                let pci = DeviceId::at(DeviceKind::Disk, &name, &place).unwrap();
+                prop_assert_ne!(pci.to_string(), id.to_string());
             }
         }
 

@@ -196,20 +196,13 @@ impl Planner {
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
         spec.settings.check(matches!(spec.source, DiskSource::Nbd(_)))?;
-        let (id, mut steps, scsi) = match &spec.bus {
-            DiskBus::Scsi { controller } => {
-                let mut target = self.scsi_target(spec, controller.as_deref(), snapshot)?;
-                let steps = std::mem::take(&mut target.controller_steps);
-                (target.id.clone(), steps, Some(target))
-            }
-            _ => {
-                let place = (spec.pci_bus.as_deref(), spec.slot);
-                (
-                    self.place(DeviceKind::Disk, &spec.name, place.0, place.1, snapshot)?,
-                    vec![],
-                    None,
-                )
-            }
+        let (id, mut steps, scsi) = if let DiskBus::Scsi { controller } = &spec.bus {
+            let mut target = self.scsi_target(spec, controller.as_deref(), snapshot)?;
+            let steps = std::mem::take(&mut target.controller_steps);
+            (target.id.clone(), steps, Some(target))
+        } else {
+            let (bus, slot) = (spec.pci_bus.as_deref(), spec.slot);
+            (self.place(DeviceKind::Disk, &spec.name, bus, slot, snapshot)?, Vec::new(), None)
         };
         let (mut file, fdset) = match (&spec.source, image) {
             (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),

@@ -264,11 +264,10 @@ impl Hotplug {
                         lun: u16::try_from(lun.as_u64()?).ok()?,
                     })
                 });
-                match unit {
-                    Some(unit) => {
-                        bus.units.insert(unit, device);
-                    }
-                    None => debug!(%device, "a device on a SCSI bus without a readable unit"),
+                if let Some(unit) = unit {
+                    bus.units.insert(unit, device);
+                } else {
+                    debug!(%device, "a device on a SCSI bus without a readable unit");
                 }
             }
             buses.insert(controller.clone(), bus);
