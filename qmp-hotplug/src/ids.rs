@@ -439,7 +439,10 @@ mod tests {
         let unit = ScsiUnit { scsi_id: 3, lun: 16383 };
         let id = DeviceId::scsi("d1", &pc5, unit).unwrap();
         assert_eq!(id.to_string(), "disk-d1-pci-5-3.16383");
-        assert_eq!((id.kind(), id.place(), id.scsi_unit()), (DeviceKind::Disk, pc5, Some(unit)));
+        assert_eq!(
+            (id.kind(), id.place(), id.scsi_unit()),
+            (DeviceKind::Disk, pc5.clone(), Some(unit))
+        );
         assert_eq!(id.file_node_name(), "disk-d1-pci-5-3.16383-file");
         let id: DeviceId = "disk-d1-rp-1.2-0-0.1".parse().unwrap();
         assert_eq!(id.place(), named("rp-1.2", 0));

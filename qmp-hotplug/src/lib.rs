@@ -125,7 +125,9 @@ pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
 pub use scsi::ScsiBus;
-pub use snapshot::{BlockBackend, BlockNode, DeviceProperties, NIC_SETTINGS, RunState, Snapshot};
+pub use snapshot::{
+    BlockBackend, BlockNode, DISK_SETTINGS, DeviceProperties, NIC_SETTINGS, RunState, Snapshot,
+};
 pub use spec::{
     DiskBus, DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139,
     RemoveOptions, VIRTIO_NET, Vhost, check_mac,

@@ -151,14 +151,19 @@ pub struct DeviceProperties {
     pub mq: Option<bool>,
     /// A disk's drive: the block node (or legacy drive) it uses, empty when none.
     pub drive: Option<String>,
-    /// A NIC's settings from [`NIC_SETTINGS`], as QEMU shows them (virtio ones absent on
-    /// other models).
+    /// A NIC's settings from [`NIC_SETTINGS`] or a disk's from [`DISK_SETTINGS`], as QEMU
+    /// shows them (virtio ones absent on other models).
     pub settings: BTreeMap<String, Value>,
 }
 
 /// The NIC properties a [`NicSpec`](crate::NicSpec) may set and adoption compares.
 pub const NIC_SETTINGS: [&str; 5] =
     ["host_mtu", "rx_queue_size", "tx_queue_size", "bootindex", "romfile"];
+
+/// The disk device properties a [`DiskSettings`](crate::DiskSettings) sets and adoption
+/// compares (`qom-get` on the device). QEMU 7.2 shows a node's `cache` and
+/// `detect_zeroes` in `query-named-block-nodes`, but a node's `aio` and `discard` nowhere.
+pub const DISK_SETTINGS: [&str; 3] = ["serial", "bootindex", "write-cache"];
 
 /// What QEMU has, as far as hotplug cares: read before planning, and again after an add
 /// to report what QEMU really holds.
@@ -349,7 +354,7 @@ pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
             NIC_SETTINGS[3],
             NIC_SETTINGS[4],
         ],
-        DeviceKind::Disk => &["drive"],
+        DeviceKind::Disk => &["drive", DISK_SETTINGS[0], DISK_SETTINGS[1], DISK_SETTINGS[2]],
         DeviceKind::ScsiController => &[],
     }
 }
@@ -363,7 +368,7 @@ impl DeviceProperties {
             "mac" => self.mac = text(),
             "mq" => self.mq = value.as_bool(),
             "drive" => self.drive = text(),
-            setting if NIC_SETTINGS.contains(&setting) => {
+            setting if NIC_SETTINGS.contains(&setting) || DISK_SETTINGS.contains(&setting) => {
                 self.settings.insert(setting.to_owned(), value.clone());
             }
             _ => {}
