@@ -502,6 +502,7 @@ mod tests {
     #[test]
     fn every_disk_setting_qemu_shows_is_compared_and_an_equal_one_adopted() {
         use crate::disk_settings::{Aio, Discard};
+        type Change = fn(&mut DiskSettings);
         let image = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 77 };
         let base = DiskSpec::new("d1", DiskSource::Path("/img".into()));
         // QEMU's state of a disk added with every setting.
@@ -525,7 +526,6 @@ mod tests {
         };
         let spec = |settings: DiskSettings| DiskSpec { settings, ..base.clone() };
         assert!(existing_disk(&spec(all.clone()), Some(&image), &snapshot).unwrap().is_some());
-        type Change = fn(&mut DiskSettings);
         let table: [(&str, Change); 6] = [
             ("cache.direct", |s| s.cache_direct = false),
             ("cache.no-flush", |s| s.cache_no_flush = false),
