@@ -7,8 +7,9 @@
 //! `qom-list` there gives one `child[N]` link per device on it, `qom-get` of the link the
 //! device's QOM path, and the device's own `scsi-id` and `lun` its unit. Devices without an
 //! id (`/machine/peripheral-anon/...`) are listed too, so their units are never taken.
-//! `device_del` of a LUN needs no guest acknowledgement: `DEVICE_DELETED` came 0.05 s after
-//! it on the test guest (virtio-scsi tells the guest; the guest does not answer ACPI).
+//! `device_del` of a LUN needs no guest acknowledgement: `DEVICE_DELETED` came 0.05-0.14 s
+//! after it on the test guest over 7 runs on a loaded machine (virtio-scsi tells the guest
+//! with an event; no ACPI handshake), once, with the LUN's id.
 
 use std::collections::BTreeMap;
 
