@@ -583,6 +583,10 @@ mod tests {
         assert_eq!(backend.device_id(), Some("disk-b-pci-3"));
         let legacy = snapshot.backend_with_node("#block124").unwrap();
         assert_eq!((legacy.drive.as_str(), legacy.device_id()), ("drv0", Some("legacy-dev")));
+        // QEMU 7.2 gives a scsi-hd's backend its bare id, with no QOM path.
+        let lun = BlockBackend::new("", Some("disk-l-pci-3-0.0".into()), Some("n".into()));
+        assert_eq!(lun.device_id(), Some("disk-l-pci-3-0.0"));
+        assert_eq!(BlockBackend::new("", Some(String::new()), None).device_id(), None);
         let named: Vec<String> =
             snapshot.ids_named(DeviceKind::Nic, "c").iter().map(ToString::to_string).collect();
         assert_eq!(named, ["nic-c-pci-4"], "a marker names an id too");

@@ -103,6 +103,9 @@ async fn lun_cycle(qemu: &Qemu, hotplug: &Hotplug, controller_id: &str, lun_pref
     assert_eq!(report2.id.to_string(), format!("disk-s2-{lun_prefix}-1.0"));
     guest_line(qemu, start, "+sdb");
 
+    // The LUNs' nodes and fdsets are theirs, not leftovers.
+    let leftovers = hotplug.leftovers().await.unwrap();
+    assert!(leftovers.items.is_empty(), "{leftovers:?}");
     // A retry of the same spec is adopted; on another bus it is a conflict.
     let again = hotplug.add_disk(&first, None).await.unwrap();
     assert_eq!((again.outcome, again.id), (Outcome::AlreadyPresent, report.id.clone()));
@@ -220,6 +223,12 @@ async fn a_named_controller_takes_the_first_free_unit_and_others_are_refused() {
     );
     guest_line(&qemu, removal, "-sdb");
     assert_eq!(qemu_state(hotplug.client()).await, before, "only the LUN and its parts went");
+
+    // A -drive LUN: query-block names its user by the bare id `boot` (no QOM path), which
+    // del_drive must read as the owner of boot0.
+    let removal = qemu.serial_len();
+    assert_eq!(hotplug.del_drive("boot", "boot0", &remove()).await.unwrap(), Outcome::Removed);
+    guest_line(&qemu, removal, "-sda");
 }
 
 /// A failure at each step of a SCSI add that hot-adds its controller (the step's
