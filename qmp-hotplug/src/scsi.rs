@@ -345,3 +345,98 @@ impl Hotplug {
         self.remove(id, &Plan::new(steps), options, &deadline, &snapshot.run_state).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use hostdev::DeviceNumber;
+    use hostdev::image::ImageIdentity;
+
+    use super::*;
+    use crate::spec::{DiskBus, DiskSource};
+    use crate::topology::PciTree;
+
+    /// pc with a virtio-scsi `scsi0` in slot 4 whose target 0 is taken, and a NIC in slot 5.
+    fn snapshot() -> Snapshot {
+        let devices = json!([
+            {"bus": 0, "slot": 4, "function": 0, "qdev_id": "scsi0"},
+            {"bus": 0, "slot": 5, "function": 0, "qdev_id": "net0"}]);
+        let pci = PciTree::from_query_pci("pc", &json!([{"bus": 0, "devices": devices}])).unwrap();
+        let mut snapshot = Snapshot::new(pci);
+        snapshot.peripherals.insert("scsi0".into(), VIRTIO_SCSI.into());
+        snapshot.peripherals.insert("net0".into(), "virtio-net-pci".into());
+        let mut bus = ScsiBus::default();
+        bus.units.insert(ScsiUnit { scsi_id: 0, lun: 0 }, "/machine/peripheral/boot".into());
+        snapshot.scsi_buses.insert("scsi0".into(), bus);
+        snapshot
+    }
+
+    const IMAGE: ImageIdentity = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 7 };
+
+    fn spec(controller: Option<&str>) -> DiskSpec {
+        DiskSpec::new("d1", DiskSource::Fd)
+            .with_bus(DiskBus::Scsi { controller: controller.map(str::to_owned) })
+    }
+
+    #[test]
+    fn a_named_controller_gets_a_lun_at_its_first_free_target_and_no_pci_slot() {
+        let (id, plan) =
+            Planner::default().disk_add(&spec(Some("scsi0")), Some(&IMAGE), &snapshot()).unwrap();
+        assert_eq!(id.to_string(), "disk-d1-pci-4-1.0");
+        let commands: Vec<&str> = plan.steps().iter().map(|s| s.step.command()).collect();
+        assert_eq!(commands, ["add-fd", "blockdev-add", "device_add"]);
+        assert_eq!(
+            plan.steps()[2].step.arguments(),
+            json!({"driver": "scsi-hd", "id": "disk-d1-pci-4-1.0", "bus": "scsi0.0",
+                   "scsi-id": 1, "lun": 0, "drive": "disk-d1-pci-4-1.0"})
+        );
+    }
+
+    #[test]
+    fn without_a_controller_of_ours_one_is_planned_first_and_undone_last() {
+        let (id, plan) =
+            Planner::default().disk_add(&spec(None), Some(&IMAGE), &snapshot()).unwrap();
+        assert_eq!(
+            id.to_string(),
+            "disk-d1-pci-1-0.0",
+            "scsi0 is not ours: a new one in slot 1 (the first free here)"
+        );
+        assert_eq!(
+            plan.steps()[0].step.arguments(),
+            json!({"driver": "virtio-scsi-pci", "id": "scsi-hba-pci-1", "bus": "pci.0",
+                   "addr": "0x1"})
+        );
+        let undo: Vec<String> = plan.undo_after(4).iter().map(ToString::to_string).collect();
+        assert_eq!(undo.first().map(String::as_str), Some("device_del disk-d1-pci-1-0.0"));
+        assert_eq!(undo.last().map(String::as_str), Some("device_del scsi-hba-pci-1"));
+        // With ours present, it is used.
+        let mut with_ours = snapshot();
+        let (_, add) = Planner::default().disk_add(&spec(None), Some(&IMAGE), &with_ours).unwrap();
+        let Step::DeviceAdd { arguments, .. } = &add.steps()[0].step else { panic!() };
+        with_ours.peripherals.insert(arguments["id"].as_str().unwrap().into(), VIRTIO_SCSI.into());
+        let devices = json!([
+            {"bus": 0, "slot": 1, "function": 0, "qdev_id": arguments["id"]},
+            {"bus": 0, "slot": 4, "function": 0, "qdev_id": "scsi0"}]);
+        with_ours.pci =
+            PciTree::from_query_pci("pc", &json!([{"bus": 0, "devices": devices}])).unwrap();
+        let (id, plan) =
+            Planner::default().disk_add(&spec(None), Some(&IMAGE), &with_ours).unwrap();
+        assert_eq!(id.to_string(), "disk-d1-pci-1-0.0");
+        assert_eq!(plan.steps().len(), 3, "no controller step");
+    }
+
+    #[test]
+    fn controllers_that_cannot_take_a_disk_are_refused_by_name() {
+        for (controller, reason) in [
+            ("net0", "it is a virtio-net-pci device, not a virtio-scsi-pci controller"),
+            ("nope", "QEMU has no device with this id"),
+        ] {
+            let error =
+                Planner::default().disk_add(&spec(Some(controller)), Some(&IMAGE), &snapshot());
+            let Err(Error::ScsiController { id, reason: why }) = error else { panic!("{error:?}") };
+            assert_eq!((id.as_str(), why.as_str()), (controller, reason));
+        }
+        let virtio_model = DiskSpec { model: "virtio-blk-pci".into(), ..spec(Some("scsi0")) };
+        let error = Planner::default().disk_add(&virtio_model, Some(&IMAGE), &snapshot());
+        assert!(matches!(error, Err(Error::InvalidSpec(_))), "{error:?}");
+    }
+}
