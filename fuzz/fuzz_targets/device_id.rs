@@ -1,16 +1,18 @@
 //! Device ids, the names qmp-hotplug reads back from QEMU (`query-pci`, `qom-list`, node
 //! names) to tell its devices from everyone else's: `DeviceId` (Ganeti's
-//! `<kind>-<name>-pci-<slot>` on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere).
+//! `<kind>-<name>-pci-<slot>` on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere, and a
+//! SCSI disk's `disk-<name>-<bus>-<slot>-<scsi-id>.<lun>` after its controller's place).
 //!
 //! Byte 0 even: the rest is an id read from QEMU. Whatever parses prints back as the same
 //! text, is a QEMU id within `MAX_ID_LEN`, and is Ganeti's form exactly on pc's bus 0.
-//! Byte 0 odd: the rest picks a kind, name, bus and slot (from alphabets that reach the
-//! rules' edges); whatever `new` accepts prints as an id that parses back to it.
+//! Byte 0 odd: the rest picks a kind, name, bus, slot and maybe a SCSI unit (from alphabets
+//! that reach the rules' edges); whatever `new` accepts prints as an id that parses back to
+//! it.
 #![no_main]
 
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
-use qmp_hotplug::{DeviceId, DeviceKind, MAX_ID_LEN, Place, PlaceBus};
+use qmp_hotplug::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_SCSI_LUN, Place, PlaceBus, ScsiUnit};
 
 /// QEMU's node-name buffer holds 31 characters; `<id>-file` is the longest name made.
 const QEMU_NODE_NAME_MAX: usize = 31;
@@ -27,7 +29,7 @@ fn text(u: &mut Unstructured<'_>, max: usize) -> Result<String> {
 }
 
 fn kind(u: &mut Unstructured<'_>) -> Result<DeviceKind> {
-    Ok(if u.arbitrary()? { DeviceKind::Disk } else { DeviceKind::Nic })
+    Ok(*u.choose(&[DeviceKind::Disk, DeviceKind::Nic, DeviceKind::ScsiController])?)
 }
 
 /// What every id we make must be: a QEMU id that leaves room for its derived node names.
@@ -43,11 +45,19 @@ fn read_back(text: &str) {
         assert_eq!(id.to_string(), text);
         assert!(id.slot() < qmp_hotplug::PCI_SLOTS);
         check_shape(text);
-        let made = DeviceId::at(id.kind(), id.name(), &id.place());
+        let made = match id.scsi_unit() {
+            Some(unit) => DeviceId::scsi(id.name(), &id.place(), unit),
+            None => DeviceId::at(id.kind(), id.name(), &id.place()),
+        };
         assert_eq!(made.as_ref().ok(), Some(&id), "{text} parses but cannot be made");
-        // Ganeti's form is exactly the pc bus 0 one.
-        let ganeti_form = text == format!("{}-{}-pci-{}", id.kind().prefix(), id.name(), id.slot());
-        assert_eq!(id.place().bus == PlaceBus::PcRoot, ganeti_form, "{text}");
+        // Ganeti's form is exactly the pc bus 0 one; a SCSI disk's adds its unit after it.
+        let mut ganeti_form = format!("{}-{}-pci-{}", id.kind().prefix(), id.name(), id.slot());
+        if let Some(unit) = id.scsi_unit() {
+            assert_eq!(id.kind(), DeviceKind::Disk, "{text}: only disks sit on SCSI buses");
+            assert!(unit.lun <= MAX_SCSI_LUN, "{text}");
+            ganeti_form = format!("{ganeti_form}-{}.{}", unit.scsi_id, unit.lun);
+        }
+        assert_eq!(id.place().bus == PlaceBus::PcRoot, text == ganeti_form, "{text}");
     }
 }
 
@@ -61,6 +71,20 @@ fn made(u: &mut Unstructured<'_>) -> Result<()> {
         _ => PlaceBus::Named(text(u, 14)?),
     };
     let place = Place { bus, slot };
+    if u.ratio(1, 4)? {
+        let unit = ScsiUnit { scsi_id: u.arbitrary()?, lun: u.int_in_range(0..=MAX_SCSI_LUN + 2)? };
+        if let Ok(id) = DeviceId::scsi(&name, &place, unit) {
+            let text = id.to_string();
+            assert_eq!((id.kind(), id.name(), id.place()), (DeviceKind::Disk, name.as_str(), place));
+            assert_eq!(id.scsi_unit(), Some(unit));
+            assert!(unit.lun <= MAX_SCSI_LUN, "{text} made with an out-of-range LUN");
+            assert_eq!(text.parse::<DeviceId>().as_ref().ok(), Some(&id), "{text}");
+            read_back(&text);
+            // Never the same text as a PCI id of the same name and place.
+            assert_ne!(DeviceId::at(DeviceKind::Disk, &name, &id.place()).ok(), Some(id));
+        }
+        return Ok(());
+    }
     let ganeti = DeviceId::new(kind, &name, slot);
     if let Ok(id) = &ganeti {
         assert_eq!((id.kind(), id.name(), id.slot()), (kind, name.as_str(), slot));

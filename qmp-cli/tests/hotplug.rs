@@ -116,6 +116,43 @@ fn nic_and_disk_come_and_go_through_the_cli() {
 }
 
 #[test]
+fn scsi_disks_come_and_go_through_the_cli() {
+    let qemu = guest_or_skip!(QemuBuilder::new().arg("-device").arg("virtio-net-pci,id=net0"));
+    let socket = qemu.qmp_path();
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("scsi.raw");
+    std::fs::write(&image, vec![0u8; 1 << 20]).unwrap();
+    let add = |extra: &[&str]| {
+        let mut args = vec!["hotplug", "disk", "add", "--name", "s1", "--image"];
+        args.push(image.to_str().unwrap());
+        args.extend(extra);
+        run(qmp_at(socket, args))
+    };
+
+    // A controller that is no SCSI controller is refused with the failure status.
+    let output = add(&["--bus", "scsi", "--scsi-controller", "net0"]);
+    assert_status(&output, COMMAND_FAILED);
+    assert!(
+        one_error_line(&output, "qmp: ").contains("SCSI controller 'net0': it is a virtio-net-pci"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let output = add(&["--bus", "scsi"]);
+    assert_status(&output, OK);
+    let disk = json_out(&output);
+    assert_eq!(disk["id"], "disk-s1-pci-3-0.0", "{disk}");
+    assert_eq!(disk["model"], "scsi-hd", "{disk}");
+    assert_eq!(disk["scsi"], serde_json::json!({"scsi_id": 0, "lun": 0}), "{disk}");
+    qemu.wait_for_serial("GUEST: +sda pci=0000:00:03.0", GUEST_SEES).unwrap();
+    assert!(stdout(&run(qmp_at(socket, ["pci"]))).contains("scsi-hba-pci-3"));
+
+    let output = run(qmp_at(socket, ["hotplug", "disk", "del", "disk-s1-pci-3-0.0"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial("GUEST: -sda", GUEST_SEES).unwrap();
+}
+
+#[test]
 fn an_inherited_tap_descriptor_is_used_and_a_bad_one_is_a_usage_error() {
     let qemu = qemu_or_skip!();
     let tap = hostdev::tap::Tap::open("qmpclifd%d", 1).unwrap();

@@ -68,6 +68,28 @@ const BAD_VALUES: &[(&[&str], &str)] = &[
     ),
     (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--serial", "a,b"], "serial"),
     (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--aio", "posix"], "--aio"),
+    // Disk buses: virtio or scsi; a SCSI controller id is a QEMU id, and only with scsi.
+    (&["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--bus", "ide"], "--bus"),
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--scsi-controller", "s0"],
+        "--scsi-controller needs --bus scsi",
+    ),
+    (
+        &[
+            "hotplug",
+            "disk",
+            "add",
+            "--name",
+            "d",
+            "--image",
+            "/x",
+            "--bus",
+            "scsi",
+            "--scsi-controller",
+            "0bad",
+        ],
+        "is not a QEMU id",
+    ),
     // clap's own refusals, one line too.
     (&["hotplug", "nic", "add"], "required arguments were not provided"),
     (&["events", "--count", "0"], "--count"),

@@ -10,14 +10,15 @@
 use std::fmt;
 
 use hostdev::image::ImageIdentity;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use crate::Error;
-use crate::disk_settings::DetectZeroes;
+use crate::disk_settings::{DetectZeroes, DiskSettings};
 use crate::ids::{DeviceId, DeviceKind};
 use crate::ownership::{DiskFdset, disk_opaque};
-use crate::snapshot::{NIC_SETTINGS, Snapshot};
-use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec};
+use crate::scsi;
+use crate::snapshot::{DISK_SETTINGS, DeviceProperties, NIC_SETTINGS, Snapshot};
+use crate::spec::{DiskBus, DiskSource, DiskSpec, NbdExport, NicSpec};
 
 /// One way an existing device differs from what was asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -189,7 +190,30 @@ pub(crate) fn existing_disk(
 ) -> Result<Option<DeviceId>, Error> {
     let Some(id) = the_device(DeviceKind::Disk, &spec.name, snapshot)? else { return Ok(None) };
     let mut differences = Vec::new();
-    common(&id, &spec.model, (spec.pci_bus.as_deref(), spec.slot), snapshot, &mut differences);
+    let driver = snapshot.peripherals.get(&id.to_string()).map_or("none", String::as_str);
+    match (&spec.bus, id.scsi_unit()) {
+        (DiskBus::Scsi { controller }, _) => {
+            if driver != spec.model {
+                differences.push(Difference::new("model", &spec.model, driver));
+            }
+            let place = scsi::place_differences(&id, controller.as_deref(), snapshot);
+            differences.extend(place.into_iter().map(|(field, wanted, found)| Difference {
+                field,
+                wanted,
+                found,
+            }));
+        }
+        (_, Some(unit)) => {
+            if driver != spec.model {
+                differences.push(Difference::new("model", &spec.model, driver));
+            }
+            differences.push(Difference::new("bus", "virtio", format!("scsi, unit {unit}")));
+        }
+        _ => {
+            let place = (spec.pci_bus.as_deref(), spec.slot);
+            common(&id, &spec.model, place, snapshot, &mut differences);
+        }
+    }
     let properties = snapshot.properties.get(&id.to_string()).cloned().unwrap_or_default();
     let node_name = id.node_name();
     if properties.drive.as_deref() != Some(node_name.as_str()) {
@@ -217,6 +241,7 @@ pub(crate) fn existing_disk(
     if node.detect_zeroes != detect_zeroes {
         differences.push(Difference::new("detect-zeroes", detect_zeroes, &node.detect_zeroes));
     }
+    differences.extend(device_setting_differences(settings, &properties));
     let protocol = snapshot.block_nodes.get(&id.file_node_name()).map_or("none", |n| &n.driver);
     match (&spec.source, image) {
         (DiskSource::Nbd(export), _) => {
@@ -241,6 +266,38 @@ pub(crate) fn existing_disk(
     } else {
         Err(Error::Conflict { id: id.to_string(), differences })
     }
+}
+
+/// How a disk device's [`DISK_SETTINGS`] as QEMU shows them differ from `settings`, each
+/// against QEMU's default when `settings` leaves it (no serial, bootindex -1, write-cache
+/// `auto`). A property the model does not show counts as its default.
+fn device_setting_differences(
+    settings: &DiskSettings,
+    properties: &DeviceProperties,
+) -> Vec<Difference> {
+    let write_cache = settings.write_cache.map_or("auto", |on| if on { "on" } else { "off" });
+    // (wanted, QEMU's default), in DISK_SETTINGS' order.
+    let wanted = [
+        (json!(settings.serial.clone().unwrap_or_default()), json!("")),
+        (settings.bootindex.map_or(json!(-1), |index| json!(index)), json!(-1)),
+        (json!(write_cache), json!("auto")),
+    ];
+    let shown = |value: &Value| match value.as_str() {
+        Some("") => "none".to_owned(),
+        Some(text) => text.to_owned(),
+        None => value.to_string(),
+    };
+    DISK_SETTINGS
+        .iter()
+        .zip(wanted)
+        .filter_map(|(&name, (wanted, default))| {
+            let found = properties.settings.get(name);
+            (found.unwrap_or(&default) != &wanted).then(|| {
+                let found = found.map_or_else(|| "nothing readable".to_owned(), shown);
+                Difference::new(name, shown(&wanted), found)
+            })
+        })
+        .collect()
 }
 
 /// The `file` node driver QEMU needs for `image`: `host_device` for a block device.
@@ -440,6 +497,63 @@ mod tests {
         let nbd = NbdExport::parse_uri("nbd+unix:///e?socket=/s").unwrap();
         let nbd_spec = DiskSpec::new("d1", DiskSource::Nbd(nbd));
         assert_eq!(conflict(existing_disk(&nbd_spec, None, &snapshot)), ["source"]);
+    }
+
+    #[test]
+    fn every_disk_setting_qemu_shows_is_compared_and_an_equal_one_adopted() {
+        use crate::disk_settings::{Aio, Discard};
+        type Change = fn(&mut DiskSettings);
+        let image = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 77 };
+        let base = DiskSpec::new("d1", DiskSource::Path("/img".into()));
+        // QEMU's state of a disk added with every setting.
+        let mut snapshot = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
+        let node = snapshot.block_nodes.get_mut("disk-d1-pci-2").unwrap();
+        (node.cache_direct, node.cache_no_flush) = (true, true);
+        node.detect_zeroes = "unmap".into();
+        let shown = &mut snapshot.properties.get_mut("disk-d1-pci-2").unwrap().settings;
+        shown.insert("serial".into(), json!("SER1"));
+        shown.insert("bootindex".into(), json!(3));
+        shown.insert("write-cache".into(), json!("off"));
+        let all = DiskSettings {
+            cache_direct: true,
+            cache_no_flush: true,
+            aio: Some(Aio::Native),
+            discard: Some(Discard::Unmap),
+            detect_zeroes: Some(DetectZeroes::Unmap),
+            serial: Some("SER1".into()),
+            bootindex: Some(3),
+            write_cache: Some(false),
+        };
+        let spec = |settings: DiskSettings| DiskSpec { settings, ..base.clone() };
+        assert!(existing_disk(&spec(all.clone()), Some(&image), &snapshot).unwrap().is_some());
+        let table: [(&str, Change); 6] = [
+            ("cache.direct", |s| s.cache_direct = false),
+            ("cache.no-flush", |s| s.cache_no_flush = false),
+            ("detect-zeroes", |s| s.detect_zeroes = Some(DetectZeroes::On)),
+            ("serial", |s| s.serial = Some("SER2".into())),
+            ("bootindex", |s| s.bootindex = None),
+            ("write-cache", |s| s.write_cache = Some(true)),
+        ];
+        for (field, change) in table {
+            let mut settings = all.clone();
+            change(&mut settings);
+            assert_eq!(conflict(existing_disk(&spec(settings), Some(&image), &snapshot)), [field]);
+        }
+        // QEMU 7.2 shows a node's aio and discard nowhere: they cannot be compared.
+        let unseen = DiskSettings { aio: None, discard: None, ..all.clone() };
+        assert!(existing_disk(&spec(unseen), Some(&image), &snapshot).unwrap().is_some());
+        // The device's defaults match a spec that leaves them, also where the model does
+        // not show the property at all.
+        let plain = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
+        assert!(existing_disk(&base, Some(&image), &plain).unwrap().is_some());
+        let Err(Error::Conflict { differences, .. }) = existing_disk(
+            &spec(DiskSettings { serial: Some("S".into()), ..Default::default() }),
+            Some(&image),
+            &plain,
+        ) else {
+            panic!("adopted a serial QEMU does not show")
+        };
+        assert_eq!(differences[0].to_string(), "serial: asked S, QEMU has nothing readable");
     }
 
     #[test]

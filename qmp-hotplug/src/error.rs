@@ -132,6 +132,16 @@ pub enum Error {
         /// The device that uses `drive`, if any.
         owner: Option<String>,
     },
+    /// The SCSI controller asked for cannot take a disk (missing, not a virtio-scsi
+    /// controller, no PCI place, full), or cannot be removed while devices are on it;
+    /// nothing was changed.
+    #[error("SCSI controller '{id}': {reason}; nothing was changed")]
+    ScsiController {
+        /// The controller's id.
+        id: String,
+        /// Why not.
+        reason: String,
+    },
     /// The VM is in a state where an unplug must not be sent; nothing was sent.
     #[error("cannot unplug while the VM is {state}: {reason}; nothing was sent")]
     NotRunning {

@@ -277,7 +277,11 @@ impl Hotplug {
     /// guest acknowledged an unplug requested earlier, maybe by a manager that died) makes
     /// the whole state be read again, so every listed device has its properties; if it keeps
     /// happening, the vanished devices are left out.
-    async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
+    pub(crate) async fn inventory(
+        &self,
+        focus: &Focus,
+        deadline: &Deadline,
+    ) -> Result<Snapshot, Error> {
         const READS: usize = 3;
         let mut reads = 1;
         loop {
@@ -330,6 +334,9 @@ impl Hotplug {
             fdsets: fdsets?,
             network: network?,
         })?;
+        if snapshot.peripherals.values().any(|driver| crate::scsi::is_virtio_scsi(driver)) {
+            snapshot.scsi_buses = self.read_scsi_buses(&snapshot.peripherals, deadline).await?;
+        }
         let mut vanished = Vec::new();
         'devices: for (id, kind) in snapshot.property_targets(focus) {
             let mut properties = DeviceProperties::default();
@@ -405,7 +412,7 @@ impl Hotplug {
 
     /// Waits for this `Hotplug`'s other operations (one runs at a time), for at most what
     /// is left of `deadline`.
-    async fn serialise(
+    pub(crate) async fn serialise(
         &self,
         deadline: &Deadline,
     ) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
@@ -419,7 +426,7 @@ impl Hotplug {
 
     /// A client call with what is left of `deadline` as its time. Nothing is sent once the
     /// deadline has passed; a call that runs out of time has an unknown outcome.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         deadline: &Deadline,
         command: &str,
@@ -1074,7 +1081,7 @@ impl Hotplug {
     }
 
     /// Runs a removal plan: an empty one means nothing of `id` exists.
-    async fn remove(
+    pub(crate) async fn remove(
         &self,
         id: &str,
         plan: &Plan,
@@ -1401,7 +1408,7 @@ fn plan_again_after(id: &DeviceId, error: Error, attempt: usize) -> Result<(), E
 }
 
 /// A `qom-get` of a property the object does not have, or of an object that went away.
-fn is_missing(error: &Error) -> bool {
+pub(crate) fn is_missing(error: &Error) -> bool {
     PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
         || error.qmp_error().is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound)
 }

@@ -27,17 +27,53 @@ const PC_ROOT_MARK: &str = "pci";
 pub enum DeviceKind {
     /// A network interface (netdev + NIC device).
     Nic,
-    /// A disk (block node + block device).
+    /// A disk (block node + block device): on PCI, or a LUN on a SCSI controller.
     Disk,
+    /// A `virtio-scsi-pci` controller this library hot-added for SCSI disks.
+    ScsiController,
 }
 
 impl DeviceKind {
-    /// The id prefix: `nic` or `disk`.
+    /// The id prefix: `nic`, `disk` or `scsi`.
     pub fn prefix(self) -> &'static str {
         match self {
             Self::Nic => "nic",
             Self::Disk => "disk",
+            Self::ScsiController => "scsi",
         }
+    }
+
+    const ALL: [Self; 3] = [Self::Nic, Self::Disk, Self::ScsiController];
+}
+
+/// Highest SCSI target (`scsi-id`) on a `virtio-scsi` bus.
+pub const MAX_SCSI_ID: u8 = 255;
+
+/// Highest LUN on a `virtio-scsi` bus (QEMU's `VIRTIO_SCSI_MAX_LUN`).
+pub const MAX_SCSI_LUN: u16 = 16383;
+
+/// Where a SCSI disk sits on its controller's bus: target (`scsi-id`) and `lun`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ScsiUnit {
+    /// The target, 0 to [`MAX_SCSI_ID`].
+    pub scsi_id: u8,
+    /// The LUN, 0 to [`MAX_SCSI_LUN`].
+    pub lun: u16,
+}
+
+impl fmt::Display for ScsiUnit {
+    /// `<scsi-id>.<lun>`, the last part of a SCSI disk's id.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.scsi_id, self.lun)
+    }
+}
+
+impl ScsiUnit {
+    /// Parses `<scsi-id>.<lun>` as `Display` writes it (no leading zeros, in range).
+    fn parse(text: &str) -> Option<Self> {
+        let (scsi_id, lun) = text.split_once('.')?;
+        let unit = Self { scsi_id: scsi_id.parse().ok()?, lun: lun.parse().ok()? };
+        (unit.lun <= MAX_SCSI_LUN && unit.to_string() == text).then_some(unit)
     }
 }
 
@@ -53,7 +89,7 @@ impl DeviceKind {
 /// [`MAX_ID_LEN`].
 ///
 /// ```
-/// use qmp_hotplug::{DeviceId, DeviceKind, Place, PlaceBus};
+/// use qmp_hotplug::{DeviceId, DeviceKind, Place, PlaceBus, ScsiUnit};
 /// let id = DeviceId::from_uuid(DeviceKind::Nic, "6f2a1c3e-0d4b-4d5e-9a8f-001122334455", 5)?;
 /// assert_eq!(id.to_string(), "nic-6f2a1c3e-pci-5");
 /// assert_eq!("nic-6f2a1c3e-pci-5".parse::<DeviceId>()?, id);
@@ -62,6 +98,12 @@ impl DeviceKind {
 /// let id = DeviceId::at(DeviceKind::Disk, "6f2a1c3e", &place)?;
 /// assert_eq!(id.to_string(), "disk-6f2a1c3e-rp-2-0");
 /// assert_eq!("disk-6f2a1c3e-rp-2-0".parse::<DeviceId>()?.place(), place);
+/// // A LUN at target 0, lun 1 on the SCSI controller in pc's slot 5:
+/// let pc5 = Place { bus: PlaceBus::PcRoot, slot: 5 };
+/// let lun = DeviceId::scsi("6f2a1c3e", &pc5, ScsiUnit { scsi_id: 0, lun: 1 })?;
+/// assert_eq!(lun.to_string(), "disk-6f2a1c3e-pci-5-0.1");
+/// assert_eq!("disk-6f2a1c3e-pci-5-0.1".parse::<DeviceId>()?, lun);
+/// assert_eq!(lun.scsi_unit(), Some(ScsiUnit { scsi_id: 0, lun: 1 }));
 /// # Ok::<(), qmp_hotplug::Error>(())
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -70,6 +112,7 @@ pub struct DeviceId {
     name: String,
     bus: PlaceBus,
     slot: u8,
+    scsi: Option<ScsiUnit>,
 }
 
 impl DeviceId {
@@ -99,8 +142,34 @@ impl DeviceId {
         if let PlaceBus::Named(bus) = &place.bus {
             check_bus_name(bus)?;
         }
-        let id = Self { kind, name: name.to_owned(), bus: place.bus.clone(), slot: place.slot };
-        let text = id.to_string();
+        let id = Self {
+            kind,
+            name: name.to_owned(),
+            bus: place.bus.clone(),
+            slot: place.slot,
+            scsi: None,
+        };
+        id.checked_length()
+    }
+
+    /// The id of SCSI disk `name` at `unit` on the controller at `controller`'s PCI place.
+    ///
+    /// # Errors
+    /// As [`DeviceId::at`], and [`Error::InvalidSpec`] for a LUN over [`MAX_SCSI_LUN`].
+    pub fn scsi(name: &str, controller: &Place, unit: ScsiUnit) -> Result<Self, Error> {
+        if unit.lun > MAX_SCSI_LUN {
+            return Err(Error::InvalidSpec(format!(
+                "SCSI LUN {} is over {MAX_SCSI_LUN}",
+                unit.lun
+            )));
+        }
+        let mut id = Self::at(DeviceKind::Disk, name, controller)?;
+        id.scsi = Some(unit);
+        id.checked_length()
+    }
+
+    fn checked_length(self) -> Result<Self, Error> {
+        let text = self.to_string();
         if text.len() > MAX_ID_LEN {
             return Err(Error::InvalidName {
                 name: text,
@@ -110,7 +179,7 @@ impl DeviceId {
                 ),
             });
         }
-        Ok(id)
+        Ok(self)
     }
 
     /// The id Ganeti would give on pc's bus 0: the UUID's first group, lower-cased, as the
@@ -153,17 +222,22 @@ impl DeviceId {
         &self.name
     }
 
-    /// The PCI slot on [`DeviceId::bus`].
+    /// The PCI slot on [`DeviceId::bus`] (a SCSI disk's: its controller's).
     pub fn slot(&self) -> u8 {
         self.slot
     }
 
-    /// The bus.
+    /// The PCI bus (a SCSI disk's: its controller's).
     pub fn bus(&self) -> &PlaceBus {
         &self.bus
     }
 
-    /// Where the device sits.
+    /// A SCSI disk's unit on its controller's bus; `None` for a PCI device.
+    pub fn scsi_unit(&self) -> Option<ScsiUnit> {
+        self.scsi
+    }
+
+    /// Where the device sits on PCI (a SCSI disk: where its controller sits).
     pub fn place(&self) -> Place {
         Place { bus: self.bus.clone(), slot: self.slot }
     }
@@ -229,7 +303,11 @@ impl fmt::Display for DeviceId {
             PlaceBus::PcRoot => PC_ROOT_MARK,
             PlaceBus::Named(name) => name,
         };
-        write!(f, "{}-{}-{bus}-{}", self.kind.prefix(), self.name, self.slot)
+        write!(f, "{}-{}-{bus}-{}", self.kind.prefix(), self.name, self.slot)?;
+        match &self.scsi {
+            Some(unit) => write!(f, "-{unit}"),
+            None => Ok(()),
+        }
     }
 }
 
@@ -241,15 +319,23 @@ impl FromStr for DeviceId {
     fn from_str(id: &str) -> Result<Self, Error> {
         let not_ours = || Error::InvalidName {
             name: id.to_owned(),
-            reason: "not an id of the form <nic|disk>-<name>-<bus>-<slot>".into(),
+            reason: "not an id of the form <nic|disk|scsi>-<name>-<bus>-<slot>[-<scsi-id>.<lun>]"
+                .into(),
         };
-        let (kind, rest) = [DeviceKind::Nic, DeviceKind::Disk]
+        let (kind, rest) = DeviceKind::ALL
             .into_iter()
             .find_map(|kind| {
                 id.strip_prefix(kind.prefix())?.strip_prefix('-').map(|rest| (kind, rest))
             })
             .ok_or_else(not_ours)?;
-        let (name, rest) = rest.split_once('-').ok_or_else(not_ours)?;
+        let (name, mut rest) = rest.split_once('-').ok_or_else(not_ours)?;
+        let mut unit = None;
+        if let Some((before, last)) = rest.rsplit_once('-').filter(|(_, last)| last.contains('.')) {
+            unit = Some(
+                ScsiUnit::parse(last).filter(|_| kind == DeviceKind::Disk).ok_or_else(not_ours)?,
+            );
+            rest = before;
+        }
         let (bus, slot) = rest.rsplit_once('-').ok_or_else(not_ours)?;
         let slot: u8 = slot.parse().map_err(|_| not_ours())?;
         if slot >= PCI_SLOTS {
@@ -257,7 +343,11 @@ impl FromStr for DeviceId {
         }
         let bus =
             if bus == PC_ROOT_MARK { PlaceBus::PcRoot } else { PlaceBus::Named(bus.to_owned()) };
-        let parsed = Self::at(kind, name, &Place { bus, slot })?;
+        let place = Place { bus, slot };
+        let parsed = match unit {
+            Some(unit) => Self::scsi(name, &place, unit)?,
+            None => Self::at(kind, name, &place)?,
+        };
         if parsed.to_string() == id { Ok(parsed) } else { Err(not_ours()) }
     }
 }
@@ -343,6 +433,44 @@ mod tests {
         }
     }
 
+    #[test]
+    fn scsi_disk_ids_parse_back_and_never_read_as_pci_ids() {
+        let pc5 = Place { bus: PlaceBus::PcRoot, slot: 5 };
+        let unit = ScsiUnit { scsi_id: 3, lun: 16383 };
+        let id = DeviceId::scsi("d1", &pc5, unit).unwrap();
+        assert_eq!(id.to_string(), "disk-d1-pci-5-3.16383");
+        assert_eq!(
+            (id.kind(), id.place(), id.scsi_unit()),
+            (DeviceKind::Disk, pc5.clone(), Some(unit))
+        );
+        assert_eq!(id.file_node_name(), "disk-d1-pci-5-3.16383-file");
+        let id: DeviceId = "disk-d1-rp-1.2-0-0.1".parse().unwrap();
+        assert_eq!(id.place(), named("rp-1.2", 0));
+        assert_eq!(id.scsi_unit(), Some(ScsiUnit { scsi_id: 0, lun: 1 }));
+        let hba: DeviceId = "scsi-hba-pci-5".parse().unwrap();
+        assert_eq!((hba.kind(), hba.scsi_unit()), (DeviceKind::ScsiController, None));
+        assert_eq!(
+            DeviceId::scsi("d1", &pc5, ScsiUnit { scsi_id: 0, lun: 16384 })
+                .unwrap_err()
+                .to_string(),
+            "invalid hotplug request: SCSI LUN 16384 is over 16383"
+        );
+        for foreign in [
+            "nic-a-pci-5-0.0",
+            "scsi-hba-pci-5-0.0",
+            "disk-a-pci-5-0.00",
+            "disk-a-pci-5-00.0",
+            "disk-a-pci-5-256.0",
+            "disk-a-pci-5-0.16384",
+            "disk-a-pci-5-0.",
+            "disk-a-pci-5-.0",
+            "disk-a-pci-0.0",
+            "disk-a-0.0",
+        ] {
+            assert!(foreign.parse::<DeviceId>().is_err(), "{foreign} parsed");
+        }
+    }
+
     fn any_place() -> impl Strategy<Value = Place> {
         prop_oneof![
             (0u8..32).prop_map(|slot| Place { bus: PlaceBus::PcRoot, slot }),
@@ -365,6 +493,25 @@ mod tests {
                     prop_assert_eq!(&parsed, &id);
                 }
                 Err(error) => prop_assert!(error.to_string().contains("26 characters"), "{}", error),
+            }
+        }
+
+        #[test]
+        fn scsi_ids_parse_back(
+            name in "[A-Za-z0-9_]{1,14}",
+            place in any_place(),
+            scsi_id: u8,
+            lun in 0..=MAX_SCSI_LUN,
+        ) {
+            let unit = ScsiUnit { scsi_id, lun };
+            if let Ok(id) = DeviceId::scsi(&name, &place, unit) {
+                prop_assert!(id.to_string().len() <= MAX_ID_LEN);
+                let parsed: DeviceId = id.to_string().parse().unwrap();
+                prop_assert_eq!(parsed.scsi_unit(), Some(unit));
+                prop_assert_eq!(parsed.place(), place.clone());
+                prop_assert_eq!(&parsed, &id);
+                let pci = DeviceId::at(DeviceKind::Disk, &name, &place).unwrap();
+                prop_assert_ne!(pci.to_string(), id.to_string());
             }
         }
 

@@ -24,6 +24,10 @@
 //!   descriptors it passes (QEMU cannot list named descriptors);
 //!   [`Hotplug::leftovers`] lists what interrupted operations left and
 //!   [`Hotplug::clean_leftovers`] removes it.
+//! - **SCSI disks too.** [`DiskBus::Scsi`] puts a `scsi-hd` LUN on a named
+//!   `virtio-scsi-pci` controller (refused with [`Error::ScsiController`] unless it is one)
+//!   or on this crate's own, hot-added when missing; the unit is the first one QEMU shows
+//!   free, and a rollback removes a controller only when the same call added it.
 //! - **Truthful output.** Adds report what QEMU has afterwards ([`NicReport`],
 //!   [`DiskReport`]), down to the tap carrying each queue.
 //!
@@ -32,11 +36,12 @@
 //! | file | owns |
 //! | --- | --- |
 //! | `spec.rs` | what the caller asks for: [`NicSpec`], [`DiskSpec`], [`DiskSource`], [`DiskFormat`], [`Vhost`], [`NbdExport`], [`RemoveOptions`] |
-//! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere, and every QEMU name derived from it |
+//! | `ids.rs` | [`DeviceId`]: Ganeti's `<kind>-<name>-pci-<slot>` scheme on pc's bus 0, `<kind>-<name>-<bus>-<slot>` elsewhere, `disk-<name>-<bus>-<slot>-<scsi-id>.<lun>` for a SCSI disk ([`ScsiUnit`]), and every QEMU name derived from it |
 //! | `topology/` | [`PciTree`]: every bus from `query-pci` and QOM, where a device can go ([`Place`], [`Preferences`], [`NoFreePlace`]), and its [`PciView`] |
 //! | `ownership.rs` | the texts that prove what is ours: [`disk_opaque`] (image fingerprints), [`IntentMarker`] |
 //! | `pci.rs` | [`SlotMap`]: `query-pci` parsed into bus 0's 32 slots (pc's bus alone) |
 //! | `netinfo.rs` | [`NetworkInfo`]: HMP `info network` parsed (QEMU 7.2 has no `query-netdev`) |
+//! | `scsi.rs` | SCSI disks: [`ScsiBus`] (what QEMU shows on a virtio-scsi controller's bus), the choice of controller and unit, [`Hotplug::del_scsi_controller`] |
 //! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
 //! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
 //! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
@@ -100,6 +105,7 @@ mod plan;
 mod planner;
 pub mod qemu_errors;
 mod report;
+mod scsi;
 mod snapshot;
 mod spec;
 mod topology;
@@ -112,7 +118,9 @@ pub use executor::{
     DEFAULT_UNPLUG_TIMEOUT, Hotplug, MAX_ATTEMPTS, PlanFds, Probe, disk_probes, nic_probes,
 };
 pub use host::{Host, ImageFacts, LocalHost};
-pub use ids::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN};
+pub use ids::{
+    DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN, MAX_SCSI_ID, MAX_SCSI_LUN, ScsiUnit,
+};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
 pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
@@ -121,12 +129,14 @@ pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;
 pub use report::{DiskReport, NicReport, Outcome, QueueReport};
+pub use scsi::ScsiBus;
 pub use snapshot::{
-    BlockBackend, BlockNode, DeviceProperties, JsonReplies, NIC_SETTINGS, RunState, Snapshot,
+    BlockBackend, BlockNode, DISK_SETTINGS, DeviceProperties, JsonReplies, NIC_SETTINGS, RunState,
+    Snapshot,
 };
 pub use spec::{
-    DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139, RemoveOptions,
-    VIRTIO_NET, Vhost, check_mac,
+    DiskBus, DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139,
+    RemoveOptions, VIRTIO_NET, Vhost, check_mac,
 };
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,

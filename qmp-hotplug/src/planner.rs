@@ -11,7 +11,9 @@ use crate::ownership::{IntentMarker, MARKER_QOM_TYPE, disk_opaque};
 use crate::pci::PCI_SLOTS;
 use crate::plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 use crate::snapshot::Snapshot;
-use crate::spec::{DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost};
+use crate::spec::{
+    DiskBus, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost,
+};
 use crate::topology::{BusKind, MachineKind, Preferences};
 
 /// Turns specs and a [`Snapshot`] into [`Plan`]s.
@@ -27,7 +29,7 @@ impl Planner {
     /// first free place ([`PciTree::free_place`](crate::PciTree::free_place)). Never an
     /// earlier try's: what an interrupted try left is removed before planning, and a
     /// complete device is compared, not planned again.
-    fn place(
+    pub(crate) fn place(
         &self,
         kind: DeviceKind,
         name: &str,
@@ -194,9 +196,14 @@ impl Planner {
         snapshot: &Snapshot,
     ) -> Result<(DeviceId, Plan), Error> {
         spec.settings.check(matches!(spec.source, DiskSource::Nbd(_)))?;
-        let id =
-            self.place(DeviceKind::Disk, &spec.name, spec.pci_bus.as_deref(), spec.slot, snapshot)?;
-        let mut steps = Vec::new();
+        let (id, mut steps, scsi) = if let DiskBus::Scsi { controller } = &spec.bus {
+            let mut target = self.scsi_target(spec, controller.as_deref(), snapshot)?;
+            let steps = std::mem::take(&mut target.controller_steps);
+            (target.id.clone(), steps, Some(target))
+        } else {
+            let (bus, slot) = (spec.pci_bus.as_deref(), spec.slot);
+            (self.place(DeviceKind::Disk, &spec.name, bus, slot, snapshot)?, Vec::new(), None)
+        };
         let (mut file, fdset) = match (&spec.source, image) {
             (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
             (_, Some(image)) => {
@@ -231,7 +238,10 @@ impl Planner {
             Step::BlockdevAdd { node_name: id.node_name(), arguments: node, fdset },
             Some(Step::BlockdevDel { node_name: id.node_name() }),
         ));
-        let mut device = Self::device_arguments(&spec.model, &id);
+        let mut device = match &scsi {
+            Some(target) => Self::scsi_device_arguments(spec, target),
+            None => Self::device_arguments(&spec.model, &id),
+        };
         device.insert("drive".into(), id.node_name().into());
         spec.settings.device_options(&mut device);
         steps.push(Self::device_step(&id, device));
@@ -289,7 +299,7 @@ impl Planner {
         device
     }
 
-    fn device_step(id: &DeviceId, arguments: Map<String, Value>) -> PlannedStep {
+    pub(crate) fn device_step(id: &DeviceId, arguments: Map<String, Value>) -> PlannedStep {
         PlannedStep::new(
             Step::DeviceAdd { id: id.to_string(), arguments },
             Some(Step::DeviceDel { id: id.to_string() }),

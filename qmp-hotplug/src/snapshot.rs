@@ -13,6 +13,7 @@ use crate::Error;
 use crate::ids::{DeviceId, DeviceKind};
 use crate::netinfo::NetworkInfo;
 use crate::ownership::{DiskFdset, IntentMarker};
+use crate::scsi::ScsiBus;
 use crate::topology::{PciTree, Peripheral, TopologyInput};
 
 /// The QOM container of user-created devices (those with an `id`).
@@ -125,9 +126,14 @@ impl BlockBackend {
     }
 
     /// The id of the user-created device using it: the `/machine/peripheral/<id>` of its
-    /// QOM path (with or without the virtio backend child).
+    /// QOM path (with or without the virtio backend child), or the bare id QEMU 7.2 gives
+    /// for a device that owns its backend itself (`scsi-hd`).
     pub fn device_id(&self) -> Option<&str> {
-        let rest = self.qdev.as_deref()?.strip_prefix(PERIPHERAL_PATH)?.strip_prefix('/')?;
+        let qdev = self.qdev.as_deref()?;
+        if !qdev.starts_with('/') {
+            return (!qdev.is_empty()).then_some(qdev);
+        }
+        let rest = qdev.strip_prefix(PERIPHERAL_PATH)?.strip_prefix('/')?;
         let id = rest.strip_suffix("/virtio-backend").unwrap_or(rest);
         (!id.is_empty() && !id.contains('/')).then_some(id)
     }
@@ -146,14 +152,19 @@ pub struct DeviceProperties {
     pub mq: Option<bool>,
     /// A disk's drive: the block node (or legacy drive) it uses, empty when none.
     pub drive: Option<String>,
-    /// A NIC's settings from [`NIC_SETTINGS`], as QEMU shows them (virtio ones absent on
-    /// other models).
+    /// A NIC's settings from [`NIC_SETTINGS`] or a disk's from [`DISK_SETTINGS`], as QEMU
+    /// shows them (virtio ones absent on other models).
     pub settings: BTreeMap<String, Value>,
 }
 
 /// The NIC properties a [`NicSpec`](crate::NicSpec) may set and adoption compares.
 pub const NIC_SETTINGS: [&str; 5] =
     ["host_mtu", "rx_queue_size", "tx_queue_size", "bootindex", "romfile"];
+
+/// The disk device properties a [`DiskSettings`](crate::DiskSettings) sets and adoption
+/// compares (`qom-get` on the device). QEMU 7.2 shows a node's `cache` and
+/// `detect_zeroes` in `query-named-block-nodes`, but a node's `aio` and `discard` nowhere.
+pub const DISK_SETTINGS: [&str; 3] = ["serial", "bootindex", "write-cache"];
 
 /// What QEMU has, as far as hotplug cares: read before planning, and again after an add
 /// to report what QEMU really holds.
@@ -179,6 +190,9 @@ pub struct Snapshot {
     pub network: NetworkInfo,
     /// Properties of the devices of ours the operation concerns (`qom-get`).
     pub properties: BTreeMap<String, DeviceProperties>,
+    /// What sits on each virtio-scsi controller's bus, by controller id (`qom-list` of
+    /// the bus, `qom-get` of each device's `scsi-id` and `lun`).
+    pub scsi_buses: BTreeMap<String, ScsiBus>,
 }
 
 impl Snapshot {
@@ -194,6 +208,7 @@ impl Snapshot {
             fdsets: Vec::new(),
             network: NetworkInfo::default(),
             properties: BTreeMap::new(),
+            scsi_buses: BTreeMap::new(),
         }
     }
 
@@ -248,6 +263,7 @@ impl Snapshot {
             fdsets: replies.fdsets,
             network: NetworkInfo::parse(&replies.network),
             properties: BTreeMap::new(),
+            scsi_buses: BTreeMap::new(),
         })
     }
 
@@ -361,7 +377,8 @@ pub(crate) fn properties_of(kind: DeviceKind) -> &'static [&'static str] {
             NIC_SETTINGS[3],
             NIC_SETTINGS[4],
         ],
-        DeviceKind::Disk => &["drive"],
+        DeviceKind::Disk => &["drive", DISK_SETTINGS[0], DISK_SETTINGS[1], DISK_SETTINGS[2]],
+        DeviceKind::ScsiController => &[],
     }
 }
 
@@ -374,7 +391,7 @@ impl DeviceProperties {
             "mac" => self.mac = text(),
             "mq" => self.mq = value.as_bool(),
             "drive" => self.drive = text(),
-            setting if NIC_SETTINGS.contains(&setting) => {
+            setting if NIC_SETTINGS.contains(&setting) || DISK_SETTINGS.contains(&setting) => {
                 self.settings.insert(setting.to_owned(), value.clone());
             }
             _ => {}
@@ -500,7 +517,7 @@ pub(crate) struct Status {
 /// type `child<TYPE>`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct QomProperty {
-    name: String,
+    pub(crate) name: String,
     #[serde(rename = "type")]
     kind: String,
 }
@@ -632,6 +649,10 @@ mod tests {
         assert_eq!(backend.device_id(), Some("disk-b-pci-3"));
         let legacy = snapshot.backend_with_node("#block124").unwrap();
         assert_eq!((legacy.drive.as_str(), legacy.device_id()), ("drv0", Some("legacy-dev")));
+        // QEMU 7.2 gives a scsi-hd's backend its bare id, with no QOM path.
+        let lun = BlockBackend::new("", Some("disk-l-pci-3-0.0".into()), Some("n".into()));
+        assert_eq!(lun.device_id(), Some("disk-l-pci-3-0.0"));
+        assert_eq!(BlockBackend::new("", Some(String::new()), None).device_id(), None);
         let named: Vec<String> =
             snapshot.ids_named(DeviceKind::Nic, "c").iter().map(ToString::to_string).collect();
         assert_eq!(named, ["nic-c-pci-4"], "a marker names an id too");

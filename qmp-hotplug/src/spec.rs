@@ -259,7 +259,33 @@ impl fmt::Display for DiskFormat {
     }
 }
 
-/// A disk to hot-add: a block node and a virtio-blk (or other) PCI device.
+/// Which bus a disk goes on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum DiskBus {
+    /// Its own PCI device (`virtio-blk-pci`), in a free slot.
+    #[default]
+    Virtio,
+    /// A LUN (`scsi-hd`) on a `virtio-scsi-pci` controller: the one with this id (checked
+    /// to exist and to be a virtio-scsi controller), or with `None` this library's own
+    /// controller (`scsi-hba-<bus>-<slot>`), hot-added into a free PCI place the first time.
+    Scsi {
+        /// The controller's device id, or `None` for this library's own.
+        controller: Option<String>,
+    },
+}
+
+impl DiskBus {
+    /// The device model a disk on this bus gets unless the spec says otherwise.
+    pub fn default_model(&self) -> &'static str {
+        match self {
+            Self::Virtio => "virtio-blk-pci",
+            Self::Scsi { .. } => "scsi-hd",
+        }
+    }
+}
+
+/// A disk to hot-add: a block node and a virtio-blk (or other) PCI device, or a SCSI LUN.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DiskSpec {
     /// The name part of the device id.
@@ -274,12 +300,17 @@ pub struct DiskSpec {
     pub allow_format_mismatch: bool,
     /// Open and present the disk read-only.
     pub read_only: bool,
-    /// The device model (`virtio-blk-pci`, ...).
+    /// The device model (`virtio-blk-pci`, `scsi-hd`, ...).
     pub model: String,
-    /// A slot to use instead of the first free one (on [`pci_bus`](Self::pci_bus), or pc's bus 0).
+    /// The bus: a PCI device of its own, or a LUN on a SCSI controller; set it with
+    /// [`DiskSpec::with_bus`], which picks the model to match.
+    pub bus: DiskBus,
+    /// A slot to use instead of the first free one (on [`pci_bus`](Self::pci_bus), or pc's
+    /// bus 0); for a SCSI disk, the slot of the controller this library hot-adds.
     pub slot: Option<u8>,
     /// The PCI bus to use (`pci.0`, a bridge's or root port's id) instead of the first
-    /// with room; `None` searches every bus (see [`PciTree`](crate::PciTree)).
+    /// with room; `None` searches every bus (see [`PciTree`](crate::PciTree)). For a SCSI
+    /// disk, where a controller this library hot-adds goes.
     pub pci_bus: Option<String>,
     /// Cache mode, I/O backend, discard, zero detection, serial, boot order, write cache.
     pub settings: DiskSettings,
@@ -294,11 +325,26 @@ impl DiskSpec {
             format: DiskFormat::Raw,
             allow_format_mismatch: false,
             read_only: false,
-            model: "virtio-blk-pci".into(),
+            model: DiskBus::Virtio.default_model().into(),
+            bus: DiskBus::Virtio,
             slot: None,
             pci_bus: None,
             settings: DiskSettings::default(),
         }
+    }
+
+    /// The same disk on `bus`, with that bus's default model (`scsi-hd` for SCSI).
+    ///
+    /// ```
+    /// use qmp_hotplug::{DiskBus, DiskSource, DiskSpec};
+    /// let spec = DiskSpec::new("data", DiskSource::Fd).with_bus(DiskBus::Scsi { controller: None });
+    /// assert_eq!(spec.model, "scsi-hd");
+    /// ```
+    #[must_use]
+    pub fn with_bus(mut self, bus: DiskBus) -> Self {
+        self.model = bus.default_model().into();
+        self.bus = bus;
+        self
     }
 }
 

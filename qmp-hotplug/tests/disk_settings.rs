@@ -1,6 +1,6 @@
 //! Disk settings against a real QEMU 7.2 with the test guest: what the spec asks for is what
 //! QEMU reports afterwards (`query-named-block-nodes`, `qom-get`), a disk that differs in a
-//! setting is not adopted, and settings QEMU would refuse are refused before anything is
+//! setting QEMU shows is not adopted (each of serial, bootindex and write-cache named alone), and settings QEMU would refuse are refused before anything is
 //! sent. With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails the test.
 
 use std::time::Duration;
@@ -83,6 +83,24 @@ async fn disk_settings_reach_qemu_and_the_guest() {
         }
         other => panic!("a disk with another cache mode was taken: {other:?}"),
     }
+    // Each device setting QEMU shows (qom-get) is compared on its own.
+    let changes: [(&str, DiskSettings); 3] = [
+        ("serial", DiskSettings { serial: Some("QMPRS-0002".into()), ..settings.clone() }),
+        ("bootindex", DiskSettings { bootindex: None, ..settings.clone() }),
+        ("write-cache", DiskSettings { write_cache: Some(true), ..settings.clone() }),
+    ];
+    let devices = pci_devices(client).await;
+    for (field, changed) in changes {
+        let retry = DiskSpec { settings: changed, ..spec.clone() };
+        match hotplug.add_disk(&retry, None).await {
+            Err(Error::Conflict { differences, .. }) => {
+                let fields: Vec<&str> = differences.iter().map(|d| d.field).collect();
+                assert_eq!(fields, [field], "{differences:?}");
+            }
+            other => panic!("a disk with another {field} was taken: {other:?}"),
+        }
+    }
+    assert_eq!(pci_devices(client).await, devices, "conflicts change nothing");
 
     // What QEMU would refuse part way is refused before anything is sent.
     let devices = pci_devices(client).await;

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 
 use qmp_hotplug::{Aio, DetectZeroes, Discard, DiskSettings, NbdExport, PCI_SLOTS};
 
-use super::values::{parse_device_name, parse_mac, parse_queues, parse_seconds};
+use super::values::{parse_device_name, parse_mac, parse_qemu_id, parse_queues, parse_seconds};
 
 /// `qmp hotplug`.
 #[derive(Debug, Subcommand)]
@@ -219,10 +219,18 @@ pub(crate) struct DiskAddArgs {
     /// Open and present the disk read-only
     #[arg(long)]
     pub(crate) read_only: bool,
-    /// The device model
-    #[arg(long, default_value = "virtio-blk-pci")]
-    pub(crate) model: String,
-    /// PCI slot instead of the first free one: on --bus, else on bus 0
+    /// The bus: a PCI device of its own (`virtio`), or a LUN on a virtio-scsi controller
+    /// (`scsi`: --scsi-controller, else this tool's own, hot-added the first time)
+    #[arg(long, value_enum, default_value = "virtio")]
+    pub(crate) bus: DiskBusArg,
+    /// With --bus scsi: the id of the virtio-scsi-pci controller to put the LUN on
+    #[arg(long, value_name = "ID", value_parser = parse_qemu_id)]
+    pub(crate) scsi_controller: Option<String>,
+    /// The device model [default: virtio-blk-pci, scsi-hd with --bus scsi]
+    #[arg(long)]
+    pub(crate) model: Option<String>,
+    /// PCI slot instead of the first free one: on --pci-bus, else on bus 0 (with --bus
+    /// scsi: of a controller this tool hot-adds)
     #[arg(long, value_parser = clap::value_parser!(u8).range(0..i64::from(PCI_SLOTS)))]
     pub(crate) slot: Option<u8>,
     /// The PCI bus: pci.0, or the id of a pci-bridge, pcie-pci-bridge or q35
@@ -249,6 +257,15 @@ pub(crate) struct DiskAddArgs {
     /// The device's write cache as the guest sees it (QEMU's `auto` when not given)
     #[arg(long, value_enum)]
     pub(crate) write_cache: Option<OnOff>,
+}
+
+/// `disk add --bus`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum DiskBusArg {
+    /// A virtio-blk PCI device.
+    Virtio,
+    /// A SCSI LUN on a virtio-scsi controller.
+    Scsi,
 }
 
 /// `disk add`'s cache mode.

@@ -43,6 +43,20 @@ pub(crate) fn parse_device_name(text: &str) -> Result<String, String> {
     Ok(text.to_owned())
 }
 
+/// Parses `--scsi-controller`: a QEMU device id (an ASCII letter, then letters, digits,
+/// `_`, `.` or `-`); whether QEMU has it, and of which kind, the add checks.
+pub(crate) fn parse_qemu_id(text: &str) -> Result<String, String> {
+    let good = text.starts_with(|c: char| c.is_ascii_alphabetic())
+        && text.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if good {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "'{text}' is not a QEMU id (an ASCII letter, then letters, digits, '_', '.' or '-')"
+        ))
+    }
+}
+
 /// Parses `--queues`: 1 to [`MAX_QUEUES`].
 pub(crate) fn parse_queues(text: &str) -> Result<usize, String> {
     let out_of_range = || {

@@ -4,12 +4,14 @@ use std::os::fd::OwnedFd;
 
 use hostdev::tap::Tap;
 use qmp_hotplug::{
-    DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NicSpec, Outcome,
-    RemoveOptions, Vhost,
+    DiskBus, DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NicSpec,
+    Outcome, RemoveOptions, Vhost,
 };
 use serde_json::{Value, json};
 
-use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
+use crate::cli::{
+    DiskAddArgs, DiskBusArg, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand,
+};
 use crate::exit::{Failure, Status};
 use crate::inherited::Inherited;
 use crate::output::{self, Style, with_progress};
@@ -240,15 +242,23 @@ fn disk_spec(args: &DiskAddArgs) -> Result<DiskSpec, Failure> {
     settings
         .check(matches!(source, DiskSource::Nbd(_)))
         .map_err(|error| Failure::usage(error.to_string()))?;
+    let bus = match (args.bus, &args.scsi_controller) {
+        (DiskBusArg::Scsi, controller) => DiskBus::Scsi { controller: controller.clone() },
+        (DiskBusArg::Virtio, None) => DiskBus::Virtio,
+        (DiskBusArg::Virtio, Some(_)) => {
+            return Err(Failure::usage("--scsi-controller needs --bus scsi"));
+        }
+    };
+    let spec = DiskSpec::new(args.name.clone(), source).with_bus(bus);
     Ok(DiskSpec {
         format: args.format.into(),
         allow_format_mismatch: args.allow_format_mismatch,
         read_only: args.read_only,
-        model: args.model.clone(),
+        model: args.model.clone().unwrap_or(spec.model.clone()),
         slot: args.slot,
         pci_bus: args.pci_bus.clone(),
         settings,
-        ..DiskSpec::new(args.name.clone(), source)
+        ..spec
     })
 }
 
@@ -258,6 +268,7 @@ async fn add_disk(hotplug: &Hotplug, spec: &DiskSpec, style: Style) -> Result<()
         "id": disk.id.to_string(),
         "bus": disk.id.bus(),
         "slot": disk.id.slot(),
+        "scsi": disk.id.scsi_unit().map(|unit| json!({"scsi_id": unit.scsi_id, "lun": unit.lun})),
         "outcome": disk.outcome.as_str(),
         "model": disk.model,
         "node": disk.node,
