@@ -285,6 +285,6 @@ mod tests {
         let image = GuestImage::from_dir(dir.path()).unwrap();
         assert_eq!(image.kernel, dir.path().join("vmlinuz"));
         assert_eq!(image.initrd, Some(dir.path().join("initramfs.gz")));
-        assert_eq!(image.append, "console=ttyS0 quiet panic=1");
+        assert_eq!(image.append, "console=ttyS0 quiet panic=1 no_timer_check");
     }
 }
