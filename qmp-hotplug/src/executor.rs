@@ -33,7 +33,8 @@ use crate::snapshot::{
     DeviceProperties, Focus, PERIPHERAL_PATH, QomProperty, Query, Replies, RunState, Snapshot,
     properties_of, unplaced,
 };
-use crate::spec::{DiskSource, DiskSpec, NicSpec, RemoveOptions, Vhost};
+use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec, RemoveOptions, Vhost};
+use crate::tls::{self, TLS_QOM_TYPE, TlsObject};
 use crate::topology::{PciTree, Peripheral, Place, TopologyInput};
 
 /// How long a removal waits for the guest (the whole removal's time) when the caller has
@@ -126,6 +127,16 @@ pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
             probes.push(Probe::new(format!("{add}/+nbd/server"), "an NBD export"));
             if export.export.is_some() {
                 probes.push(Probe::new(format!("{add}/+nbd/export"), "a named NBD export"));
+            }
+            if let Some(tls) = &export.tls {
+                probes.push(Probe::new(format!("{add}/+nbd/tls-creds"), "NBD over TLS"));
+                probes.push(Probe::new(
+                    format!("object-add/arg-type/+{TLS_QOM_TYPE}/dir"),
+                    "TLS credentials from a directory",
+                ));
+                if tls.hostname.is_some() {
+                    probes.push(Probe::new(format!("{add}/+nbd/tls-hostname"), "tls-hostname"));
+                }
             }
         }
         DiskSource::Path(_) | DiskSource::Fd => {
@@ -521,6 +532,10 @@ impl Hotplug {
         if spec.source.needs_fd() {
             self.check_commands(FDSET_COMMANDS)?;
         }
+        if let DiskSource::Nbd(NbdExport { tls: Some(tls), .. }) = &spec.source {
+            tls.check()?;
+            self.check_commands(&["object-add", "object-del"])?;
+        }
         self.check_schema(&disk_probes(spec)).await?;
         if spec.source.needs_fd() {
             self.check_fd_passing("disk images")?;
@@ -765,6 +780,7 @@ impl Hotplug {
                 .await?;
             self.clear_earlier_tries(DeviceKind::Disk, &spec.name, &snapshot, &deadline).await?;
             if let Some(id) = adopt::existing_disk(spec, identity.as_ref(), &snapshot)? {
+                self.check_adopted_tls(spec, &id, &snapshot, &deadline).await?;
                 debug!(%id, "QEMU already has this disk");
                 return self.disk_report(id, Outcome::AlreadyPresent, &deadline).await;
             }
@@ -779,6 +795,39 @@ impl Hotplug {
             }
         }
         unreachable!("the last attempt returns")
+    }
+
+    /// Whether disk `id`'s TLS credentials in QEMU are what `spec` would create (read with
+    /// `qom-get`); [`Error::Conflict`] naming each difference otherwise.
+    async fn check_adopted_tls(
+        &self,
+        spec: &DiskSpec,
+        id: &DeviceId,
+        snapshot: &Snapshot,
+        deadline: &Deadline,
+    ) -> Result<(), Error> {
+        let wanted = match &spec.source {
+            DiskSource::Nbd(export) => export.tls.as_ref(),
+            _ => None,
+        };
+        let object_id = tls::tls_object_id(id);
+        let found = if snapshot.objects.contains(&object_id) {
+            let mut values = Vec::new();
+            for property in TlsObject::PROPERTIES {
+                let get =
+                    self.client.execute("qom-get", tls::qom_get_arguments(&object_id, property));
+                values.push(self.call(deadline, "qom-get", get).await?);
+            }
+            Some(TlsObject::from_replies(&values[0], &values[1]))
+        } else {
+            None
+        };
+        let differences = tls::differences(wanted, id, found.as_ref());
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Conflict { id: id.to_string(), differences })
+        }
     }
 
     async fn disk_report(
@@ -854,6 +903,7 @@ impl Hotplug {
                 vec![Step::RemoveFdset { fdset: FdsetRef::Id(*fdset_id) }]
             }
             LeftoverPart::Netdev { id } => vec![Step::NetdevDel { id: id.clone() }],
+            LeftoverPart::TlsCreds { object } => vec![Step::ObjectDel { id: object.clone() }],
             LeftoverPart::NicIntent { marker, fd_names } => fd_names
                 .iter()
                 .map(|name| Step::CloseFd { name: name.clone() })

@@ -40,6 +40,7 @@
 //! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
 //! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
 //! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
+//! | `tls.rs` | [`NbdTls`]: the `tls-creds-x509` object of an NBD disk over TLS, its id ([`tls_object_id`]), and how an adopted one is compared |
 //! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo |
 //! | `planner.rs` | [`Planner`]: spec + snapshot to plan, on pc's bus 0, bridges and q35 root ports; pure, no client and no I/O |
 //! | `executor.rs` | [`Hotplug`]: reads QEMU, checks, runs plans, waits for `DEVICE_DELETED`, rolls back, retries races |
@@ -102,6 +103,7 @@ pub mod qemu_errors;
 mod report;
 mod snapshot;
 mod spec;
+mod tls;
 mod topology;
 
 pub use adopt::Difference;
@@ -126,6 +128,7 @@ pub use spec::{
     DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139, RemoveOptions,
     VIRTIO_NET, Vhost, check_mac,
 };
+pub use tls::{NbdTls, tls_object_disk, tls_object_id};
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,
     NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences, TopologyInput,

@@ -12,6 +12,7 @@ use crate::pci::PCI_SLOTS;
 use crate::plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 use crate::snapshot::Snapshot;
 use crate::spec::{DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost};
+use crate::tls;
 use crate::topology::{BusKind, MachineKind, Preferences};
 
 /// Turns specs and a [`Snapshot`] into [`Plan`]s.
@@ -183,7 +184,8 @@ impl Planner {
     /// The plan to hot-add `spec`'s disk: for a descriptor source, `add-fd` of the image
     /// (whose identity is `image`) into a new fdset that keeps it for the disk's life,
     /// with the fingerprint as its opaque; `blockdev-add` (`file` for a regular file,
-    /// `host_device` for a block device, `nbd` for an export); `device_add`.
+    /// `host_device` for a block device, `nbd` for an export, after `object-add` of its
+    /// TLS credentials for an export over TLS); `device_add`.
     ///
     /// # Errors
     /// A bad name or slot, a full bus, or a descriptor source without `image`.
@@ -198,7 +200,15 @@ impl Planner {
             self.place(DeviceKind::Disk, &spec.name, spec.pci_bus.as_deref(), spec.slot, snapshot)?;
         let mut steps = Vec::new();
         let (mut file, fdset) = match (&spec.source, image) {
-            (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
+            (DiskSource::Nbd(export), _) => {
+                let mut file = nbd_file(export, &id.file_node_name());
+                if let Some(tls) = &export.tls {
+                    tls.check()?;
+                    steps.push(tls::object_add_step(&id, tls));
+                    tls::nbd_options(&mut file, &id, tls);
+                }
+                (file, None)
+            }
             (_, Some(image)) => {
                 steps.push(PlannedStep::new(
                     Step::AddFd { opaque: disk_opaque(&id, image), fd: FdRef::Image },
@@ -261,7 +271,8 @@ impl Planner {
     }
 
     /// The plan to hot-remove disk `id`, as far as QEMU still has it: `device_del`
-    /// (waiting for the guest), `blockdev-del` of its node, `remove-fd` of its fdsets.
+    /// (waiting for the guest), `blockdev-del` of its node, `object-del` of its TLS
+    /// credentials, `remove-fd` of its fdsets.
     pub fn disk_del(&self, id: &DeviceId, snapshot: &Snapshot) -> Plan {
         let mut steps = Vec::new();
         let name = id.to_string();
@@ -271,6 +282,7 @@ impl Planner {
         if snapshot.block_nodes.contains_key(&id.node_name()) {
             steps.push(PlannedStep::new(Step::BlockdevDel { node_name: id.node_name() }, None));
         }
+        steps.extend(tls::removal_step(id, snapshot));
         let mut sets: Vec<u64> =
             snapshot.disk_fdsets().filter(|(_, set)| set.device == *id).map(|(id, _)| id).collect();
         sets.dedup();

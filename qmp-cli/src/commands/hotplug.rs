@@ -71,6 +71,7 @@ fn leftover_json(item: &Leftover) -> Value {
         LeftoverPart::BlockNode { node_name } => ("block-node", node_name.clone(), None),
         LeftoverPart::Fdset { fdset_id } => ("fdset", fdset_id.to_string(), None),
         LeftoverPart::Netdev { id } => ("netdev", id.clone(), None),
+        LeftoverPart::TlsCreds { object } => ("tls-creds", object.clone(), None),
         LeftoverPart::NicIntent { marker, fd_names } => {
             ("nic-intent", marker.clone(), Some(fd_names.clone()))
         }

@@ -93,6 +93,7 @@ impl Source {
             Self::Nbd(socket) => DiskSource::Nbd(NbdExport {
                 server: NbdServer::Unix(socket.clone()),
                 export: Some("exp0".into()),
+                tls: None,
             }),
         }
     }
