@@ -204,7 +204,7 @@ pub struct Hotplug {
     planner: Planner,
     host: Arc<dyn Host>,
     host_timeout: Duration,
-    operation_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
     rollback_budget: Duration,
     serial: Arc<tokio::sync::Mutex<()>>,
 }
@@ -288,7 +288,11 @@ impl Hotplug {
     /// guest acknowledged an unplug requested earlier, maybe by a manager that died) makes
     /// the whole state be read again, so every listed device has its properties; if it keeps
     /// happening, the vanished devices are left out.
-    async fn inventory(&self, focus: &Focus, deadline: &Deadline) -> Result<Snapshot, Error> {
+    pub(crate) async fn inventory(
+        &self,
+        focus: &Focus,
+        deadline: &Deadline,
+    ) -> Result<Snapshot, Error> {
         const READS: usize = 3;
         let mut reads = 1;
         loop {
@@ -416,7 +420,7 @@ impl Hotplug {
 
     /// Waits for this `Hotplug`'s other operations (one runs at a time), for at most what
     /// is left of `deadline`.
-    async fn serialise(
+    pub(crate) async fn serialise(
         &self,
         deadline: &Deadline,
     ) -> Result<tokio::sync::MutexGuard<'_, ()>, Error> {
@@ -430,7 +434,7 @@ impl Hotplug {
 
     /// A client call with what is left of `deadline` as its time. Nothing is sent once the
     /// deadline has passed; a call that runs out of time has an unknown outcome.
-    async fn call<T>(
+    pub(crate) async fn call<T>(
         &self,
         deadline: &Deadline,
         command: &str,
@@ -1382,7 +1386,7 @@ impl Hotplug {
 }
 
 /// `id` as a device id of our scheme of `kind`.
-fn our_id(id: &str, kind: DeviceKind) -> Result<DeviceId, Error> {
+pub(crate) fn our_id(id: &str, kind: DeviceKind) -> Result<DeviceId, Error> {
     let device = id.parse::<DeviceId>()?;
     if device.kind() == kind {
         Ok(device)

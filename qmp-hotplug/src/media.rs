@@ -1,0 +1,178 @@
+//! Operations on a disk that is already there: `block_resize` ([`Hotplug::resize_disk`]).
+//! Like a removal, each checks first that the id is a disk of ours and that QEMU's device
+//! uses the node its id names, and changes nothing otherwise.
+
+use serde_json::json;
+use tracing::{Instrument, debug, info_span};
+
+use crate::Error;
+use crate::deadline::Deadline;
+use crate::executor::{Hotplug, our_id};
+use crate::ids::DeviceKind;
+use crate::snapshot::Focus;
+
+/// Disk sizes are whole 512-byte sectors: virtio-blk tells the guest its capacity in them.
+pub const SECTOR_SIZE: u64 = 512;
+
+/// What [`Hotplug::resize_disk`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Resized {
+    /// The size before, in bytes, as QEMU reported it.
+    pub old_size: u64,
+    /// The size now, in bytes.
+    pub new_size: u64,
+}
+
+impl Resized {
+    /// `false` when the disk already had the size asked for (nothing was sent).
+    pub fn changed(&self) -> bool {
+        self.old_size != self.new_size
+    }
+}
+
+impl Hotplug {
+    /// Resizes disk `id` to `new_size` bytes (`block_resize` of the node QEMU reports for
+    /// its device); the guest sees the new capacity at once. Shrinking loses the data past
+    /// the new end and is refused unless `allow_shrink`.
+    ///
+    /// Checked before anything is sent: `new_size` is a positive multiple of
+    /// [`SECTOR_SIZE`], `id` is a disk id of ours, QEMU has the device and it uses its own
+    /// node (as [`Hotplug::del_disk`] checks), and the node is writable. The same size
+    /// again sends nothing.
+    ///
+    /// # Errors
+    /// [`Error::InvalidSpec`], [`Error::InvalidName`], [`Error::WrongKind`],
+    /// [`Error::NotFound`], [`Error::DriveMismatch`], [`Error::ReadOnly`],
+    /// [`Error::Shrink`], or QEMU's refusal of `block_resize`.
+    pub async fn resize_disk(
+        &self,
+        id: &str,
+        new_size: u64,
+        allow_shrink: bool,
+    ) -> Result<Resized, Error> {
+        if new_size == 0 || new_size % SECTOR_SIZE != 0 {
+            return Err(Error::InvalidSpec(format!(
+                "a disk size is a positive multiple of {SECTOR_SIZE} bytes, not {new_size}"
+            )));
+        }
+        let device = our_id(id, DeviceKind::Disk)?;
+        let deadline = Deadline::after(self.operation_timeout);
+        let _serial = self.serialise(&deadline).await?;
+        let span = info_span!("resize_disk", id, new_size);
+        let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
+        let snapshot = self.inventory(&focus, &deadline).instrument(span.clone()).await?;
+        let Some(driver) = snapshot.peripherals.get(id) else {
+            return Err(Error::NotFound { id: id.into() });
+        };
+        let node = device.node_name();
+        match snapshot.properties.get(id).and_then(|properties| properties.drive.as_deref()) {
+            None => {
+                return Err(Error::WrongKind {
+                    id: id.into(),
+                    expected: DeviceKind::Disk,
+                    found: format!("a {driver} device, which has no drive"),
+                });
+            }
+            Some(drive) if drive != node => {
+                let owner = snapshot
+                    .backend_with_node(&node)
+                    .and_then(|backend| backend.device_id())
+                    .map(str::to_owned);
+                return Err(Error::DriveMismatch {
+                    id: id.into(),
+                    drive: node,
+                    uses: Some(drive.into()),
+                    owner,
+                });
+            }
+            Some(_) => {}
+        }
+        if snapshot.block_nodes.get(&node).is_some_and(|node| node.read_only) {
+            return Err(Error::ReadOnly { id: id.into() });
+        }
+        let old_size = self.node_size(&node, &deadline).await?;
+        if new_size < old_size && !allow_shrink {
+            return Err(Error::Shrink { id: id.into(), current: old_size, requested: new_size });
+        }
+        if new_size != old_size {
+            let resize =
+                self.client().execute("block_resize", json!({"node-name": node, "size": new_size}));
+            self.call(&deadline, "block_resize", resize).instrument(span).await?;
+            debug!(id, old_size, new_size, "resized");
+        }
+        Ok(Resized { old_size, new_size })
+    }
+
+    /// The virtual size of node `node`, from `query-named-block-nodes`.
+    async fn node_size(&self, node: &str, deadline: &Deadline) -> Result<u64, Error> {
+        let query = self.client().execute("query-named-block-nodes", json!({"flat": true}));
+        let nodes = self.call(deadline, "query-named-block-nodes", query).await?;
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|entry| entry["node-name"] == node)
+            .and_then(|entry| entry["image"]["virtual-size"].as_u64())
+            .ok_or_else(|| Error::NotFound { id: node.into() })
+    }
+}
+
+/// Parses a size such as `64M`, `1G`, `512` or `10240K`: a whole number of bytes with an
+/// optional binary suffix `K`, `M`, `G` or `T` (powers of 1024), as `qemu-img` writes
+/// them.
+///
+/// ```
+/// use qmp_hotplug::parse_size;
+/// assert_eq!(parse_size("64M"), Ok(64 << 20));
+/// assert_eq!(parse_size("1G"), Ok(1 << 30));
+/// assert!(parse_size("1.5G").is_err());
+/// ```
+///
+/// # Errors
+/// Why the text is not a size.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let (digits, shift) = match text.char_indices().last() {
+        Some((at, suffix)) if suffix.is_ascii_alphabetic() => {
+            let shift = match suffix.to_ascii_uppercase() {
+                'K' => 10,
+                'M' => 20,
+                'G' => 30,
+                'T' => 40,
+                _ => return Err(format!("'{text}': the unit is K, M, G or T")),
+            };
+            (&text[..at], shift)
+        }
+        _ => (text, 0),
+    };
+    if digits.is_empty() || !digits.bytes().all(|c| c.is_ascii_digit()) {
+        return Err(format!("'{text}' is not a size such as 64M or 1G"));
+    }
+    let number: u64 = digits.parse().map_err(|_| format!("'{text}' is too large"))?;
+    number.checked_mul(1 << shift).ok_or_else(|| format!("'{text}' is too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_nothing_else() {
+        assert_eq!(parse_size("512"), Ok(512));
+        assert_eq!(parse_size("10240K"), Ok(10 << 20));
+        assert_eq!(parse_size("2t"), Ok(2 << 40));
+        for bad in ["", "M", "-1M", "1.5G", "1 G", "1P", "64MB", "99999999999999999999"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+        assert!(parse_size("17000000T").unwrap_err().contains("too large"));
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_never_panics(text in "\\PC{0,12}") {
+            let _ = parse_size(&text);
+        }
+    }
+}

@@ -1,0 +1,67 @@
+//! Operations on an existing disk against a real QEMU 7.2 with the test guest: `block_resize`
+//! through `Hotplug::resize_disk`, seen by the guest (`BLOCK vda sectors=N`), and each
+//! refusal before anything is sent. With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails
+//! the test.
+
+use std::time::Duration;
+
+use qemu_launcher::guest_or_skip;
+use qmp_client::Client;
+use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, Outcome, RemoveOptions};
+
+const STEP: Duration = Duration::from_secs(20);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_grows_in_the_guest_and_bad_resizes_change_nothing() {
+    let qemu = guest_or_skip!();
+    let hotplug = Hotplug::new(Client::connect(qemu.qmp_path()).await.unwrap());
+    let image = qemu.dir().join("grow.raw");
+    std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
+    let start = qemu.serial_len();
+    let spec = DiskSpec::new("grow", DiskSource::Path(image.clone()));
+    let disk = hotplug.add_disk(&spec, None).await.unwrap();
+    let id = disk.id.to_string();
+    let seen = qemu.wait_for_serial_after(start, "BLOCK vda sectors=16384 media=1", STEP).unwrap();
+
+    let grown = hotplug.resize_disk(&id, 16 << 20, false).await.unwrap();
+    assert_eq!((grown.old_size, grown.new_size), (8 << 20, 16 << 20));
+    let seen = qemu.wait_for_serial_after(seen.end, "BLOCK vda sectors=32768 media=1", STEP);
+    let seen = seen.unwrap();
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 16 << 20, "the image file grew");
+    assert!(!hotplug.resize_disk(&id, 16 << 20, false).await.unwrap().changed());
+
+    // Refusals: nothing sent, the size stays.
+    match hotplug.resize_disk(&id, 8 << 20, false).await {
+        Err(Error::Shrink { current, requested, .. }) => {
+            assert_eq!((current, requested), (16 << 20, 8 << 20));
+        }
+        other => panic!("expected a shrink refusal, got {other:?}"),
+    }
+    for bad in [0, 1000] {
+        let refused = hotplug.resize_disk(&id, bad, false).await;
+        assert!(matches!(refused, Err(Error::InvalidSpec(_))), "{bad}: {refused:?}");
+    }
+    let nic = hotplug.resize_disk("nic-grow-pci-5", 16 << 20, false).await;
+    assert!(matches!(nic, Err(Error::WrongKind { .. })), "{nic:?}");
+    let missing = hotplug.resize_disk("disk-none-pci-9", 16 << 20, false).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 16 << 20);
+
+    // A read-only disk is refused.
+    let frozen = qemu.dir().join("frozen.raw");
+    std::fs::File::create(&frozen).unwrap().set_len(4 << 20).unwrap();
+    let spec = DiskSpec { read_only: true, ..DiskSpec::new("frozen", DiskSource::Path(frozen)) };
+    let frozen_disk = hotplug.add_disk(&spec, None).await.unwrap();
+    let refused = hotplug.resize_disk(&frozen_disk.id.to_string(), 8 << 20, false).await;
+    assert!(matches!(refused, Err(Error::ReadOnly { .. })), "{refused:?}");
+
+    // Shrinking when allowed.
+    let shrunk = hotplug.resize_disk(&id, 4 << 20, true).await.unwrap();
+    assert_eq!(shrunk.new_size, 4 << 20);
+    qemu.wait_for_serial_after(seen.end, "BLOCK vda sectors=8192 media=1", STEP).unwrap();
+
+    for id in [id, frozen_disk.id.to_string()] {
+        let removed = hotplug.del_disk(&id, &RemoveOptions::new(STEP)).await.unwrap();
+        assert_eq!(removed, Outcome::Removed);
+    }
+}
