@@ -4,8 +4,8 @@ use std::os::fd::OwnedFd;
 
 use hostdev::tap::Tap;
 use qmp_hotplug::{
-    DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NicSpec, Outcome,
-    RemoveOptions, Vhost,
+    DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NbdTls, NicSpec,
+    Outcome, RemoveOptions, Vhost,
 };
 use serde_json::{Value, json};
 
@@ -60,6 +60,16 @@ pub(crate) async fn run(
             })
             .await?;
             output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
+        }
+        HotplugCommand::Disk(DiskCommand::Resize(args)) => {
+            let hotplug = connect(global).await?;
+            let resized = hotplug.resize_disk(&args.id, args.size, args.allow_shrink).await?;
+            output::print_line(&style.render(&json!({
+                "id": args.id,
+                "old_size": resized.old_size,
+                "new_size": resized.new_size,
+                "outcome": if resized.changed() { "resized" } else { "unchanged" },
+            })))
         }
         HotplugCommand::Gc(args) => gc(&connect(global).await?, args.dry_run, style).await,
     }
@@ -233,7 +243,15 @@ async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Resu
 fn disk_spec(args: &DiskAddArgs) -> Result<DiskSpec, Failure> {
     let source = match (&args.image, &args.uri) {
         (Some(path), None) => DiskSource::Path(path.clone()),
-        (None, Some(export)) => DiskSource::Nbd(export.clone()),
+        (None, Some(export)) => {
+            let mut export = export.clone();
+            if let Some(dir) = &args.tls_dir {
+                let tls = NbdTls { hostname: args.tls_hostname.clone(), ..NbdTls::new(dir) };
+                tls.check().map_err(|error| Failure::usage(error.to_string()))?;
+                export = export.with_tls(tls);
+            }
+            DiskSource::Nbd(export)
+        }
         // clap requires one and refuses both.
         _ => return Err(Failure::usage("give exactly one of --image PATH and --uri URI")),
     };
