@@ -88,6 +88,21 @@ fn nic_and_disk_come_and_go_through_the_cli() {
     assert_eq!(json_out(&output)["id"], "disk-cli1-pci-3");
     qemu.wait_for_serial("GUEST: +vda pci=0000:00:03.0", GUEST_SEES).unwrap();
 
+    // Resized through the CLI, seen by the guest; shrinking needs --allow-shrink.
+    let output = run(qmp_at(socket, ["hotplug", "disk", "resize", "disk-cli1-pci-3", "2M"]));
+    assert_status(&output, OK);
+    let resized = json_out(&output);
+    assert_eq!(
+        (resized["old_size"].as_u64(), resized["new_size"].as_u64()),
+        (Some(1 << 20), Some(2 << 20))
+    );
+    qemu.wait_for_serial("BLOCK vda sectors=4096 media=1", GUEST_SEES).unwrap();
+    let output = run(qmp_at(socket, ["hotplug", "disk", "resize", "disk-cli1-pci-3", "1M"]));
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("would shrink"), "{line}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 2 << 20);
+
     let output = run(qmp_at(socket, ["pci"]));
     assert!(
         stdout(&output).contains("nic-cli1-pci-2") && stdout(&output).contains("disk-cli1-pci-3")
