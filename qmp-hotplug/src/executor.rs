@@ -265,6 +265,11 @@ impl Hotplug {
         self
     }
 
+    /// The rollback budget.
+    pub(crate) fn rollback_budget(&self) -> Duration {
+        self.rollback_budget
+    }
+
     /// The client.
     pub fn client(&self) -> &Client {
         &self.client
@@ -847,7 +852,7 @@ impl Hotplug {
     /// Runs `call` with the host on a blocking thread, for at most the host timeout and
     /// what is left of `deadline`. On a timeout the thread is left to finish; what it
     /// opened then is closed.
-    async fn host_io<T: Send + 'static>(
+    pub(crate) async fn host_io<T: Send + 'static>(
         &self,
         operation: String,
         deadline: &Deadline,

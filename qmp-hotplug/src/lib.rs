@@ -40,7 +40,7 @@
 //! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
 //! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
 //! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
-//! | `media.rs` | operations on a disk already there: [`Hotplug::resize_disk`] ([`Resized`], [`parse_size`]) |
+//! | `media.rs` | operations on a disk already there: [`Hotplug::resize_disk`] ([`Resized`], [`parse_size`]), a CD drive's [`Hotplug::change_medium`] and [`Hotplug::eject`] |
 //! | `tls.rs` | [`NbdTls`]: the `tls-creds-x509` object of an NBD disk over TLS, its id ([`tls_object_id`]), and how an adopted one is compared |
 //! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo |
 //! | `planner.rs` | [`Planner`]: spec + snapshot to plan, on pc's bus 0, bridges and q35 root ports; pure, no client and no I/O |
@@ -118,7 +118,7 @@ pub use executor::{
 pub use host::{Host, ImageFacts, LocalHost};
 pub use ids::{DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN};
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
-pub use media::{Resized, SECTOR_SIZE, parse_size};
+pub use media::{CD_DRIVERS, Resized, SECTOR_SIZE, parse_size};
 pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
 pub use ownership::{DiskFdset, IntentMarker, disk_opaque};

@@ -1,13 +1,16 @@
 //! Operations on an existing disk against a real QEMU 7.2 with the test guest: `block_resize`
 //! through `Hotplug::resize_disk`, seen by the guest (`BLOCK vda sectors=N`), and each
-//! refusal before anything is sent. With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails
+//! refusal before anything is sent; a `scsi-cd`'s medium changed and ejected
+//! (`Hotplug::change_medium`, `Hotplug::eject`), seen by the guest (`BLOCK sr0 ... media=`).
+//! With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails
 //! the test.
 
 use std::time::Duration;
 
-use qemu_launcher::guest_or_skip;
+use qemu_launcher::{QemuBuilder, guest_or_skip};
 use qmp_client::Client;
-use qmp_hotplug::{DiskSource, DiskSpec, Error, Hotplug, Outcome, RemoveOptions};
+use qmp_hotplug::{DiskFormat, DiskSource, DiskSpec, Error, Hotplug, Outcome, RemoveOptions};
+use serde_json::json;
 
 const STEP: Duration = Duration::from_secs(20);
 
@@ -64,4 +67,65 @@ async fn a_disk_grows_in_the_guest_and_bad_resizes_change_nothing() {
         let removed = hotplug.del_disk(&id, &RemoveOptions::new(STEP)).await.unwrap();
         assert_eq!(removed, Outcome::Removed);
     }
+}
+
+/// The fdsets that hold CD media this crate passed to `cd0`.
+async fn cd_fdsets(client: &Client) -> usize {
+    let sets = client.query_fdsets().await.unwrap();
+    sets.iter()
+        .filter(|set| set.fds.iter().any(|fd| fd.opaque.as_deref() == Some("qmp-rs-cd:cd0")))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cd_medium_goes_in_is_changed_and_comes_out() {
+    let qemu = guest_or_skip!(QemuBuilder::new().args([
+        "-device",
+        "virtio-scsi-pci,id=scsi0,addr=0x4",
+        "-drive",
+        "if=none,id=cd0",
+        "-device",
+        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
+    ]));
+    let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
+    let hotplug = Hotplug::new(Client::connect(qemu.qmp_path()).await.unwrap());
+    let client = hotplug.client().clone();
+    let medium = |name: &str, size: u64| {
+        let path = qemu.dir().join(name);
+        std::fs::File::create(&path).unwrap().set_len(size).unwrap();
+        path
+    };
+    let (first, second) = (medium("one.iso", 2 << 20), medium("two.iso", 4 << 20));
+
+    // Refused before anything is sent.
+    let missing = hotplug.change_medium("nocd", &first, DiskFormat::Raw, true).await;
+    assert!(matches!(missing, Err(Error::NotFound { .. })), "{missing:?}");
+    let controller = hotplug.change_medium("scsi0", &first, DiskFormat::Raw, true).await;
+    assert!(matches!(controller, Err(Error::WrongKind { .. })), "{controller:?}");
+    let qcow = hotplug.change_medium("cd0", &first, DiskFormat::Qcow2, true).await;
+    assert!(matches!(qcow, Err(Error::FormatMismatch { .. })), "{qcow:?}");
+    assert!(matches!(hotplug.eject("scsi0", false).await, Err(Error::WrongKind { .. })));
+    assert_eq!(cd_fdsets(&client).await, 0);
+
+    hotplug.change_medium("cd0", &first, DiskFormat::Raw, true).await.unwrap();
+    let inserted = qemu.wait_for_serial_after(ready.end, "BLOCK sr0 sectors=4096 media=1", STEP);
+    let inserted = inserted.unwrap();
+    assert_eq!(cd_fdsets(&client).await, 1);
+    let block = client.execute("query-block", json!({})).await.unwrap();
+    let cd = block.as_array().unwrap().iter().find(|b| b["device"] == "cd0").unwrap();
+    assert_eq!(cd["inserted"]["ro"], true, "{cd}");
+    assert!(cd["inserted"]["file"].as_str().unwrap().starts_with("/dev/fdset/"), "{cd}");
+
+    // Another medium: the first one's fdset goes.
+    hotplug.change_medium("cd0", &second, DiskFormat::Raw, true).await.unwrap();
+    let changed = qemu.wait_for_serial_after(inserted.end, "BLOCK sr0 sectors=8192 media=1", STEP);
+    let changed = changed.unwrap();
+    assert_eq!(cd_fdsets(&client).await, 1);
+
+    hotplug.eject("cd0", false).await.unwrap();
+    qemu.wait_for_serial_after(changed.end, "BLOCK sr0 sectors=8192 media=0", STEP).unwrap();
+    assert_eq!(cd_fdsets(&client).await, 0);
+    let block = client.execute("query-block", json!({})).await.unwrap();
+    let cd = block.as_array().unwrap().iter().find(|b| b["device"] == "cd0").unwrap();
+    assert!(cd.get("inserted").is_none(), "{cd}");
 }
