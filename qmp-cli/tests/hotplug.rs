@@ -315,3 +315,35 @@ fn demo_on_q35_plugs_into_root_ports() {
         assert!(text.contains(expected), "no {expected:?} in:\n{text}");
     }
 }
+
+#[test]
+fn a_cd_medium_goes_in_and_out_through_the_cli() {
+    let qemu = guest_or_skip!(QemuBuilder::new().args([
+        "-device",
+        "virtio-scsi-pci,id=scsi0,addr=0x4",
+        "-drive",
+        "if=none,id=cd0",
+        "-device",
+        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
+    ]));
+    let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
+    let socket = qemu.qmp_path();
+    let iso = qemu.dir().join("cli.iso");
+    std::fs::File::create(&iso).unwrap().set_len(2 << 20).unwrap();
+    let iso = iso.to_str().unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "change", "cd0", "--image", iso]));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["medium"], iso);
+    let inserted =
+        qemu.wait_for_serial_after(ready.end, "BLOCK sr0 sectors=4096 media=1", GUEST_SEES);
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "eject", "cd0"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial_after(inserted.unwrap().end, "BLOCK sr0 sectors=4096 media=0", GUEST_SEES)
+        .unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "eject", "scsi0"]));
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("not a CD drive"), "{line}");
+}

@@ -26,6 +26,9 @@ opened. Status 0 when everything is supported, 1 otherwise.")]
     /// Disks: a block node and a virtio-blk device
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// CD drives (scsi-cd, ide-cd): change or eject the medium
+    #[command(subcommand)]
+    Cdrom(CdromCommand),
     /// List (--dry-run) or remove what interrupted hotplug operations left in QEMU
     #[command(long_about = "\
 List, as JSON, the parts of ours that interrupted hotplug operations left in QEMU (an intent \
@@ -36,6 +39,51 @@ VM, QEMU keeps removed fdsets listed until it runs: those are reported as pendin
 when everything listed was removed (or is pending), 1 otherwise. Another manager's add in \
 progress looks like an interrupted one: run gc when no add is under way.")]
     Gc(GcArgs),
+}
+
+/// `qmp hotplug cdrom`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CdromCommand {
+    /// Put a medium into a CD drive (`blockdev-change-medium`)
+    #[command(long_about = "\
+Put a medium into CD drive ID (a scsi-cd or ide-cd device; checked first): the --image is \
+opened here (read-only unless --read-write; a FIFO, directory or device node is refused \
+unopened), passed in a new fdset, and blockdev-change-medium reads it from /dev/fdset/N in \
+--format (never probed: an image whose header says otherwise is refused). The fdsets of \
+earlier media passed by this tool are removed; if the change fails, the new one is.")]
+    Change(CdromChangeArgs),
+    /// Open a CD drive's tray and remove its medium (`eject`)
+    #[command(long_about = "\
+Open CD drive ID's tray and remove its medium (eject). A tray the guest has locked is refused \
+by QEMU (status 1), which asks the guest to open it: try again later, or --force. The fdsets \
+of media this tool passed are removed.")]
+    Eject(CdromEjectArgs),
+}
+
+/// `qmp hotplug cdrom change`.
+#[derive(Debug, Args)]
+pub(crate) struct CdromChangeArgs {
+    /// The CD drive's device id
+    pub(crate) id: String,
+    /// The medium: an image file or block device
+    #[arg(long, value_name = "PATH")]
+    pub(crate) image: PathBuf,
+    /// The image format
+    #[arg(long, value_enum, default_value = "raw")]
+    pub(crate) format: Format,
+    /// Open and present the medium read-write (CD drives are read-only to the guest anyway)
+    #[arg(long)]
+    pub(crate) read_write: bool,
+}
+
+/// `qmp hotplug cdrom eject`.
+#[derive(Debug, Args)]
+pub(crate) struct CdromEjectArgs {
+    /// The CD drive's device id
+    pub(crate) id: String,
+    /// Eject even if the guest has locked the tray
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `qmp hotplug gc`.

@@ -17,7 +17,9 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::exit::Failure;
 
-pub(crate) use self::hotplug::{DiskAddArgs, DiskCommand, HotplugCommand, NicAddArgs, NicCommand};
+pub(crate) use self::hotplug::{
+    CdromCommand, DiskAddArgs, DiskCommand, HotplugCommand, NicAddArgs, NicCommand,
+};
 use self::values::parse_seconds;
 
 /// Default timeout for connecting (greeting and negotiation included) and for each command.

@@ -9,7 +9,9 @@ use qmp_hotplug::{
 };
 use serde_json::{Value, json};
 
-use crate::cli::{DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand};
+use crate::cli::{
+    CdromCommand, DiskAddArgs, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand,
+};
 use crate::exit::{Failure, Status};
 use crate::inherited::Inherited;
 use crate::output::{self, Style, with_progress};
@@ -70,6 +72,18 @@ pub(crate) async fn run(
                 "new_size": resized.new_size,
                 "outcome": if resized.changed() { "resized" } else { "unchanged" },
             })))
+        }
+        HotplugCommand::Cdrom(CdromCommand::Change(args)) => {
+            let hotplug = connect(global).await?;
+            let format = args.format.into();
+            hotplug.change_medium(&args.id, &args.image, format, !args.read_write).await?;
+            let image = args.image.display().to_string();
+            output::print_line(&style.render(&json!({"id": args.id, "medium": image})))
+        }
+        HotplugCommand::Cdrom(CdromCommand::Eject(args)) => {
+            let hotplug = connect(global).await?;
+            hotplug.eject(&args.id, args.force).await?;
+            output::print_line(&style.render(&json!({"id": args.id, "medium": null})))
         }
         HotplugCommand::Gc(args) => gc(&connect(global).await?, args.dry_run, style).await,
     }
