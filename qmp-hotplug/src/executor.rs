@@ -115,7 +115,8 @@ pub fn nic_probes(spec: &NicSpec) -> Vec<Probe> {
 }
 
 /// The schema probes a disk add of `spec` needs: the format driver, `read-only`, and the
-/// protocol (`file` or `host_device` on an fdset with `add-fd`'s `opaque`, or `nbd`).
+/// protocol (`file` or `host_device` on an fdset with `add-fd`'s `opaque`, or `nbd`, over
+/// TLS with `tls-creds`, a `tls-creds-x509` object's `dir` and, if asked, `tls-hostname`).
 pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
     let add = "blockdev-add/arg-type";
     let mut probes = vec![

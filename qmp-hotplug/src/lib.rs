@@ -24,6 +24,10 @@
 //!   descriptors it passes (QEMU cannot list named descriptors);
 //!   [`Hotplug::leftovers`] lists what interrupted operations left and
 //!   [`Hotplug::clean_leftovers`] removes it.
+//! - **Operations on what is there.** [`Hotplug::resize_disk`] (`block_resize`, shrinking
+//!   only when allowed), and a CD drive's [`Hotplug::change_medium`] and
+//!   [`Hotplug::eject`]; an NBD disk can go over TLS ([`NbdTls`]), its credentials object
+//!   added and removed with it.
 //! - **Truthful output.** Adds report what QEMU has afterwards ([`NicReport`],
 //!   [`DiskReport`]), down to the tap carrying each queue.
 //!
