@@ -116,6 +116,24 @@ async fn a_cd_medium_goes_in_is_changed_and_comes_out() {
     assert_eq!(cd["inserted"]["ro"], true, "{cd}");
     assert!(cd["inserted"]["file"].as_str().unwrap().starts_with("/dev/fdset/"), "{cd}");
 
+    // A change QEMU refuses (a qcow2 header with no valid cluster size): the new fdset is
+    // removed again and the first medium stays.
+    let broken = qemu.dir().join("broken.qcow2");
+    let mut header = b"QFI\xfb\0\0\0\x03".to_vec();
+    header.resize(4096, 0);
+    std::fs::write(&broken, header).unwrap();
+    match hotplug.change_medium("cd0", &broken, DiskFormat::Qcow2, true).await {
+        Err(Error::Step { step, rollback, .. }) => {
+            assert_eq!(step, "blockdev-change-medium cd0");
+            assert!(rollback.is_empty(), "{rollback}");
+        }
+        other => panic!("expected QEMU's refusal, got {other:?}"),
+    }
+    assert_eq!(cd_fdsets(&client).await, 1, "the refused medium's fdset is gone");
+    let block = client.execute("query-block", json!({})).await.unwrap();
+    let cd = block.as_array().unwrap().iter().find(|b| b["device"] == "cd0").unwrap();
+    assert_eq!(cd["inserted"]["image"]["virtual-size"], 2 << 20, "{cd}");
+
     // Another medium: the first one's fdset goes.
     hotplug.change_medium("cd0", &second, DiskFormat::Raw, true).await.unwrap();
     let changed = qemu.wait_for_serial_after(inserted.end, "BLOCK sr0 sectors=8192 media=1", STEP);
