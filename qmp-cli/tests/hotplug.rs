@@ -89,6 +89,21 @@ fn nic_and_disk_come_and_go_through_the_cli() {
     assert_eq!(json_out(&output)["id"], "disk-cli1-pci-3");
     qemu.wait_for_serial("GUEST: +vda pci=0000:00:03.0", GUEST_SEES).unwrap();
 
+    // Resized through the CLI, seen by the guest; shrinking needs --allow-shrink.
+    let output = run(qmp_at(socket, ["hotplug", "disk", "resize", "disk-cli1-pci-3", "2M"]));
+    assert_status(&output, OK);
+    let resized = json_out(&output);
+    assert_eq!(
+        (resized["old_size"].as_u64(), resized["new_size"].as_u64()),
+        (Some(1 << 20), Some(2 << 20))
+    );
+    qemu.wait_for_serial("BLOCK vda sectors=4096 media=1", GUEST_SEES).unwrap();
+    let output = run(qmp_at(socket, ["hotplug", "disk", "resize", "disk-cli1-pci-3", "1M"]));
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("would shrink"), "{line}");
+    assert_eq!(std::fs::metadata(&image).unwrap().len(), 2 << 20);
+
     let output = run(qmp_at(socket, ["pci"]));
     assert!(
         stdout(&output).contains("nic-cli1-pci-2") && stdout(&output).contains("disk-cli1-pci-3")
@@ -382,4 +397,36 @@ fn nic_and_disk_go_onto_the_bus_asked_for_and_an_unknown_bus_changes_nothing() {
     assert_status(&output, OK);
     qemu.wait_for_serial("GUEST: -vda", GUEST_SEES).unwrap();
     assert_eq!(stdout(&run(qmp_at(socket, ["pci", "--json"]))), before, "all gone again");
+}
+
+#[test]
+fn a_cd_medium_goes_in_and_out_through_the_cli() {
+    let qemu = guest_or_skip!(QemuBuilder::new().args([
+        "-device",
+        "virtio-scsi-pci,id=scsi0,addr=0x4",
+        "-drive",
+        "if=none,id=cd0",
+        "-device",
+        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
+    ]));
+    let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
+    let socket = qemu.qmp_path();
+    let iso = qemu.dir().join("cli.iso");
+    std::fs::File::create(&iso).unwrap().set_len(2 << 20).unwrap();
+    let iso = iso.to_str().unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "change", "cd0", "--image", iso]));
+    assert_status(&output, OK);
+    assert_eq!(json_out(&output)["medium"], iso);
+    let inserted =
+        qemu.wait_for_serial_after(ready.end, "BLOCK sr0 sectors=4096 media=1", GUEST_SEES);
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "eject", "cd0"]));
+    assert_status(&output, OK);
+    qemu.wait_for_serial_after(inserted.unwrap().end, "BLOCK sr0 sectors=4096 media=0", GUEST_SEES)
+        .unwrap();
+
+    let output = run(qmp_at(socket, ["hotplug", "cdrom", "eject", "scsi0"]));
+    assert_status(&output, COMMAND_FAILED);
+    let line = one_error_line(&output, "qmp: ");
+    assert!(line.contains("not a CD drive"), "{line}");
 }

@@ -53,6 +53,36 @@ const BAD_VALUES: &[(&[&str], &str)] = &[
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h:port/x"], "port"),
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h/e?x=1"], "no ?query"),
     (&["hotplug", "disk", "add", "--name", "d", "--uri", "nbds://h/e"], "no 'nbds' scheme"),
+    // NBD over TLS: a directory with the CA's certificate, and an NBD URI to use it on.
+    (
+        &[
+            "hotplug",
+            "disk",
+            "add",
+            "--name",
+            "d",
+            "--uri",
+            "nbd://h/e",
+            "--tls-dir",
+            "/nonexistent",
+        ],
+        "No such file",
+    ),
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h/e", "--tls-dir", "/"],
+        "ca-cert.pem",
+    ),
+    (
+        &["hotplug", "disk", "add", "--name", "d", "--uri", "nbd://h/e", "--tls-hostname", "h"],
+        "--tls-dir",
+    ),
+    // Disk sizes: whole 512-byte sectors, with K/M/G/T.
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "0"], "positive multiple of 512"),
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "1000"], "positive multiple of 512"),
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "1.5G"], "not a size"),
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "64MB"], "K, M, G or T"),
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "1P"], "K, M, G or T"),
+    (&["hotplug", "disk", "resize", "disk-d-pci-2", "99999999T"], "too large"),
     // Disk settings QEMU would refuse part way through an add.
     (
         &["hotplug", "disk", "add", "--name", "d", "--image", "/x", "--aio", "native"],

@@ -33,7 +33,11 @@ pub struct Difference {
 }
 
 impl Difference {
-    fn new(field: &'static str, wanted: impl fmt::Display, found: impl fmt::Display) -> Self {
+    pub(crate) fn new(
+        field: &'static str,
+        wanted: impl fmt::Display,
+        found: impl fmt::Display,
+    ) -> Self {
         Self { field, wanted: wanted.to_string(), found: found.to_string() }
     }
 }

@@ -225,6 +225,26 @@ pub enum Error {
         /// How long we waited.
         timeout: Duration,
     },
+    /// A resize would make the disk smaller, which was not allowed (the guest's data past
+    /// the new end would be lost); nothing was changed.
+    #[error(
+        "resizing disk '{id}' from {current} to {requested} bytes would shrink it and lose \
+         the data past the new end; allow shrinking to do that; nothing was changed"
+    )]
+    Shrink {
+        /// The disk.
+        id: String,
+        /// Its size now, in bytes.
+        current: u64,
+        /// The size asked for.
+        requested: u64,
+    },
+    /// The disk is read-only, so it cannot be resized; nothing was changed.
+    #[error("disk '{id}' is read-only and cannot be resized; nothing was changed")]
+    ReadOnly {
+        /// The disk.
+        id: String,
+    },
     /// The guest refused to unplug the device (`DEVICE_UNPLUG_GUEST_ERROR`).
     #[error("the guest refused to unplug device '{id}'")]
     UnplugRefused {

@@ -33,7 +33,8 @@ use crate::snapshot::{
     DeviceProperties, Focus, PERIPHERAL_PATH, QomProperty, Query, Replies, RunState, Snapshot,
     properties_of, unplaced,
 };
-use crate::spec::{DiskSource, DiskSpec, NicSpec, RemoveOptions, Vhost};
+use crate::spec::{DiskSource, DiskSpec, NbdExport, NicSpec, RemoveOptions, Vhost};
+use crate::tls::{self, TLS_QOM_TYPE, TlsObject};
 use crate::topology::{PciTree, Peripheral, Place, TopologyInput};
 
 /// How long a removal waits for the guest (the whole removal's time) when the caller has
@@ -114,7 +115,8 @@ pub fn nic_probes(spec: &NicSpec) -> Vec<Probe> {
 }
 
 /// The schema probes a disk add of `spec` needs: the format driver, `read-only`, and the
-/// protocol (`file` or `host_device` on an fdset with `add-fd`'s `opaque`, or `nbd`).
+/// protocol (`file` or `host_device` on an fdset with `add-fd`'s `opaque`, or `nbd`, over
+/// TLS with `tls-creds`, a `tls-creds-x509` object's `dir` and, if asked, `tls-hostname`).
 pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
     let add = "blockdev-add/arg-type";
     let mut probes = vec![
@@ -126,6 +128,16 @@ pub fn disk_probes(spec: &DiskSpec) -> Vec<Probe> {
             probes.push(Probe::new(format!("{add}/+nbd/server"), "an NBD export"));
             if export.export.is_some() {
                 probes.push(Probe::new(format!("{add}/+nbd/export"), "a named NBD export"));
+            }
+            if let Some(tls) = &export.tls {
+                probes.push(Probe::new(format!("{add}/+nbd/tls-creds"), "NBD over TLS"));
+                probes.push(Probe::new(
+                    format!("object-add/arg-type/+{TLS_QOM_TYPE}/dir"),
+                    "TLS credentials from a directory",
+                ));
+                if tls.hostname.is_some() {
+                    probes.push(Probe::new(format!("{add}/+nbd/tls-hostname"), "tls-hostname"));
+                }
             }
         }
         DiskSource::Path(_) | DiskSource::Fd => {
@@ -193,7 +205,7 @@ pub struct Hotplug {
     planner: Planner,
     host: Arc<dyn Host>,
     host_timeout: Duration,
-    operation_timeout: Duration,
+    pub(crate) operation_timeout: Duration,
     rollback_budget: Duration,
     serial: Arc<tokio::sync::Mutex<()>>,
 }
@@ -252,6 +264,11 @@ impl Hotplug {
     pub fn with_planner(mut self, planner: Planner) -> Self {
         self.planner = planner;
         self
+    }
+
+    /// The rollback budget.
+    pub(crate) fn rollback_budget(&self) -> Duration {
+        self.rollback_budget
     }
 
     /// The client.
@@ -528,6 +545,10 @@ impl Hotplug {
         if spec.source.needs_fd() {
             self.check_commands(FDSET_COMMANDS)?;
         }
+        if let DiskSource::Nbd(NbdExport { tls: Some(tls), .. }) = &spec.source {
+            tls.check()?;
+            self.check_commands(&["object-add", "object-del"])?;
+        }
         self.check_schema(&disk_probes(spec)).await?;
         if spec.source.needs_fd() {
             self.check_fd_passing("disk images")?;
@@ -772,6 +793,7 @@ impl Hotplug {
                 .await?;
             self.clear_earlier_tries(DeviceKind::Disk, &spec.name, &snapshot, &deadline).await?;
             if let Some(id) = adopt::existing_disk(spec, identity.as_ref(), &snapshot)? {
+                self.check_adopted_tls(spec, &id, &snapshot, &deadline).await?;
                 debug!(%id, "QEMU already has this disk");
                 return self.disk_report(id, Outcome::AlreadyPresent, &deadline).await;
             }
@@ -788,6 +810,39 @@ impl Hotplug {
         unreachable!("the last attempt returns")
     }
 
+    /// Whether disk `id`'s TLS credentials in QEMU are what `spec` would create (read with
+    /// `qom-get`); [`Error::Conflict`] naming each difference otherwise.
+    async fn check_adopted_tls(
+        &self,
+        spec: &DiskSpec,
+        id: &DeviceId,
+        snapshot: &Snapshot,
+        deadline: &Deadline,
+    ) -> Result<(), Error> {
+        let wanted = match &spec.source {
+            DiskSource::Nbd(export) => export.tls.as_ref(),
+            _ => None,
+        };
+        let object_id = tls::tls_object_id(id);
+        let found = if snapshot.objects.contains(&object_id) {
+            let mut values = Vec::new();
+            for property in TlsObject::PROPERTIES {
+                let get =
+                    self.client.execute("qom-get", tls::qom_get_arguments(&object_id, property));
+                values.push(self.call(deadline, "qom-get", get).await?);
+            }
+            Some(TlsObject::from_replies(&values[0], &values[1]))
+        } else {
+            None
+        };
+        let differences = tls::differences(wanted, id, found.as_ref());
+        if differences.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Conflict { id: id.to_string(), differences })
+        }
+    }
+
     async fn disk_report(
         &self,
         id: DeviceId,
@@ -801,7 +856,7 @@ impl Hotplug {
     /// Runs `call` with the host on a blocking thread, for at most the host timeout and
     /// what is left of `deadline`. On a timeout the thread is left to finish; what it
     /// opened then is closed.
-    async fn host_io<T: Send + 'static>(
+    pub(crate) async fn host_io<T: Send + 'static>(
         &self,
         operation: String,
         deadline: &Deadline,
@@ -861,6 +916,7 @@ impl Hotplug {
                 vec![Step::RemoveFdset { fdset: FdsetRef::Id(*fdset_id) }]
             }
             LeftoverPart::Netdev { id } => vec![Step::NetdevDel { id: id.clone() }],
+            LeftoverPart::TlsCreds { object } => vec![Step::ObjectDel { id: object.clone() }],
             LeftoverPart::NicIntent { marker, fd_names } => fd_names
                 .iter()
                 .map(|name| Step::CloseFd { name: name.clone() })
@@ -1339,7 +1395,7 @@ impl Hotplug {
 }
 
 /// `id` as a device id of our scheme of `kind`.
-fn our_id(id: &str, kind: DeviceKind) -> Result<DeviceId, Error> {
+pub(crate) fn our_id(id: &str, kind: DeviceKind) -> Result<DeviceId, Error> {
     let device = id.parse::<DeviceId>()?;
     if device.kind() == kind {
         Ok(device)

@@ -6,6 +6,7 @@ use std::fmt;
 
 use crate::ids::{DeviceId, DeviceKind};
 use crate::snapshot::{RunState, Snapshot};
+use crate::tls::tls_object_disk;
 
 /// One part an interrupted operation left in QEMU.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +50,12 @@ pub enum LeftoverPart {
         /// The descriptor names the add passed or was about to pass.
         fd_names: Vec<String>,
     },
+    /// The TLS credentials object of an NBD disk over TLS whose node is gone (or is itself
+    /// a leftover): `object-del`.
+    TlsCreds {
+        /// The object's id.
+        object: String,
+    },
 }
 
 impl fmt::Display for Leftover {
@@ -68,6 +75,9 @@ impl fmt::Display for Leftover {
                 self.device,
                 fd_names.join(", ")
             )?,
+            LeftoverPart::TlsCreds { object } => {
+                write!(f, "TLS credentials {object} (no node of {} uses them)", self.device)?;
+            }
         }
         if self.closes_when_running {
             f.write_str(", listed until the VM runs")?;
@@ -123,8 +133,9 @@ impl CleanReport {
     }
 }
 
-/// Every leftover in `snapshot`, in removal order: nodes, then fdsets, netdevs and intent
-/// markers last (so an interrupted clean still finds the descriptor names).
+/// Every leftover in `snapshot`, in removal order: nodes, then fdsets, netdevs, intent
+/// markers (so an interrupted clean still finds the descriptor names), and TLS credentials
+/// after the nodes that used them.
 pub(crate) fn find(snapshot: &Snapshot) -> Vec<Leftover> {
     let pending = !snapshot.run_state.is_running();
     let mut found = Vec::new();
@@ -166,6 +177,14 @@ pub(crate) fn find(snapshot: &Snapshot) -> Vec<Leftover> {
         let part =
             LeftoverPart::NicIntent { marker: marker.object_id(), fd_names: marker.fd_names() };
         found.push(Leftover { device: marker.device, part, closes_when_running: false });
+    }
+    for object in &snapshot.objects {
+        let Some(device) = tls_object_disk(object) else { continue };
+        let node = device.node_name();
+        if !snapshot.block_nodes.contains_key(&node) || leftover_node(&node).is_some() {
+            let part = LeftoverPart::TlsCreds { object: object.clone() };
+            found.push(Leftover { device, part, closes_when_running: false });
+        }
     }
     found
 }
@@ -237,6 +256,18 @@ mod tests {
             NetworkInfo::parse("nic-o-pci-5: index=0,type=tap,fd=14\nu1: index=0,type=user\n");
         snapshot.objects.insert("qmp-rs-intent.nic-o-pci-5.t1.v0".into());
         snapshot.objects.insert("pc.ram".into());
+        // Credentials whose node is a leftover, and credentials of a complete disk.
+        snapshot.objects.insert("qmp-rs-tls.disk-a-pci-2".into());
+        snapshot.objects.insert("qmp-rs-tls.disk-c-pci-6".into());
+        snapshot.peripherals.insert("disk-c-pci-6".into(), "virtio-blk-pci".into());
+        snapshot
+            .block_nodes
+            .insert("disk-c-pci-6".into(), BlockNode::new("raw", false, "nbd://h:1"));
+        snapshot.block_backends.push(BlockBackend::new(
+            "",
+            Some("/machine/peripheral/disk-c-pci-6/virtio-backend".into()),
+            Some("disk-c-pci-6".into()),
+        ));
         let found = find(&snapshot);
         assert_eq!(
             names(&found),
@@ -247,6 +278,7 @@ mod tests {
                 "netdev nic-o-pci-5 (no NIC uses it)",
                 "intent marker qmp-rs-intent.nic-o-pci-5.t1.v0 of an interrupted add of \
                  nic-o-pci-5 (descriptor names nic-o-pci-5-tap0)",
+                "TLS credentials qmp-rs-tls.disk-a-pci-2 (no node of disk-a-pci-2 uses them)",
             ]
         );
         assert!(found.iter().all(|item| is_leftover(item, &snapshot)));

@@ -28,6 +28,10 @@
 //!   `virtio-scsi-pci` controller (refused with [`Error::ScsiController`] unless it is one)
 //!   or on this crate's own, hot-added when missing; the unit is the first one QEMU shows
 //!   free, and a rollback removes a controller only when the same call added it.
+//! - **Operations on what is there.** [`Hotplug::resize_disk`] (`block_resize`, shrinking
+//!   only when allowed), and a CD drive's [`Hotplug::change_medium`] and
+//!   [`Hotplug::eject`]; an NBD disk can go over TLS ([`NbdTls`]), its credentials object
+//!   added and removed with it.
 //! - **Truthful output.** Adds report what QEMU has afterwards ([`NicReport`],
 //!   [`DiskReport`]), down to the tap carrying each queue.
 //!
@@ -45,6 +49,8 @@
 //! | `snapshot.rs` | [`Snapshot`]: what QEMU has (run state, devices, objects, nodes, backends, fdsets, netdevs, properties) and the queries that read it |
 //! | `adopt.rs` | whether an existing device is exactly the spec's ([`Difference`]) |
 //! | `leftovers.rs` | [`Leftovers`]: the parts of ours no complete device explains |
+//! | `media.rs` | operations on a disk already there: [`Hotplug::resize_disk`] ([`Resized`], [`parse_size`]), a CD drive's [`Hotplug::change_medium`] and [`Hotplug::eject`] |
+//! | `tls.rs` | [`NbdTls`]: the `tls-creds-x509` object of an NBD disk over TLS, its id ([`tls_object_id`]), and how an adopted one is compared |
 //! | `plan.rs` | [`Plan`]: QMP [`Step`]s in order, each with its undo |
 //! | `planner.rs` | [`Planner`]: spec + snapshot to plan, on pc's bus 0, bridges and q35 root ports; pure, no client and no I/O |
 //! | `executor.rs` | [`Hotplug`]: reads QEMU, checks, runs plans, waits for `DEVICE_DELETED`, rolls back, retries races |
@@ -97,6 +103,7 @@ mod executor;
 mod host;
 mod ids;
 mod leftovers;
+mod media;
 mod nbd;
 mod netinfo;
 mod ownership;
@@ -108,6 +115,7 @@ mod report;
 mod scsi;
 mod snapshot;
 mod spec;
+mod tls;
 mod topology;
 
 pub use adopt::Difference;
@@ -122,6 +130,7 @@ pub use ids::{
     DeviceId, DeviceKind, MAX_ID_LEN, MAX_NAME_LEN, MAX_SCSI_ID, MAX_SCSI_LUN, ScsiUnit,
 };
 pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
+pub use media::{CD_DRIVERS, Resized, SECTOR_SIZE, parse_size};
 pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
 pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
@@ -138,6 +147,7 @@ pub use spec::{
     DiskBus, DiskFormat, DiskSource, DiskSpec, E1000, MAX_NIC_QUEUES, NicSpec, RTL8139,
     RemoveOptions, VIRTIO_NET, Vhost, check_mac,
 };
+pub use tls::{NbdTls, tls_object_disk, tls_object_id};
 pub use topology::{
     Bus, BusKind, BusParent, BusView, CheckedBus, FunctionView, MAX_BUSES, MachineKind,
     NoFreePlace, PciTree, PciView, Peripheral, Place, PlaceBus, Preferences, TopologyInput,

@@ -17,6 +17,7 @@ use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
 use crate::Error;
+use crate::tls::NbdTls;
 
 /// The NBD port a URI means when it names none.
 pub const NBD_DEFAULT_PORT: u16 = 10809;
@@ -28,6 +29,8 @@ pub struct NbdExport {
     pub server: NbdServer,
     /// The export name (the server's default when `None`).
     pub export: Option<String>,
+    /// TLS, if the server asks for it (not part of the URI: QEMU 7.2 has no `nbds` scheme).
+    pub tls: Option<NbdTls>,
 }
 
 /// Where an NBD server listens.
@@ -72,6 +75,13 @@ impl NbdExport {
 }
 
 impl NbdExport {
+    /// The export reached over TLS.
+    #[must_use]
+    pub fn with_tls(mut self, tls: NbdTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// The filename QEMU 7.2 gives a node of this export (`nbd_refresh_filename`): a URI
     /// written without `%`-encoding, so it is compared as text, never parsed. `None` for an
     /// IPv6 host, for which QEMU writes a `json:` filename instead.
@@ -152,7 +162,7 @@ fn parse(uri: &str) -> Result<NbdExport, String> {
             NbdServer::Unix(socket_of(query.unwrap_or_default())?)
         }
     };
-    Ok(NbdExport { server, export })
+    Ok(NbdExport { server, export, tls: None })
 }
 
 /// The host (brackets removed) and port of a TCP URI's authority.
@@ -319,11 +329,16 @@ mod tests {
         NbdExport {
             server: NbdServer::Tcp { host: host.into(), port },
             export: export.map(Into::into),
+            tls: None,
         }
     }
 
     fn unix(path: &str, export: Option<&str>) -> NbdExport {
-        NbdExport { server: NbdServer::Unix(path.into()), export: export.map(Into::into) }
+        NbdExport {
+            server: NbdServer::Unix(path.into()),
+            export: export.map(Into::into),
+            tls: None,
+        }
     }
 
     fn refusal(uri: &str) -> String {

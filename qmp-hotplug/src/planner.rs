@@ -14,6 +14,7 @@ use crate::snapshot::Snapshot;
 use crate::spec::{
     DiskBus, DiskSource, DiskSpec, MAX_NIC_QUEUES, NbdExport, NbdServer, NicSpec, Vhost,
 };
+use crate::tls;
 use crate::topology::{BusKind, MachineKind, Preferences};
 
 /// Turns specs and a [`Snapshot`] into [`Plan`]s.
@@ -185,7 +186,8 @@ impl Planner {
     /// The plan to hot-add `spec`'s disk: for a descriptor source, `add-fd` of the image
     /// (whose identity is `image`) into a new fdset that keeps it for the disk's life,
     /// with the fingerprint as its opaque; `blockdev-add` (`file` for a regular file,
-    /// `host_device` for a block device, `nbd` for an export); `device_add`.
+    /// `host_device` for a block device, `nbd` for an export, after `object-add` of its
+    /// TLS credentials for an export over TLS); `device_add`.
     ///
     /// # Errors
     /// A bad name or slot, a full bus, or a descriptor source without `image`.
@@ -205,7 +207,15 @@ impl Planner {
             (self.place(DeviceKind::Disk, &spec.name, bus, slot, snapshot)?, Vec::new(), None)
         };
         let (mut file, fdset) = match (&spec.source, image) {
-            (DiskSource::Nbd(export), _) => (nbd_file(export, &id.file_node_name()), None),
+            (DiskSource::Nbd(export), _) => {
+                let mut file = nbd_file(export, &id.file_node_name());
+                if let Some(tls) = &export.tls {
+                    tls.check()?;
+                    steps.push(tls::object_add_step(&id, tls));
+                    tls::nbd_options(&mut file, &id, tls);
+                }
+                (file, None)
+            }
             (_, Some(image)) => {
                 steps.push(PlannedStep::new(
                     Step::AddFd { opaque: disk_opaque(&id, image), fd: FdRef::Image },
@@ -271,7 +281,8 @@ impl Planner {
     }
 
     /// The plan to hot-remove disk `id`, as far as QEMU still has it: `device_del`
-    /// (waiting for the guest), `blockdev-del` of its node, `remove-fd` of its fdsets.
+    /// (waiting for the guest), `blockdev-del` of its node, `object-del` of its TLS
+    /// credentials, `remove-fd` of its fdsets.
     pub fn disk_del(&self, id: &DeviceId, snapshot: &Snapshot) -> Plan {
         let mut steps = Vec::new();
         let name = id.to_string();
@@ -281,6 +292,7 @@ impl Planner {
         if snapshot.block_nodes.contains_key(&id.node_name()) {
             steps.push(PlannedStep::new(Step::BlockdevDel { node_name: id.node_name() }, None));
         }
+        steps.extend(tls::removal_step(id, snapshot));
         let mut sets: Vec<u64> =
             snapshot.disk_fdsets().filter(|(_, set)| set.device == *id).map(|(id, _)| id).collect();
         sets.dedup();

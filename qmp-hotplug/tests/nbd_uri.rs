@@ -75,8 +75,10 @@ fn the_parser_accepts_what_qemu_opens_and_refuses_what_it_refuses() {
     let tcp = |host: &str, port, export: &str| NbdExport {
         server: NbdServer::Tcp { host: host.into(), port },
         export: Some(export.into()),
+        tls: None,
     };
-    let unix = NbdExport { server: NbdServer::Unix(socket.clone()), export: Some("u".into()) };
+    let unix =
+        NbdExport { server: NbdServer::Unix(socket.clone()), export: Some("u".into()), tls: None };
     let opened = [
         (format!("nbd://127.0.0.1:{v4}/a%20b"), tcp("127.0.0.1", v4, "a b")),
         (format!("nbd+tcp://127.0.0.1:{v4}/a%20b"), tcp("127.0.0.1", v4, "a b")),

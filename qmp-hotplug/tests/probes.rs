@@ -5,8 +5,8 @@
 use qmp_client::mock::{DEFAULT_COMMANDS, MockServer};
 use qmp_client::{Client, Schema};
 use qmp_hotplug::{
-    DiskFormat, DiskSource, DiskSpec, Error, Hotplug, NbdExport, NicSpec, Vhost, disk_probes,
-    nic_probes,
+    DiskFormat, DiskSource, DiskSpec, Error, Hotplug, NbdExport, NbdTls, NicSpec, Vhost,
+    disk_probes, nic_probes,
 };
 use serde_json::{Value, json};
 
@@ -24,7 +24,9 @@ fn every_probe_holds_on_qemu_7_2() {
     for (queues, vhost) in [(1, Vhost::Off), (4, Vhost::Open), (1, Vhost::Fds), (4, Vhost::Fds)] {
         probes.extend(nic_probes(&nic(queues, vhost)));
     }
-    for source in [DiskSource::Fd, DiskSource::Nbd(nbd)] {
+    let tls = NbdTls { hostname: Some("nbd.example".into()), ..NbdTls::new("/pki") };
+    let nbd_tls = nbd.clone().with_tls(tls);
+    for source in [DiskSource::Fd, DiskSource::Nbd(nbd), DiskSource::Nbd(nbd_tls)] {
         for format in [DiskFormat::Raw, DiskFormat::Qcow2] {
             probes.extend(disk_probes(&DiskSpec { format, ..DiskSpec::new("d", source.clone()) }));
         }
@@ -41,6 +43,9 @@ fn every_probe_holds_on_qemu_7_2() {
         "blockdev-add/arg-type/+nbd/export",
         "blockdev-add/arg-type/+host_device/filename",
         "add-fd/arg-type/opaque",
+        "blockdev-add/arg-type/+nbd/tls-creds",
+        "blockdev-add/arg-type/+nbd/tls-hostname",
+        "object-add/arg-type/+tls-creds-x509/dir",
     ] {
         assert!(paths.contains(&expected), "{expected} not probed: {paths:?}");
     }

@@ -7,7 +7,10 @@ use clap::{Args, Subcommand};
 
 use qmp_hotplug::{Aio, DetectZeroes, Discard, DiskSettings, NbdExport, PCI_SLOTS};
 
-use super::values::{parse_device_name, parse_mac, parse_qemu_id, parse_queues, parse_seconds};
+use super::values::{
+    parse_device_name, parse_disk_size, parse_mac, parse_qemu_id, parse_queues, parse_seconds,
+    parse_tls_dir,
+};
 
 /// `qmp hotplug`.
 #[derive(Debug, Subcommand)]
@@ -24,6 +27,9 @@ opened. Status 0 when everything is supported, 1 otherwise.")]
     /// Disks: a block node and a virtio-blk device
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// CD drives (scsi-cd, ide-cd): change or eject the medium
+    #[command(subcommand)]
+    Cdrom(CdromCommand),
     /// List (--dry-run) or remove what interrupted hotplug operations left in QEMU
     #[command(long_about = "\
 List, as JSON, the parts of ours that interrupted hotplug operations left in QEMU (an intent \
@@ -34,6 +40,51 @@ VM, QEMU keeps removed fdsets listed until it runs: those are reported as pendin
 when everything listed was removed (or is pending), 1 otherwise. Another manager's add in \
 progress looks like an interrupted one: run gc when no add is under way.")]
     Gc(GcArgs),
+}
+
+/// `qmp hotplug cdrom`.
+#[derive(Debug, Subcommand)]
+pub(crate) enum CdromCommand {
+    /// Put a medium into a CD drive (`blockdev-change-medium`)
+    #[command(long_about = "\
+Put a medium into CD drive ID (a scsi-cd or ide-cd device; checked first): the --image is \
+opened here (read-only unless --read-write; a FIFO, directory or device node is refused \
+unopened), passed in a new fdset, and blockdev-change-medium reads it from /dev/fdset/N in \
+--format (never probed: an image whose header says otherwise is refused). The fdsets of \
+earlier media passed by this tool are removed; if the change fails, the new one is.")]
+    Change(CdromChangeArgs),
+    /// Open a CD drive's tray and remove its medium (`eject`)
+    #[command(long_about = "\
+Open CD drive ID's tray and remove its medium (eject). A tray the guest has locked is refused \
+by QEMU (status 1), which asks the guest to open it: try again later, or --force. The fdsets \
+of media this tool passed are removed.")]
+    Eject(CdromEjectArgs),
+}
+
+/// `qmp hotplug cdrom change`.
+#[derive(Debug, Args)]
+pub(crate) struct CdromChangeArgs {
+    /// The CD drive's device id
+    pub(crate) id: String,
+    /// The medium: an image file or block device
+    #[arg(long, value_name = "PATH")]
+    pub(crate) image: PathBuf,
+    /// The image format
+    #[arg(long, value_enum, default_value = "raw")]
+    pub(crate) format: Format,
+    /// Open and present the medium read-write (CD drives are read-only to the guest anyway)
+    #[arg(long)]
+    pub(crate) read_write: bool,
+}
+
+/// `qmp hotplug cdrom eject`.
+#[derive(Debug, Args)]
+pub(crate) struct CdromEjectArgs {
+    /// The CD drive's device id
+    pub(crate) id: String,
+    /// Eject even if the guest has locked the tray
+    #[arg(long)]
+    pub(crate) force: bool,
 }
 
 /// `qmp hotplug gc`.
@@ -167,7 +218,7 @@ nbd+unix:///EXPORT?socket=PATH) is reached by QEMU itself and passes no descript
 step fails, the steps before it are undone. Prints what QEMU has afterwards as JSON; a disk \
 of that name that QEMU already has exactly so is `already-present` (and this image was not \
 passed), one that differs is status 1 naming each difference.")]
-    Add(DiskAddArgs),
+    Add(Box<DiskAddArgs>),
     /// Hot-remove a disk: `device_del`, wait for the guest, then `blockdev-del` (or `drive_del`)
     #[command(long_about = "\
 Hot-remove a disk: device_del, wait for the guest's DEVICE_DELETED, then blockdev-del and \
@@ -176,6 +227,27 @@ prints the outcome as JSON. Checked first, nothing sent otherwise: the id is a d
 (disk-..., any id with --drive), the device exists and is a block device, and --drive is the \
 drive it uses (query-block). Missing ids, prelaunch and paused VMs as for `nic del`.")]
     Del(DiskDelArgs),
+    /// Resize a disk of ours (`block_resize`); prints the old and new size as JSON
+    #[command(long_about = "\
+Resize a disk of ours with block_resize of the node its device uses; the guest sees the new \
+capacity at once. SIZE is bytes with an optional K, M, G or T (powers of 1024) and a whole \
+number of 512-byte sectors. Checked first, nothing sent otherwise: the id is a disk's \
+(disk-...), QEMU has the device and it uses its own node, the node is writable, and the disk \
+does not shrink unless --allow-shrink (the data past the new end is lost).")]
+    Resize(DiskResizeArgs),
+}
+
+/// `qmp hotplug disk resize`.
+#[derive(Debug, Args)]
+pub(crate) struct DiskResizeArgs {
+    /// The disk's device id (as printed by `add`)
+    pub(crate) id: String,
+    /// The new size: bytes, or with K, M, G or T (e.g. 64M, 1G)
+    #[arg(value_parser = parse_disk_size)]
+    pub(crate) size: u64,
+    /// Allow making the disk smaller (the guest's data past the new end is lost)
+    #[arg(long)]
+    pub(crate) allow_shrink: bool,
 }
 
 /// Image formats.
@@ -209,6 +281,14 @@ pub(crate) struct DiskAddArgs {
     /// (an IPv6 HOST in brackets, %-escapes decoded) or `nbd+unix:///EXPORT?socket=PATH`
     #[arg(long, value_name = "URI", value_parser = NbdExport::parse_uri)]
     pub(crate) uri: Option<NbdExport>,
+    /// With --uri: reach the export over TLS with the certificates in DIR (`ca-cert.pem`,
+    /// and `client-cert.pem`/`client-key.pem` for a server that checks clients), as QEMU's
+    /// tls-creds-x509 reads them
+    #[arg(long, value_name = "DIR", requires = "uri", value_parser = parse_tls_dir)]
+    pub(crate) tls_dir: Option<PathBuf>,
+    /// With --tls-dir: the name the server's certificate must carry, when not the URI's host
+    #[arg(long, value_name = "HOST", requires = "tls_dir")]
+    pub(crate) tls_hostname: Option<String>,
     /// The image format (never probed: an image whose header says otherwise is refused)
     #[arg(long, value_enum, default_value = "raw")]
     pub(crate) format: Format,

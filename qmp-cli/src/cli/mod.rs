@@ -18,7 +18,7 @@ use clap::{Args, Parser, Subcommand};
 use crate::exit::Failure;
 
 pub(crate) use self::hotplug::{
-    DiskAddArgs, DiskBusArg, DiskCommand, HotplugCommand, NicAddArgs, NicCommand,
+    CdromCommand, DiskAddArgs, DiskBusArg, DiskCommand, HotplugCommand, NicAddArgs, NicCommand,
 };
 use self::values::parse_seconds;
 

@@ -5,10 +5,11 @@
 //! text); what they accept is ready to use as it is: a duration can be added to any clock
 //! reading without overflow, a name makes a valid device id, a queue count fits a tap.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use hostdev::tap::MAX_TAP_QUEUES;
-use qmp_hotplug::{DeviceId, MAX_NIC_QUEUES};
+use qmp_hotplug::{DeviceId, MAX_NIC_QUEUES, SECTOR_SIZE, parse_size};
 
 /// The longest duration any option takes: a year. Longer values (`--timeout 1e19`) are
 /// taken as this, so that every deadline `now + duration` exists; a year is "no deadline"
@@ -19,6 +20,32 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_secs(365 * 24 * 60 * 60
 /// NIC at most [`MAX_NIC_QUEUES`].
 pub(crate) const MAX_QUEUES: usize =
     if MAX_TAP_QUEUES < MAX_NIC_QUEUES { MAX_TAP_QUEUES } else { MAX_NIC_QUEUES };
+
+/// Parses `--tls-dir`: an existing directory holding `ca-cert.pem`, made absolute (QEMU
+/// would read a relative one from its own working directory).
+pub(crate) fn parse_tls_dir(text: &str) -> Result<PathBuf, String> {
+    let dir =
+        std::fs::canonicalize(text).map_err(|error| format!("TLS directory '{text}': {error}"))?;
+    if !dir.is_dir() {
+        return Err(format!("TLS directory '{text}' is not a directory"));
+    }
+    if !dir.join("ca-cert.pem").is_file() {
+        return Err(format!("TLS directory '{text}' has no ca-cert.pem (the server's CA)"));
+    }
+    if dir.to_str().is_none() {
+        return Err(format!("TLS directory '{text}' is not UTF-8"));
+    }
+    Ok(dir)
+}
+
+/// Parses a disk size (`64M`, `1G`, bytes): positive, whole 512-byte sectors.
+pub(crate) fn parse_disk_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size == 0 || size % SECTOR_SIZE != 0 {
+        return Err(format!("'{text}' is not a positive multiple of {SECTOR_SIZE} bytes"));
+    }
+    Ok(size)
+}
 
 /// Parses a number of seconds (`--timeout`, `--wait`): positive and finite; fractions
 /// allowed; at least a nanosecond; values over [`MAX_DURATION`] saturate to it.
@@ -127,6 +154,7 @@ mod tests {
             let _ = parse_queues(&text);
             let _ = parse_mac(&text);
             let _ = NbdExport::parse_uri(&text);
+            let _ = parse_disk_size(&text);
         }
 
         #[test]

@@ -4,13 +4,14 @@ use std::os::fd::OwnedFd;
 
 use hostdev::tap::Tap;
 use qmp_hotplug::{
-    DiskBus, DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NicSpec,
-    Outcome, RemoveOptions, Vhost,
+    DiskBus, DiskSource, DiskSpec, Error, Hotplug, Leftover, LeftoverPart, NbdExport, NbdTls,
+    NicSpec, Outcome, RemoveOptions, Vhost,
 };
 use serde_json::{Value, json};
 
 use crate::cli::{
-    DiskAddArgs, DiskBusArg, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs, NicCommand,
+    CdromCommand, DiskAddArgs, DiskBusArg, DiskCommand, GlobalArgs, HotplugCommand, NicAddArgs,
+    NicCommand,
 };
 use crate::exit::{Failure, Status};
 use crate::inherited::Inherited;
@@ -63,6 +64,28 @@ pub(crate) async fn run(
             .await?;
             output::print_line(&style.render(&json!({"id": id, "outcome": outcome.as_str()})))
         }
+        HotplugCommand::Disk(DiskCommand::Resize(args)) => {
+            let hotplug = connect(global).await?;
+            let resized = hotplug.resize_disk(&args.id, args.size, args.allow_shrink).await?;
+            output::print_line(&style.render(&json!({
+                "id": args.id,
+                "old_size": resized.old_size,
+                "new_size": resized.new_size,
+                "outcome": if resized.changed() { "resized" } else { "unchanged" },
+            })))
+        }
+        HotplugCommand::Cdrom(CdromCommand::Change(args)) => {
+            let hotplug = connect(global).await?;
+            let format = args.format.into();
+            hotplug.change_medium(&args.id, &args.image, format, !args.read_write).await?;
+            let image = args.image.display().to_string();
+            output::print_line(&style.render(&json!({"id": args.id, "medium": image})))
+        }
+        HotplugCommand::Cdrom(CdromCommand::Eject(args)) => {
+            let hotplug = connect(global).await?;
+            hotplug.eject(&args.id, args.force).await?;
+            output::print_line(&style.render(&json!({"id": args.id, "medium": null})))
+        }
         HotplugCommand::Gc(args) => gc(&connect(global).await?, args.dry_run, style).await,
     }
 }
@@ -73,6 +96,7 @@ fn leftover_json(item: &Leftover) -> Value {
         LeftoverPart::BlockNode { node_name } => ("block-node", node_name.clone(), None),
         LeftoverPart::Fdset { fdset_id } => ("fdset", fdset_id.to_string(), None),
         LeftoverPart::Netdev { id } => ("netdev", id.clone(), None),
+        LeftoverPart::TlsCreds { object } => ("tls-creds", object.clone(), None),
         LeftoverPart::NicIntent { marker, fd_names } => {
             ("nic-intent", marker.clone(), Some(fd_names.clone()))
         }
@@ -234,7 +258,15 @@ async fn add_nic(hotplug: &Hotplug, prepared: PreparedNic, style: Style) -> Resu
 fn disk_spec(args: &DiskAddArgs) -> Result<DiskSpec, Failure> {
     let source = match (&args.image, &args.uri) {
         (Some(path), None) => DiskSource::Path(path.clone()),
-        (None, Some(export)) => DiskSource::Nbd(export.clone()),
+        (None, Some(export)) => {
+            let mut export = export.clone();
+            if let Some(dir) = &args.tls_dir {
+                let tls = NbdTls { hostname: args.tls_hostname.clone(), ..NbdTls::new(dir) };
+                tls.check().map_err(|error| Failure::usage(error.to_string()))?;
+                export = export.with_tls(tls);
+            }
+            DiskSource::Nbd(export)
+        }
         // clap requires one and refuses both.
         _ => return Err(Failure::usage("give exactly one of --image PATH and --uri URI")),
     };

@@ -101,10 +101,12 @@ impl Source {
             Self::Nbd(socket) => DiskSource::Nbd(NbdExport {
                 server: NbdServer::Unix(socket.clone()),
                 export: Some("exp0".into()),
+                tls: None,
             }),
             Self::NbdTcp(port) => DiskSource::Nbd(NbdExport {
                 server: NbdServer::Tcp { host: "127.0.0.1".into(), port: *port },
                 export: Some("exp0".into()),
+                tls: None,
             }),
             Self::CallerFd(_) => DiskSource::Fd,
         }
