@@ -1028,30 +1028,8 @@ impl Hotplug {
         let focus = Focus::Device(id.to_owned(), DeviceKind::Disk);
         let snapshot = self.inventory(&focus, &deadline).await?;
         if let Some(driver) = snapshot.peripherals.get(id) {
-            let properties = snapshot.properties.get(id).cloned().unwrap_or_default();
-            let node = device.node_name();
-            match properties.drive.as_deref() {
-                None => {
-                    return Err(Error::WrongKind {
-                        id: id.into(),
-                        expected: DeviceKind::Disk,
-                        found: format!("a {driver} device, which has no drive"),
-                    });
-                }
-                Some(drive) if !drive.is_empty() && drive != node => {
-                    let owner = snapshot
-                        .backend_with_node(&node)
-                        .and_then(|backend| backend.device_id())
-                        .map(str::to_owned);
-                    return Err(Error::DriveMismatch {
-                        id: id.into(),
-                        drive: node,
-                        uses: Some(drive.into()),
-                        owner,
-                    });
-                }
-                Some(_) => {}
-            }
+            // A drive emptied by an earlier, unfinished removal is this disk's to finish.
+            check_own_node(&snapshot, id, &device, driver, true)?;
         }
         let plan = self.planner.disk_del(&device, &snapshot);
         self.remove(id, &plan, options, &deadline, &snapshot.run_state)
@@ -1467,4 +1445,40 @@ fn plan_again_after(id: &DeviceId, error: Error, attempt: usize) -> Result<(), E
 pub(crate) fn is_missing(error: &Error) -> bool {
     PROPERTY_NOT_FOUND.matches_reply(error.qmp_error())
         || error.qmp_error().is_some_and(|(class, _)| *class == ErrorClass::DeviceNotFound)
+}
+
+/// That disk `id` (a `driver` device QEMU has) uses its own block node: a device without a
+/// `drive` property is [`Error::WrongKind`], one using another node [`Error::DriveMismatch`]
+/// naming that node's owner. An empty `drive` (the backend already gone) passes only when
+/// `empty_ok`.
+pub(crate) fn check_own_node(
+    snapshot: &Snapshot,
+    id: &str,
+    device: &DeviceId,
+    driver: &str,
+    empty_ok: bool,
+) -> Result<(), Error> {
+    let node = device.node_name();
+    let drive = snapshot.properties.get(id).and_then(|properties| properties.drive.as_deref());
+    match drive {
+        Some("") if empty_ok => Ok(()),
+        None | Some("") => Err(Error::WrongKind {
+            id: id.into(),
+            expected: DeviceKind::Disk,
+            found: format!("a {driver} device, which has no drive"),
+        }),
+        Some(drive) if drive != node => {
+            let owner = snapshot
+                .backend_with_node(&node)
+                .and_then(|backend| backend.device_id())
+                .map(str::to_owned);
+            Err(Error::DriveMismatch {
+                id: id.into(),
+                drive: node,
+                uses: Some(drive.into()),
+                owner,
+            })
+        }
+        Some(_) => Ok(()),
+    }
 }

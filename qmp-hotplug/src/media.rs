@@ -21,7 +21,7 @@ use hostdev::image::Access;
 
 use crate::Error;
 use crate::deadline::Deadline;
-use crate::executor::{Hotplug, our_id};
+use crate::executor::{Hotplug, check_own_node, our_id};
 use crate::ids::DeviceKind;
 use crate::snapshot::Focus;
 use crate::spec::DiskFormat;
@@ -86,29 +86,8 @@ impl Hotplug {
         let Some(driver) = snapshot.peripherals.get(id) else {
             return Err(Error::NotFound { id: id.into() });
         };
+        check_own_node(&snapshot, id, &device, driver, false)?;
         let node = device.node_name();
-        match snapshot.properties.get(id).and_then(|properties| properties.drive.as_deref()) {
-            None => {
-                return Err(Error::WrongKind {
-                    id: id.into(),
-                    expected: DeviceKind::Disk,
-                    found: format!("a {driver} device, which has no drive"),
-                });
-            }
-            Some(drive) if drive != node => {
-                let owner = snapshot
-                    .backend_with_node(&node)
-                    .and_then(|backend| backend.device_id())
-                    .map(str::to_owned);
-                return Err(Error::DriveMismatch {
-                    id: id.into(),
-                    drive: node,
-                    uses: Some(drive.into()),
-                    owner,
-                });
-            }
-            Some(_) => {}
-        }
         if snapshot.block_nodes.get(&node).is_some_and(|node| node.read_only) {
             return Err(Error::ReadOnly { id: id.into() });
         }
