@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use qmp_hotplug::{DiskFdset, IntentMarker, NetworkInfo, disk_opaque};
+use qmp_hotplug::{DiskFdset, IntentMarker, NetworkInfo, disk_opaque_with};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
@@ -15,10 +15,10 @@ fuzz_target!(|data: &[u8]| {
     }
     for line in text.lines() {
         if let Some(set) = DiskFdset::parse(line) {
-            let written = set
-                .image
-                .as_ref()
-                .map_or_else(|| set.device.to_string(), |image| disk_opaque(&set.device, image));
+            let written = set.image.as_ref().map_or_else(
+                || set.device.to_string(),
+                |image| disk_opaque_with(&set.device, image, set.unseen),
+            );
             assert_eq!(written, line);
         }
         if let Some(marker) = IntentMarker::parse(line) {

@@ -4,8 +4,9 @@
 //! Only what QEMU shows can prove anything: the driver (`qom-list`), the NIC's netdev, MAC
 //! and multiqueue flag and the disk's drive (`qom-get`), the netdev's queues (`info
 //! network`), the node's driver, read-only flag and file (`query-named-block-nodes`), and
-//! the fingerprint of the image in the disk's fdset (`query-fdsets`). QEMU 7.2 shows no
-//! trace of vhost on a tap netdev, so vhost is not compared.
+//! the fingerprint of the image in the disk's fdset (`query-fdsets`), with the `aio` and
+//! `discard` recorded beside it (QEMU shows neither). QEMU 7.2 shows no trace of vhost on
+//! a tap netdev, so vhost is not compared.
 
 use std::fmt;
 
@@ -13,9 +14,9 @@ use hostdev::image::ImageIdentity;
 use serde_json::{Value, json};
 
 use crate::Error;
-use crate::disk_settings::{DetectZeroes, DiskSettings};
+use crate::disk_settings::{Aio, DetectZeroes, Discard, DiskSettings};
 use crate::ids::{DeviceId, DeviceKind};
-use crate::ownership::{DiskFdset, disk_opaque};
+use crate::ownership::{DiskFdset, Unseen, disk_opaque};
 use crate::scsi;
 use crate::snapshot::{DISK_SETTINGS, DeviceProperties, NIC_SETTINGS, Snapshot};
 use crate::spec::{DiskBus, DiskSource, DiskSpec, NbdExport, NicSpec};
@@ -253,14 +254,24 @@ pub(crate) fn existing_disk(
             if protocol != "nbd" || export.qemu_filename().as_ref() != Some(&node.file) {
                 differences.push(Difference::new("source", nbd_text(export), &node.file));
             }
+            // QEMU shows no node's discard, and an NBD disk has no fdset to record it in:
+            // a retry asking for one cannot be proven, so it is not adopted.
+            if let Some(discard) = Unseen::of(settings).discard {
+                let found =
+                    "unknown (QEMU does not show it; an NBD disk has no fdset to record it)";
+                differences.push(Difference::new("discard", discard.as_str(), found));
+            }
         }
         (_, Some(image)) => {
             let wanted_protocol = protocol_driver(image);
             if protocol != wanted_protocol {
                 differences.push(Difference::new("protocol driver", wanted_protocol, protocol));
             }
-            if let Some(found) = image_difference(&id, image, node.fdset(), snapshot) {
-                differences.push(Difference::new("image", disk_opaque(&id, image), found));
+            match image_difference(&id, image, node.fdset(), snapshot) {
+                Err(found) => {
+                    differences.push(Difference::new("image", disk_opaque(&id, image), found));
+                }
+                Ok(recorded) => differences.extend(unseen_differences(settings, recorded)),
             }
         }
         (_, None) => differences.push(Difference::new("image", "a known image", "unknown")),
@@ -312,29 +323,50 @@ pub(crate) fn protocol_driver(image: &ImageIdentity) -> &'static str {
     }
 }
 
-/// What is wrong with the proof that node `fdset` holds `image`, or `None` when the fdset
-/// holds exactly one descriptor, fingerprinted as `image` for `id`.
+/// What is wrong with the proof that node `fdset` holds `image`, or (`Ok`) the settings
+/// recorded with it when the fdset holds exactly one descriptor, fingerprinted as `image`
+/// for `id`.
 fn image_difference(
     id: &DeviceId,
     image: &ImageIdentity,
     fdset: Option<u64>,
     snapshot: &Snapshot,
-) -> Option<String> {
-    let Some(fdset) = fdset else { return Some("a node that does not read an fdset".into()) };
+) -> Result<Unseen, String> {
+    let Some(fdset) = fdset else { return Err("a node that does not read an fdset".into()) };
     let Some(set) = snapshot.fdsets.iter().find(|set| set.fdset_id == fdset) else {
-        return Some(format!("fdset {fdset}, which QEMU no longer lists (cannot prove its image)"));
+        return Err(format!("fdset {fdset}, which QEMU no longer lists (cannot prove its image)"));
     };
     let [fd] = set.fds.as_slice() else {
-        return Some(format!("fdset {fdset} with {} descriptors (cannot prove)", set.fds.len()));
+        return Err(format!("fdset {fdset} with {} descriptors (cannot prove)", set.fds.len()));
     };
     let opaque = fd.opaque.as_deref().unwrap_or_default();
     match DiskFdset::parse(opaque) {
-        Some(DiskFdset { device, image: Some(found) }) if device == *id && found == *image => None,
-        Some(DiskFdset { image: None, .. }) => {
-            Some(format!("fdset {fdset} without a fingerprint (cannot prove its image)"))
+        Some(DiskFdset { device, image: Some(found), unseen })
+            if device == *id && found == *image =>
+        {
+            Ok(unseen)
         }
-        _ => Some(format!("fdset {fdset} holding '{opaque}'")),
+        Some(DiskFdset { image: None, .. }) => {
+            Err(format!("fdset {fdset} without a fingerprint (cannot prove its image)"))
+        }
+        _ => Err(format!("fdset {fdset} holding '{opaque}'")),
     }
+}
+
+/// `aio` and `discard` as `settings` asks and as the fdset recorded them (QEMU shows
+/// neither), defaults folded.
+fn unseen_differences(settings: &DiskSettings, recorded: Unseen) -> Vec<Difference> {
+    let wanted = Unseen::of(settings);
+    let mut differences = Vec::new();
+    if wanted.aio != recorded.aio {
+        let text = |unseen: Unseen| unseen.aio.map_or("threads", Aio::as_str);
+        differences.push(Difference::new("aio", text(wanted), text(recorded)));
+    }
+    if wanted.discard != recorded.discard {
+        let text = |unseen: Unseen| unseen.discard.map_or("ignore", Discard::as_str);
+        differences.push(Difference::new("discard", text(wanted), text(recorded)));
+    }
+    differences
 }
 
 fn nbd_text(export: &NbdExport) -> String {
@@ -509,8 +541,9 @@ mod tests {
         type Change = fn(&mut DiskSettings);
         let image = ImageIdentity::File { device: DeviceNumber::new(8, 1), inode: 77 };
         let base = DiskSpec::new("d1", DiskSource::Path("/img".into()));
-        // QEMU's state of a disk added with every setting.
-        let mut snapshot = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
+        // QEMU's state of a disk added with every setting; aio and discard, which QEMU
+        // shows nowhere, recorded in the fdset's opaque.
+        let mut snapshot = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77;aio=native;discard=unmap");
         let node = snapshot.block_nodes.get_mut("disk-d1-pci-2").unwrap();
         (node.cache_direct, node.cache_no_flush) = (true, true);
         node.detect_zeroes = "unmap".into();
@@ -530,7 +563,10 @@ mod tests {
         };
         let spec = |settings: DiskSettings| DiskSpec { settings, ..base.clone() };
         assert!(existing_disk(&spec(all.clone()), Some(&image), &snapshot).unwrap().is_some());
-        let table: [(&str, Change); 6] = [
+        let table: [(&str, Change); 9] = [
+            ("aio", |s| s.aio = None),
+            ("aio", |s| s.aio = Some(Aio::IoUring)),
+            ("discard", |s| s.discard = Some(Discard::Ignore)),
             ("cache.direct", |s| s.cache_direct = false),
             ("cache.no-flush", |s| s.cache_no_flush = false),
             ("detect-zeroes", |s| s.detect_zeroes = Some(DetectZeroes::On)),
@@ -543,9 +579,13 @@ mod tests {
             change(&mut settings);
             assert_eq!(conflict(existing_disk(&spec(settings), Some(&image), &snapshot)), [field]);
         }
-        // QEMU 7.2 shows a node's aio and discard nowhere: they cannot be compared.
-        let unseen = DiskSettings { aio: None, discard: None, ..all.clone() };
-        assert!(existing_disk(&spec(unseen), Some(&image), &snapshot).unwrap().is_some());
+        // An fdset written without them (or by an older qmp-hotplug) records the defaults:
+        // `threads` named or left out is the same, `native` is not.
+        let defaults = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
+        let threads = DiskSettings { aio: Some(Aio::Threads), ..DiskSettings::default() };
+        assert!(existing_disk(&spec(threads), Some(&image), &defaults).unwrap().is_some());
+        let native = DiskSettings { aio: Some(Aio::Native), ..DiskSettings::default() };
+        assert_eq!(conflict(existing_disk(&spec(native), Some(&image), &defaults)), ["aio"]);
         // The device's defaults match a spec that leaves them, also where the model does
         // not show the property at all.
         let plain = with_disk("qmp-rs:disk-d1-pci-2:file=8.1:77");
@@ -571,5 +611,9 @@ mod tests {
         let other = NbdExport::parse_uri("nbd+unix:///exp1?socket=/run/nbd.sock").unwrap();
         let other = DiskSpec::new("d1", DiskSource::Nbd(other));
         assert_eq!(conflict(existing_disk(&other, None, &snapshot)), ["source"]);
+        // Nothing records an NBD disk's discard: a retry asking for one is not adopted.
+        let mut unmap = same.clone();
+        unmap.settings.discard = Some(crate::disk_settings::Discard::Unmap);
+        assert_eq!(conflict(existing_disk(&unmap, None, &snapshot)), ["discard"]);
     }
 }

@@ -133,7 +133,7 @@ pub use leftovers::{CleanReport, Leftover, LeftoverPart, Leftovers};
 pub use media::{CD_DRIVERS, Resized, SECTOR_SIZE, parse_size};
 pub use nbd::{NBD_DEFAULT_PORT, NbdExport, NbdServer};
 pub use netinfo::{Netdev, NetdevQueue, NetworkInfo};
-pub use ownership::{DiskFdset, IntentMarker, disk_opaque};
+pub use ownership::{DiskFdset, IntentMarker, Unseen, disk_opaque, disk_opaque_with};
 pub use pci::{PCI_FUNCTIONS, PCI_SLOTS, PciFunction, Slot, SlotMap};
 pub use plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 pub use planner::Planner;

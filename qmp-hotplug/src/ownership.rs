@@ -5,7 +5,9 @@
 //!   that names the device and fingerprints the image ([`disk_opaque`]):
 //!   `qmp-rs:disk-d1-pci-2:file=8.1:131074` (a regular file: its file system's device and
 //!   its inode) or `qmp-rs:disk-d1-pci-2:blk=7.0` (a block device's number). `query-fdsets`
-//!   then shows which image a node holds.
+//!   then shows which image a node holds. Settings QEMU 7.2 shows nowhere (`aio`,
+//!   `discard`) follow when they are not QEMU's defaults ([`disk_opaque_with`]:
+//!   `...:file=8.1:131074;aio=native;discard=unmap`), so a retry can compare them too.
 //! - A NIC add first creates an intent marker ([`IntentMarker`]), a QOM object whose id
 //!   names the device and how many descriptors it passes with `getfd`
 //!   (`qmp-rs-intent.nic-n1-pci-3.t2.v0`), and deletes it last. QEMU has no way to list
@@ -17,6 +19,7 @@
 use hostdev::DeviceNumber;
 use hostdev::image::ImageIdentity;
 
+use crate::disk_settings::{Aio, Discard, DiskSettings};
 use crate::ids::{DeviceId, DeviceKind};
 use crate::spec::MAX_NIC_QUEUES;
 
@@ -39,11 +42,80 @@ pub(crate) const MARKER_QOM_TYPE: &str = "secret";
 /// let image = ImageIdentity::BlockDevice(DeviceNumber::new(7, 0));
 /// let opaque = disk_opaque(&id, &image);
 /// assert_eq!(opaque, "qmp-rs:disk-d1-pci-2:blk=7.0");
-/// assert_eq!(DiskFdset::parse(&opaque), Some(DiskFdset { device: id, image: Some(image) }));
+/// let unseen = Default::default();
+/// assert_eq!(DiskFdset::parse(&opaque), Some(DiskFdset { device: id, image: Some(image), unseen }));
 /// # Ok::<(), qmp_hotplug::Error>(())
 /// ```
 pub fn disk_opaque(id: &DeviceId, image: &ImageIdentity) -> String {
-    format!("{DISK_OPAQUE_PREFIX}{id}:{}", identity_text(image))
+    disk_opaque_with(id, image, Unseen::default())
+}
+
+/// The disk settings QEMU 7.2 shows nowhere (not in `query-named-block-nodes`, not in
+/// QOM), kept in the fdset's opaque instead. `None` is QEMU's default (`threads`,
+/// `ignore`): a spec that names the default records the same as one that leaves it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Unseen {
+    /// `aio`, unless `threads`.
+    pub aio: Option<Aio>,
+    /// `discard`, unless `ignore`.
+    pub discard: Option<Discard>,
+}
+
+impl Unseen {
+    /// What `settings` asks for, defaults folded to `None`.
+    pub fn of(settings: &DiskSettings) -> Self {
+        Self {
+            aio: settings.aio.filter(|aio| *aio != Aio::Threads),
+            discard: settings.discard.filter(|discard| *discard != Discard::Ignore),
+        }
+    }
+
+    fn text(self) -> String {
+        let mut text = String::new();
+        if let Some(aio) = self.aio {
+            text.push_str(";aio=");
+            text.push_str(aio.as_str());
+        }
+        if let Some(discard) = self.discard {
+            text.push_str(";discard=");
+            text.push_str(discard.as_str());
+        }
+        text
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        let mut unseen = Self::default();
+        for part in text.split(';').filter(|part| !part.is_empty()) {
+            match part.split_once('=')? {
+                ("aio", value) => {
+                    unseen.aio =
+                        [Aio::Native, Aio::IoUring].into_iter().find(|a| a.as_str() == value);
+                    unseen.aio?;
+                }
+                ("discard", "unmap") => unseen.discard = Some(Discard::Unmap),
+                _ => return None,
+            }
+        }
+        Some(unseen)
+    }
+}
+
+/// [`disk_opaque`] with the settings QEMU does not show appended.
+///
+/// ```
+/// use hostdev::DeviceNumber;
+/// use hostdev::image::ImageIdentity;
+/// use qmp_hotplug::{Aio, DeviceId, DeviceKind, DiskFdset, Unseen, disk_opaque_with};
+/// let id = DeviceId::new(DeviceKind::Disk, "d1", 2)?;
+/// let image = ImageIdentity::BlockDevice(DeviceNumber::new(7, 0));
+/// let unseen = Unseen { aio: Some(Aio::Native), discard: None };
+/// let opaque = disk_opaque_with(&id, &image, unseen);
+/// assert_eq!(opaque, "qmp-rs:disk-d1-pci-2:blk=7.0;aio=native");
+/// assert_eq!(DiskFdset::parse(&opaque).map(|set| set.unseen), Some(unseen));
+/// # Ok::<(), qmp_hotplug::Error>(())
+/// ```
+pub fn disk_opaque_with(id: &DeviceId, image: &ImageIdentity, unseen: Unseen) -> String {
+    format!("{DISK_OPAQUE_PREFIX}{id}:{}{}", identity_text(image), unseen.text())
 }
 
 fn identity_text(image: &ImageIdentity) -> String {
@@ -77,6 +149,8 @@ pub struct DiskFdset {
     /// The image's fingerprint; `None` for an fdset whose opaque is the bare device id (as
     /// qmp-hotplug wrote before fingerprints): ours, but it proves no image.
     pub image: Option<ImageIdentity>,
+    /// The settings recorded after the fingerprint (all defaults when none are).
+    pub unseen: Unseen,
 }
 
 impl DiskFdset {
@@ -85,13 +159,23 @@ impl DiskFdset {
     pub fn parse(opaque: &str) -> Option<Self> {
         let Some(rest) = opaque.strip_prefix(DISK_OPAQUE_PREFIX) else {
             let device = opaque.parse::<DeviceId>().ok()?;
-            return (device.kind() == DeviceKind::Disk).then_some(Self { device, image: None });
+            return (device.kind() == DeviceKind::Disk).then_some(Self {
+                device,
+                image: None,
+                unseen: Unseen::default(),
+            });
         };
         let (id, identity) = rest.split_once(':')?;
         let device = id.parse::<DeviceId>().ok().filter(|id| id.kind() == DeviceKind::Disk)?;
+        let (identity, unseen) = identity.split_once(';').map_or((identity, ""), |(i, u)| (i, u));
         let image = parse_identity(identity)?;
+        let unseen = Unseen::parse(unseen)?;
         // Only the exact text this crate writes counts.
-        (disk_opaque(&device, &image) == opaque).then_some(Self { device, image: Some(image) })
+        (disk_opaque_with(&device, &image, unseen) == opaque).then_some(Self {
+            device,
+            image: Some(image),
+            unseen,
+        })
     }
 }
 
@@ -227,7 +311,7 @@ mod tests {
             if let Some(set) = DiskFdset::parse(&text) {
                 let written = set.image.as_ref().map_or_else(
                     || set.device.to_string(),
-                    |image| disk_opaque(&set.device, image),
+                    |image| disk_opaque_with(&set.device, image, set.unseen),
                 );
                 prop_assert_eq!(written, text.clone());
             }
@@ -237,16 +321,27 @@ mod tests {
         }
 
         #[test]
-        fn every_identity_round_trips(major in 0u64..4096, minor in 0u64..1 << 20,
-                                      inode: u64, block: bool, slot in 0u8..32) {
+        fn every_identity_and_unseen_setting_round_trips(
+            major in 0u64..4096, minor in 0u64..1 << 20, inode: u64, block: bool,
+            slot in 0u8..32, aio in 0usize..4, discard in 0usize..3,
+        ) {
             let device = DeviceNumber::new(major, minor);
             let image = if block {
                 ImageIdentity::BlockDevice(device)
             } else {
                 ImageIdentity::File { device, inode }
             };
-            let parsed = DiskFdset::parse(&disk_opaque(&disk(slot), &image)).unwrap();
-            prop_assert_eq!(parsed, DiskFdset { device: disk(slot), image: Some(image) });
+            let settings = DiskSettings {
+                aio: [None, Some(Aio::Threads), Some(Aio::Native), Some(Aio::IoUring)][aio],
+                discard: [None, Some(Discard::Ignore), Some(Discard::Unmap)][discard],
+                ..DiskSettings::default()
+            };
+            let unseen = Unseen::of(&settings);
+            let parsed = DiskFdset::parse(&disk_opaque_with(&disk(slot), &image, unseen)).unwrap();
+            prop_assert_eq!(parsed, DiskFdset { device: disk(slot), image: Some(image), unseen });
+            // A default named or left out records the same.
+            prop_assert_eq!(unseen.aio.is_none(), aio < 2);
+            prop_assert_eq!(unseen.discard.is_none(), discard < 2);
         }
     }
 }

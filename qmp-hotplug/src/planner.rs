@@ -7,7 +7,7 @@ use serde_json::{Map, Value, json};
 use crate::Error;
 use crate::adopt::protocol_driver;
 use crate::ids::{DeviceId, DeviceKind};
-use crate::ownership::{IntentMarker, MARKER_QOM_TYPE, disk_opaque};
+use crate::ownership::{IntentMarker, MARKER_QOM_TYPE, Unseen, disk_opaque_with};
 use crate::pci::PCI_SLOTS;
 use crate::plan::{FdRef, FdsetRef, PLANNED_FDSET_PATH, Plan, PlannedStep, Step};
 use crate::snapshot::Snapshot;
@@ -218,7 +218,10 @@ impl Planner {
             }
             (_, Some(image)) => {
                 steps.push(PlannedStep::new(
-                    Step::AddFd { opaque: disk_opaque(&id, image), fd: FdRef::Image },
+                    Step::AddFd {
+                        opaque: disk_opaque_with(&id, image, Unseen::of(&spec.settings)),
+                        fd: FdRef::Image,
+                    },
                     Some(Step::RemoveFdset { fdset: FdsetRef::Planned }),
                 ));
                 let file = json!({

@@ -83,21 +83,28 @@ async fn disk_settings_reach_qemu_and_the_guest() {
         }
         other => panic!("a disk with another cache mode was taken: {other:?}"),
     }
-    // Each device setting QEMU shows (qom-get) is compared on its own.
-    let changes: [(&str, DiskSettings); 3] = [
-        ("serial", DiskSettings { serial: Some("QMPRS-0002".into()), ..settings.clone() }),
-        ("bootindex", DiskSettings { bootindex: None, ..settings.clone() }),
-        ("write-cache", DiskSettings { write_cache: Some(true), ..settings.clone() }),
+    // Each device setting QEMU shows (qom-get) is compared on its own, and so are aio and
+    // discard, which QEMU shows nowhere: the fdset's opaque recorded them.
+    let changes: [(&[&str], DiskSettings); 5] = [
+        (&["serial"], DiskSettings { serial: Some("QMPRS-0002".into()), ..settings.clone() }),
+        (&["bootindex"], DiskSettings { bootindex: None, ..settings.clone() }),
+        (&["write-cache"], DiskSettings { write_cache: Some(true), ..settings.clone() }),
+        (&["aio"], DiskSettings { aio: Some(Aio::IoUring), ..settings.clone() }),
+        // detect-zeroes=unmap needs discard=unmap, so both change.
+        (
+            &["detect-zeroes", "discard"],
+            DiskSettings { discard: None, detect_zeroes: None, ..settings.clone() },
+        ),
     ];
     let devices = pci_devices(client).await;
-    for (field, changed) in changes {
+    for (expected, changed) in changes {
         let retry = DiskSpec { settings: changed, ..spec.clone() };
         match hotplug.add_disk(&retry, None).await {
             Err(Error::Conflict { differences, .. }) => {
                 let fields: Vec<&str> = differences.iter().map(|d| d.field).collect();
-                assert_eq!(fields, [field], "{differences:?}");
+                assert_eq!(fields, expected, "{differences:?}");
             }
-            other => panic!("a disk with another {field} was taken: {other:?}"),
+            other => panic!("a disk with another {expected:?} was taken: {other:?}"),
         }
     }
     assert_eq!(pci_devices(client).await, devices, "conflicts change nothing");
