@@ -9,7 +9,10 @@
 //!
 //! Checked: no panic; no hang: the handshake and every call return within their timeouts
 //! (plus slack for a loaded machine); every call returns, and once the connection is over
-//! every call fails with an error at once; memory stays bounded (the frame limit, the event
+//! every call that sends a command fails with an error at once, while what already arrived
+//! (queued events, the cached schema) stays readable: nothing received is lost (the
+//! 10-minute campaign's one "crash" was this check asking too much of an event read);
+//! memory stays bounded (the frame limit, the event
 //! queue: no more events come out than the server sent objects); the server thread ends.
 #![no_main]
 
@@ -78,11 +81,21 @@ fn serve(listener: &UnixListener, bytes: Vec<u8>) {
     while matches!((&stream).read(&mut sink), Ok(n) if n > 0) {}
 }
 
+/// Whether a call needs the server: one that sends a command fails once the connection is
+/// over; one that reads what already arrived (queued events, the cached schema) may still
+/// succeed then, since nothing received is lost.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Needs {
+    Server,
+    WhatArrived,
+}
+
 /// Runs `call`, checking it returns within `timeout` plus slack, and that once the
-/// connection is over it is an error.
+/// connection is over a call that needs the server is an error.
 fn timed<T>(
     client: &mut Client,
     timeout: Duration,
+    needs: Needs,
     call: impl FnOnce(&mut Client) -> Result<T, qmp_client::Error>,
 ) -> Result<T, qmp_client::Error> {
     let was_closed = client.close_error().is_some();
@@ -90,8 +103,8 @@ fn timed<T>(
     let result = call(client);
     let took = started.elapsed();
     assert!(took < timeout + SLACK, "a call took {took:?} (timeout {timeout:?})");
-    if was_closed {
-        assert!(result.is_err(), "a call succeeded on a closed connection");
+    if was_closed && needs == Needs::Server {
+        assert!(result.is_err(), "a command succeeded on a closed connection");
     }
     result
 }
@@ -101,7 +114,9 @@ fn timed<T>(
 fn drain_events(client: &mut Client, objects_sent: usize) {
     let mut items = 0;
     let mut events = 0;
-    while let Ok(item) = timed(client, Duration::ZERO, |c| c.next_event(Duration::ZERO)) {
+    while let Ok(item) =
+        timed(client, Duration::ZERO, Needs::WhatArrived, |c| c.next_event(Duration::ZERO))
+    {
         items += 1;
         events += usize::from(matches!(item, EventItem::Event(_)));
         assert!(items <= MAX_QUEUED_EVENTS, "more queued than the queue holds");
@@ -126,23 +141,27 @@ fuzz_target!(|input: &[u8]| {
         if let Ok(mut owned) = connected {
             let client = &mut owned;
             match mode % 6 {
-                0 => drop(timed(client, SHORT, |c| c.execute("query-status", ()))),
+                0 => drop(timed(client, SHORT, Needs::Server, |c| c.execute("query-status", ()))),
                 1 => {
                     for _ in 0..3 {
-                        drop(timed(client, SHORT, |c| c.execute("query-status", ())));
+                        drop(timed(client, SHORT, Needs::Server, |c| {
+                            c.execute("query-status", ())
+                        }));
                     }
                 }
-                2 => drop(timed(client, SHORT, |c| c.hmp("info status"))),
+                2 => drop(timed(client, SHORT, Needs::Server, |c| c.hmp("info status"))),
                 3 => {
-                    drop(timed(client, SHORT, |c| c.next_event(SHORT)));
-                    drop(timed(client, SHORT, |c| c.execute("query-status", ())));
+                    drop(timed(client, SHORT, Needs::WhatArrived, |c| c.next_event(SHORT)));
+                    drop(timed(client, SHORT, Needs::Server, |c| c.execute("query-status", ())));
                 }
                 4 => {
                     let filter = EventFilter::names(["STOP"]);
-                    drop(timed(client, SHORT, |c| c.wait_for_event(&filter, SHORT)));
-                    drop(timed(client, SHORT, |c| c.query_fdsets()));
+                    drop(timed(client, SHORT, Needs::WhatArrived, |c| {
+                        c.wait_for_event(&filter, SHORT)
+                    }));
+                    drop(timed(client, SHORT, Needs::Server, |c| c.query_fdsets()));
                 }
-                _ => drop(timed(client, SHORT, |c| c.schema())),
+                _ => drop(timed(client, SHORT, Needs::WhatArrived, |c| c.schema())),
             }
             drain_events(client, objects_sent);
             let _ = client.stats();
