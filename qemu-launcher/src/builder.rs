@@ -21,6 +21,9 @@ const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(20);
 /// Guest RAM without and with a guest kernel, in MiB.
 const BARE_MEMORY_MIB: u32 = 64;
 const GUEST_MEMORY_MIB: u32 = 256;
+/// How many [root ports](QemuBuilder::root_ports) fit on q35's `pcie.0`: slots 02 to 1e
+/// (00 is the host bridge, 01 is kept for a display, 1f holds the ICH9 functions).
+pub const MAX_ROOT_PORTS: u8 = 29;
 
 /// Finds the default QEMU binary: `$QMP_QEMU` if set, otherwise `qemu-system-x86_64` on
 /// `PATH`.
@@ -97,6 +100,7 @@ pub struct QemuBuilder {
     dir_in: Option<PathBuf>,
     start_timeout: Duration,
     pub(crate) guest: Option<GuestImage>,
+    root_ports: u8,
     extra_args: Vec<OsString>,
 }
 
@@ -120,6 +124,7 @@ impl QemuBuilder {
             dir_in: None,
             start_timeout: DEFAULT_START_TIMEOUT,
             guest: None,
+            root_ports: 0,
             extra_args: Vec::new(),
         }
     }
@@ -199,6 +204,18 @@ impl QemuBuilder {
         self
     }
 
+    /// Start with `count` empty `pcie-root-port`s on a q35 machine's `pcie.0`, `rp1` to
+    /// `rp<count>` at slots 02.0 onwards (chassis 1, slot = the port's number). q35 hot-plugs
+    /// a device only into a root port, and a root port cannot be hot-added: libvirt and Kata
+    /// start a pool of empty ones the same way. At most [`MAX_ROOT_PORTS`]; more is
+    /// [`StartError::TooManyRootPorts`] from [`QemuBuilder::start`]. The ports come before
+    /// the [extra arguments](QemuBuilder::arg).
+    #[must_use]
+    pub fn root_ports(mut self, count: u8) -> Self {
+        self.root_ports = count;
+        self
+    }
+
     /// Append one command-line argument (after everything the builder sets).
     #[must_use]
     pub fn arg(mut self, arg: impl AsRef<OsStr>) -> Self {
@@ -243,8 +260,12 @@ impl QemuBuilder {
     ///
     /// # Errors
     /// [`StartError`] when the binary is missing, the process cannot be spawned, exits early,
-    /// or the socket does not appear within the [start timeout](QemuBuilder::start_timeout).
+    /// or the socket does not appear within the [start timeout](QemuBuilder::start_timeout);
+    /// [`StartError::TooManyRootPorts`] before any of that.
     pub fn start(self) -> Result<Qemu, StartError> {
+        if self.root_ports > MAX_ROOT_PORTS {
+            return Err(StartError::TooManyRootPorts { asked: self.root_ports });
+        }
         let binary = self.resolve()?;
         let mut dir = tempfile::Builder::new();
         // Private: the socket, logs and whatever a caller puts there are nobody else's.
@@ -307,6 +328,16 @@ impl QemuBuilder {
         if self.paused {
             args.push("-S".into());
         }
+        for port in 1..=self.root_ports {
+            args.push("-device".into());
+            let slot = port + 1;
+            args.push(
+                format!(
+                    "pcie-root-port,id=rp{port},bus=pcie.0,chassis=1,slot={port},addr={slot:#x}"
+                )
+                .into(),
+            );
+        }
         args.extend(self.extra_args.iter().cloned());
         args
     }
@@ -367,6 +398,36 @@ mod tests {
         assert!(has_pair(&args, "-m", "512") && has_pair(&args, "-serial", "file:/d/serial.log"));
         assert!(args.contains(&"-S".to_owned()));
         assert_eq!(args[args.len() - 2..], ["-smp", "2"]);
+    }
+
+    #[test]
+    fn root_ports_take_pcie0_slots_from_2_and_come_before_extra_arguments() {
+        let args = arguments(&QemuBuilder::new().machine("q35").root_ports(3).arg("-smp"));
+        let ports: Vec<&String> =
+            args.iter().filter(|arg| arg.starts_with("pcie-root-port")).collect();
+        assert_eq!(
+            ports,
+            [
+                "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
+                "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
+                "pcie-root-port,id=rp3,bus=pcie.0,chassis=1,slot=3,addr=0x4",
+            ]
+        );
+        assert_eq!(args.last().map(String::as_str), Some("-smp"));
+        assert!(!arguments(&QemuBuilder::new()).iter().any(|arg| arg.contains("root-port")));
+        let last = arguments(&QemuBuilder::new().root_ports(MAX_ROOT_PORTS));
+        assert!(
+            last.iter().any(|arg| arg.ends_with("id=rp29,bus=pcie.0,chassis=1,slot=29,addr=0x1e"))
+        );
+    }
+
+    #[test]
+    fn more_root_ports_than_pcie0_holds_are_refused_before_qemu_runs() {
+        // A binary that does not exist: the refusal comes before the binary is looked for.
+        let builder = QemuBuilder::new().binary("/nonexistent/qemu").root_ports(MAX_ROOT_PORTS + 1);
+        let err = builder.start().unwrap_err();
+        assert!(matches!(err, StartError::TooManyRootPorts { asked: 30 }), "{err}");
+        assert_eq!(err.to_string(), "30 root ports asked, but q35's pcie.0 has room for 29");
     }
 
     #[test]

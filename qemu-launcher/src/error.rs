@@ -38,6 +38,12 @@ pub enum StartError {
         /// What QEMU wrote to stderr so far.
         stderr: String,
     },
+    /// More [root ports](crate::QemuBuilder::root_ports) than `pcie.0` has free slots for.
+    #[error("{asked} root ports asked, but q35's pcie.0 has room for {}", crate::MAX_ROOT_PORTS)]
+    TooManyRootPorts {
+        /// How many were asked for.
+        asked: u8,
+    },
     /// Creating QEMU's private directory or its stderr file failed.
     #[error("cannot set up QEMU's private directory: {0}")]
     Io(#[source] io::Error),

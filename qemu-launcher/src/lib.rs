@@ -68,7 +68,7 @@ mod qemu;
 #[cfg(feature = "test-support")]
 mod skip;
 
-pub use builder::{QEMU_BINARY_ENV, QemuBuilder, find_qemu};
+pub use builder::{MAX_ROOT_PORTS, QEMU_BINARY_ENV, QemuBuilder, find_qemu};
 pub use error::{SerialWaitEnd, StartError};
 pub use guest::{GUEST_DIR_ENV, GUEST_READY, GUEST_READY_TIMEOUT, GuestImage, SerialLine};
 pub use qemu::Qemu;

@@ -821,15 +821,6 @@ async fn repro_12_a_manager_that_dies_mid_add_leaves_nothing_unfindable() {
     assert!(wait_interface_gone(&tap_name), "no tap left in QEMU");
 }
 
-/// A guest started with `extra` devices: q35 root ports or pc bridges.
-fn guest_with(machine: &str, extra: &[&str]) -> QemuBuilder {
-    let mut builder = QemuBuilder::new().machine(machine);
-    for device in extra {
-        builder = builder.arg("-device").arg(device);
-    }
-    builder
-}
-
 /// The guest's `+eth`/`+vd` line after `offset`, for a device behind a bridge or root port:
 /// on a secondary bus, not bus 0.
 fn guest_line_behind_bridge(qemu: &Qemu, offset: usize, change: &str) -> String {
@@ -840,13 +831,7 @@ fn guest_line_behind_bridge(qemu: &Qemu, offset: usize, change: &str) -> String 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q35_nic_and_disk_go_into_empty_root_ports_and_a_full_pool_refuses_cleanly() {
-    let qemu = guest_or_skip!(guest_with(
-        "q35",
-        &[
-            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
-            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
-        ]
-    ));
+    let qemu = guest_or_skip!(QemuBuilder::new().machine("q35").root_ports(2));
     let hotplug = connect(&qemu).await;
     let tree = hotplug.pci_tree().await.unwrap();
     assert_eq!(tree.machine().to_string(), "q35");
@@ -902,8 +887,9 @@ async fn q35_nic_and_disk_go_into_empty_root_ports_and_a_full_pool_refuses_clean
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pc_bridge_slots_take_nics_slot_0_included() {
-    let qemu =
-        guest_or_skip!(guest_with("pc", &["pci-bridge,id=br1,chassis_nr=1,bus=pci.0,addr=0x5"]));
+    let qemu = guest_or_skip!(
+        QemuBuilder::new().args(["-device", "pci-bridge,id=br1,chassis_nr=1,bus=pci.0,addr=0x5"])
+    );
     let hotplug = connect(&qemu).await;
     let taps: Vec<Tap> = (0..2).map(|_| Tap::open("qhbr%d", 1).unwrap()).collect();
     let start = qemu.serial_len();

@@ -164,12 +164,7 @@ async fn scsi_luns_on_a_hot_added_controller_come_and_go_on_pc() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scsi_luns_on_a_controller_in_a_q35_root_port_come_and_go() {
-    let qemu = guest_or_skip!(
-        QemuBuilder::new()
-            .machine("q35")
-            .arg("-device")
-            .arg("pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2")
-    );
+    let qemu = guest_or_skip!(QemuBuilder::new().machine("q35").root_ports(1));
     let hotplug = connect(&qemu).await;
     lun_cycle(&qemu, &hotplug, "scsi-hba-rp1-0", "rp1-0").await;
     assert_eq!(qemu_state(hotplug.client()).await["peripherals"], json!(["rp1"]));

@@ -77,13 +77,7 @@ async fn fill(client: &Client) -> Vec<(String, Place)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn q35_root_ports_take_one_device_each_and_pcie_0_none() {
-    let qemu = qemu_or_skip!(QemuBuilder::new().machine("q35").paused(true).args([
-        "-device",
-        "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
-        "-device",
-        "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
-        "-device",
-        "pcie-root-port,id=rp3,bus=pcie.0,chassis=1,slot=3,addr=0x4",
+    let qemu = qemu_or_skip!(QemuBuilder::new().machine("q35").paused(true).root_ports(3).args([
         "-netdev",
         "user,id=cold",
         "-device",

@@ -28,7 +28,7 @@ use crate::output::{escape_for_terminal, with_progress};
 /// How long the guest gets to let go of a device.
 /// Empty root ports `qmp demo --machine q35` starts with: the demo plugs two devices, and
 /// two stay free so that a repeated or extra add has room.
-const Q35_ROOT_PORTS: u32 = 4;
+const Q35_ROOT_PORTS: u8 = 4;
 
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest gets to show a device it was given.
@@ -159,12 +159,7 @@ impl Demo {
         if args.machine == "q35" {
             // q35 hot-plugs only into root ports, which cannot be hot-added: a pool of
             // empty ones at start, as libvirt and Kata do.
-            for port in 1..=Q35_ROOT_PORTS {
-                builder = builder.arg("-device").arg(format!(
-                    "pcie-root-port,id=rp{port},bus=pcie.0,chassis=1,slot={port},addr={:#x}",
-                    port + 1
-                ));
-            }
+            builder = builder.root_ports(Q35_ROOT_PORTS);
         }
         if let Some(image) = &guest {
             builder = builder.guest(image);

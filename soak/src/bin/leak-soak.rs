@@ -117,12 +117,7 @@ async fn hotplug_cycles(args: &Args) -> Vec<String> {
     let mut builder = QemuBuilder::new();
     if args.q35 {
         // One root port for the NIC, one for the disk.
-        builder = builder.machine("q35").args([
-            "-device",
-            "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,slot=1,addr=0x2",
-            "-device",
-            "pcie-root-port,id=rp2,bus=pcie.0,chassis=1,slot=2,addr=0x3",
-        ]);
+        builder = builder.machine("q35").root_ports(2);
     }
     let qemu = Qemu::start_guest_with(builder).expect("QEMU with the test guest");
     let hotplug = Hotplug::new(Client::connect(qemu.qmp_path()).await.expect("connect"));

@@ -722,13 +722,9 @@ async fn soak(args: &Args) -> i32 {
     let host = Host::new().expect("the soak's work directory and images");
     let mut builder = QemuBuilder::new().memory_mib(256);
     if args.machine == Machine::Q35 {
-        builder = builder.machine("q35");
-        for port in 1..=args.max_devices + SPARE_ROOT_PORTS {
-            builder = builder.arg("-device").arg(format!(
-                "pcie-root-port,id=rp{port},bus=pcie.0,chassis=1,slot={port},addr={:#x}",
-                port + 1
-            ));
-        }
+        // --max-devices is at most 24, so the ports fit (MAX_ROOT_PORTS is 29).
+        let ports = u8::try_from(args.max_devices + SPARE_ROOT_PORTS).unwrap_or(u8::MAX);
+        builder = builder.machine("q35").root_ports(ports);
     }
     let qemu = match Qemu::start_guest_with(builder) {
         Ok(qemu) => qemu,
