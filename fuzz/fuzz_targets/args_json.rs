@@ -11,32 +11,10 @@
 use libfuzzer_sys::arbitrary::{Result, Unstructured};
 use libfuzzer_sys::fuzz_target;
 use qmp_cli::{Error, json_kind, parse_args_json};
-use serde_json::{Map, Value};
+use serde_json::Value;
 
-fn json(u: &mut Unstructured, depth: u32) -> Result<Value> {
-    let pick = if depth == 0 { u.int_in_range(0..=4)? } else { u.int_in_range(0..=6)? };
-    Ok(match pick {
-        0 => Value::Null,
-        1 => Value::Bool(u.arbitrary()?),
-        2 => Value::from(u.arbitrary::<u64>()?),
-        3 => serde_json::Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
-        4 => Value::String(u.arbitrary()?),
-        5 => {
-            let count = u.int_in_range(0..=4)?;
-            Value::Array((0..count).map(|_| json(u, depth - 1)).collect::<Result<_>>()?)
-        }
-        _ => Value::Object(object(u, depth - 1)?),
-    })
-}
-
-fn object(u: &mut Unstructured, depth: u32) -> Result<Map<String, Value>> {
-    let count = u.int_in_range(0..=4)?;
-    let mut map = Map::new();
-    for _ in 0..count {
-        map.insert(u.arbitrary()?, json(u, depth)?);
-    }
-    Ok(map)
-}
+#[path = "../shared/arbitrary_json.rs"]
+mod arbitrary_json;
 
 const JSON_WHITESPACE: [char; 4] = [' ', '\t', '\n', '\r'];
 
@@ -61,7 +39,7 @@ fn check(text: &str) {
 }
 
 fn generated(u: &mut Unstructured) -> Result<()> {
-    let map = object(u, 4)?;
+    let map = arbitrary_json::object(u, 4)?;
     let body = if u.arbitrary()? {
         serde_json::to_string_pretty(&map)
     } else {

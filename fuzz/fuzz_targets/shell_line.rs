@@ -13,6 +13,9 @@ use libfuzzer_sys::fuzz_target;
 use qmp_cli::shell_line::{Line, parse_line};
 use serde_json::{Map, Value};
 
+#[path = "../shared/arbitrary_json.rs"]
+mod arbitrary_json;
+
 /// Whether `c` may be in a generated name or key: the splitter's and parser's special
 /// characters (whitespace, quotes, brackets, `=`) are not.
 fn plain(c: char) -> bool {
@@ -23,31 +26,6 @@ fn plain(c: char) -> bool {
 fn word(u: &mut Unstructured) -> Result<String> {
     let text: String = u.arbitrary::<String>()?.chars().filter(|&c| plain(c)).take(16).collect();
     Ok(if text.is_empty() { "x".to_owned() } else { text })
-}
-
-fn json(u: &mut Unstructured, depth: u32) -> Result<Value> {
-    let pick = if depth == 0 { u.int_in_range(0..=4)? } else { u.int_in_range(0..=6)? };
-    Ok(match pick {
-        0 => Value::Null,
-        1 => Value::Bool(u.arbitrary()?),
-        2 => Value::from(u.arbitrary::<i64>()?),
-        3 => serde_json::Number::from_f64(u.arbitrary()?).map_or(Value::Null, Value::Number),
-        4 => Value::String(u.arbitrary()?),
-        5 => {
-            let count = u.int_in_range(0..=4)?;
-            Value::Array((0..count).map(|_| json(u, depth - 1)).collect::<Result<_>>()?)
-        }
-        _ => Value::Object(object(u, depth - 1)?),
-    })
-}
-
-fn object(u: &mut Unstructured, depth: u32) -> Result<Map<String, Value>> {
-    let count = u.int_in_range(0..=4)?;
-    let mut map = Map::new();
-    for _ in 0..count {
-        map.insert(u.arbitrary()?, json(u, depth)?);
-    }
-    Ok(map)
 }
 
 /// Raw text: the checks that hold for any line.
@@ -89,7 +67,7 @@ fn generated(u: &mut Unstructured) -> Result<()> {
     };
     let mut line = name.clone();
     let expected = if u.arbitrary()? {
-        let map = object(u, 3)?;
+        let map = arbitrary_json::object(u, 3)?;
         let text = if u.arbitrary()? {
             serde_json::to_string_pretty(&map)
         } else {
@@ -109,7 +87,7 @@ fn generated(u: &mut Unstructured) -> Result<()> {
                 let text: String = word(u)?.chars().filter(|&c| c != '\'').collect();
                 (format!("'{text}'"), Value::String(text))
             } else {
-                let value = json(u, 3)?;
+                let value = arbitrary_json::value(u, 3)?;
                 (serde_json::to_string(&value).expect("JSON"), value)
             };
             line.push_str(&format!(" {key}={text}"));
