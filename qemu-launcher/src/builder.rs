@@ -101,6 +101,7 @@ pub struct QemuBuilder {
     start_timeout: Duration,
     pub(crate) guest: Option<GuestImage>,
     root_ports: u8,
+    empty_cdrom: bool,
     extra_args: Vec<OsString>,
 }
 
@@ -125,6 +126,7 @@ impl QemuBuilder {
             start_timeout: DEFAULT_START_TIMEOUT,
             guest: None,
             root_ports: 0,
+            empty_cdrom: false,
             extra_args: Vec::new(),
         }
     }
@@ -213,6 +215,16 @@ impl QemuBuilder {
     #[must_use]
     pub fn root_ports(mut self, count: u8) -> Self {
         self.root_ports = count;
+        self
+    }
+
+    /// Start with an empty CD-ROM: a `virtio-scsi-pci` controller `scsi0` at slot 04.0 of
+    /// the root bus and a `scsi-cd` `cd0` on it (SCSI id 0, LUN 1) whose drive, also `cd0`,
+    /// has no medium, for tests that insert, change and eject one. It comes after the
+    /// [root ports](QemuBuilder::root_ports), so it needs fewer than three of them.
+    #[must_use]
+    pub fn empty_scsi_cdrom(mut self) -> Self {
+        self.empty_cdrom = true;
         self
     }
 
@@ -337,6 +349,18 @@ impl QemuBuilder {
                 )
                 .into(),
             );
+        }
+        if self.empty_cdrom {
+            for arg in [
+                "-device",
+                "virtio-scsi-pci,id=scsi0,addr=0x4",
+                "-drive",
+                "if=none,id=cd0",
+                "-device",
+                "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
+            ] {
+                args.push(arg.into());
+            }
         }
         args.extend(self.extra_args.iter().cloned());
         args

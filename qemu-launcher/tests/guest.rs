@@ -252,14 +252,7 @@ fn a_paused_guest_is_not_waited_for_and_not_ready() {
 /// and a SCSI CD-ROM whose medium is inserted and ejected.
 #[test]
 fn guest_reports_block_devices_sizes_and_media() {
-    let qemu = guest_or_skip!(QemuBuilder::new().args([
-        "-device",
-        "virtio-scsi-pci,id=scsi0,addr=0x4",
-        "-drive",
-        "if=none,id=cd0",
-        "-device",
-        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
-    ]));
+    let qemu = guest_or_skip!(QemuBuilder::new().empty_scsi_cdrom());
     let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
     // The empty drive was reported before GUEST-READY.
     let log = qemu.serial_log();

@@ -401,14 +401,7 @@ fn nic_and_disk_go_onto_the_bus_asked_for_and_an_unknown_bus_changes_nothing() {
 
 #[test]
 fn a_cd_medium_goes_in_and_out_through_the_cli() {
-    let qemu = guest_or_skip!(QemuBuilder::new().args([
-        "-device",
-        "virtio-scsi-pci,id=scsi0,addr=0x4",
-        "-drive",
-        "if=none,id=cd0",
-        "-device",
-        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
-    ]));
+    let qemu = guest_or_skip!(QemuBuilder::new().empty_scsi_cdrom());
     let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
     let socket = qemu.qmp_path();
     let iso = qemu.dir().join("cli.iso");

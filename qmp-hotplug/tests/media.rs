@@ -79,14 +79,7 @@ async fn cd_fdsets(client: &Client) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cd_medium_goes_in_is_changed_and_comes_out() {
-    let qemu = guest_or_skip!(QemuBuilder::new().args([
-        "-device",
-        "virtio-scsi-pci,id=scsi0,addr=0x4",
-        "-drive",
-        "if=none,id=cd0",
-        "-device",
-        "scsi-cd,drive=cd0,bus=scsi0.0,scsi-id=0,lun=1,id=cd0",
-    ]));
+    let qemu = guest_or_skip!(QemuBuilder::new().empty_scsi_cdrom());
     let ready = qemu.wait_guest_ready(Duration::ZERO).unwrap();
     let hotplug = Hotplug::new(Client::connect(qemu.qmp_path()).await.unwrap());
     let client = hotplug.client().clone();

@@ -3,8 +3,8 @@
 //! spec again is adopted (QEMU's node filename parses back to the same export), and the disk
 //! goes. With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails the test.
 
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command};
+mod qemu_nbd;
+
 use std::time::Duration;
 
 use qemu_launcher::guest_or_skip;
@@ -14,35 +14,13 @@ use qmp_hotplug::{DiskSource, DiskSpec, Hotplug, NbdExport, NbdServer, Outcome, 
 /// A deadline per step for QEMU and the guest on a loaded CI machine, not a speed check.
 const STEP: Duration = Duration::from_secs(60);
 
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_nbd_disk_over_tcp_comes_and_goes_in_the_guest() {
     let qemu = guest_or_skip!();
     let image = qemu.dir().join("tcp.raw");
     std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = Server(
-        Command::new("qemu-nbd")
-            .args(["-f", "raw", "--persistent", "-x", "vm disk", "-b", "127.0.0.1"])
-            .args(["-p", &port.to_string()])
-            .arg(&image)
-            .spawn()
-            .expect("qemu-nbd (Debian qemu-utils)"),
-    );
-    for _ in 0..500 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let server = qemu_nbd::QemuNbd::serve(&image, "vm disk", &[]);
+    let port = server.port();
     let export = NbdExport::parse_uri(&format!("nbd://127.0.0.1:{port}/vm%20disk")).unwrap();
     assert_eq!(export.server, NbdServer::Tcp { host: "127.0.0.1".into(), port });
 

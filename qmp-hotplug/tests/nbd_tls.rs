@@ -8,10 +8,11 @@
 //! removes; a wrong CA is refused and leaves no object; the removal deletes the object.
 //! With `QMP_REQUIRE_QEMU=1` a missing QEMU or guest fails the test.
 
+mod qemu_nbd;
+
 use std::io::Write;
-use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::time::Duration;
 
 use qemu_launcher::guest_or_skip;
@@ -23,15 +24,6 @@ use qmp_hotplug::{
 use serde_json::{Value, json};
 
 const STEP: Duration = Duration::from_secs(20);
-
-struct Server(Child);
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn openssl(dir: &Path, args: &[&str]) {
     let status = Command::new("openssl")
@@ -151,24 +143,13 @@ async fn an_nbd_disk_over_tls_brings_and_takes_its_credentials() {
 
     let image = qemu.dir().join("tls.raw");
     std::fs::File::create(&image).unwrap().set_len(8 << 20).unwrap();
-    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let _server = Server(
-        Command::new("qemu-nbd")
-            .arg("--object")
-            .arg(format!("tls-creds-x509,id=tls0,dir={},endpoint=server", server.display()))
-            .args(["--tls-creds", "tls0", "-f", "raw", "--persistent", "-x", "secure"])
-            .args(["-b", "127.0.0.1", "-p", &port.to_string()])
-            .arg(&image)
-            .spawn()
-            .expect("qemu-nbd (Debian qemu-utils)"),
+    let tls_object = format!("tls-creds-x509,id=tls0,dir={},endpoint=server", server.display());
+    let nbd = qemu_nbd::QemuNbd::serve(
+        &image,
+        "secure",
+        &["--object", &tls_object, "--tls-creds", "tls0"],
     );
-    for _ in 0..500 {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let uri = format!("nbd://127.0.0.1:{port}/secure");
+    let uri = format!("nbd://127.0.0.1:{}/secure", nbd.port());
     let spec_with = |dir: &Path| {
         let export = NbdExport::parse_uri(&uri).unwrap().with_tls(NbdTls::new(dir));
         DiskSpec::new("tls", DiskSource::Nbd(export))
