@@ -940,7 +940,7 @@ impl Hotplug {
         let deadline = Deadline::after(self.operation_timeout);
         let _serial = self.serialise(&deadline).await?;
         let snapshot = self.inventory(&Focus::Everything, &deadline).await?;
-        Ok(Leftovers { items: leftovers::find(&snapshot), run_state: snapshot.run_state })
+        Ok(Leftovers::in_snapshot(&snapshot))
     }
 
     /// Removes `leftovers` (as [`Hotplug::leftovers`] listed them), each only if a fresh

@@ -22,8 +22,15 @@ use crate::tls::NbdTls;
 /// The NBD port a URI means when it names none.
 pub const NBD_DEFAULT_PORT: u16 = 10809;
 
-/// An NBD export.
+/// An NBD export: from a URI ([`NbdExport::parse_uri`]) or built with [`NbdExport::new`].
+///
+/// ```
+/// use qmp_hotplug::{NbdExport, NbdServer};
+/// let built = NbdExport::new(NbdServer::Unix("/run/nbd.sock".into())).with_export("vm 1");
+/// assert_eq!(built, NbdExport::parse_uri("nbd+unix:///vm%201?socket=/run/nbd.sock").unwrap());
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct NbdExport {
     /// The server.
     pub server: NbdServer,
@@ -75,6 +82,19 @@ impl NbdExport {
 }
 
 impl NbdExport {
+    /// The server's default export on `server`, without TLS.
+    #[must_use]
+    pub fn new(server: NbdServer) -> Self {
+        Self { server, export: None, tls: None }
+    }
+
+    /// The export called `name` instead of the server's default.
+    #[must_use]
+    pub fn with_export(mut self, name: impl Into<String>) -> Self {
+        self.export = Some(name.into());
+        self
+    }
+
     /// The export reached over TLS.
     #[must_use]
     pub fn with_tls(mut self, tls: NbdTls) -> Self {

@@ -72,13 +72,10 @@ fn the_parser_accepts_what_qemu_opens_and_refuses_what_it_refuses() {
     ];
     let s = "%2Fnbd%20sock";
     let dir_path = dir.path().to_str().unwrap();
-    let tcp = |host: &str, port, export: &str| NbdExport {
-        server: NbdServer::Tcp { host: host.into(), port },
-        export: Some(export.into()),
-        tls: None,
+    let tcp = |host: &str, port, export: &str| {
+        NbdExport::new(NbdServer::Tcp { host: host.into(), port }).with_export(export)
     };
-    let unix =
-        NbdExport { server: NbdServer::Unix(socket.clone()), export: Some("u".into()), tls: None };
+    let unix = NbdExport::new(NbdServer::Unix(socket.clone())).with_export("u");
     let opened = [
         (format!("nbd://127.0.0.1:{v4}/a%20b"), tcp("127.0.0.1", v4, "a b")),
         (format!("nbd+tcp://127.0.0.1:{v4}/a%20b"), tcp("127.0.0.1", v4, "a b")),

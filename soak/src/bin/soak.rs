@@ -98,16 +98,13 @@ impl Source {
             Self::File(path) | Self::OnTmpfs(path) | Self::Loop(path) => {
                 DiskSource::Path(path.clone())
             }
-            Self::Nbd(socket) => DiskSource::Nbd(NbdExport {
-                server: NbdServer::Unix(socket.clone()),
-                export: Some("exp0".into()),
-                tls: None,
-            }),
-            Self::NbdTcp(port) => DiskSource::Nbd(NbdExport {
-                server: NbdServer::Tcp { host: "127.0.0.1".into(), port: *port },
-                export: Some("exp0".into()),
-                tls: None,
-            }),
+            Self::Nbd(socket) => {
+                DiskSource::Nbd(NbdExport::new(NbdServer::Unix(socket.clone())).with_export("exp0"))
+            }
+            Self::NbdTcp(port) => DiskSource::Nbd(
+                NbdExport::new(NbdServer::Tcp { host: "127.0.0.1".into(), port: *port })
+                    .with_export("exp0"),
+            ),
             Self::CallerFd(_) => DiskSource::Fd,
         }
     }
