@@ -642,9 +642,12 @@ const SPARE_ROOT_PORTS: usize = 2;
 fn parse_args(args: &[String]) -> Args {
     let mut parsed = Args {
         minutes: 1.0,
+        // The second and the pid: soaks started side by side (as scripts/test starts pc's
+        // and q35's) make different choices.
         seed: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
-            .map_or(1, |d| d.as_secs()),
+            .map_or(1, |d| d.as_secs())
+            ^ (u64::from(std::process::id()) << 32),
         max_devices: 6,
         machine: Machine::Pc,
     };
