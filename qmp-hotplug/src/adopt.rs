@@ -359,11 +359,11 @@ fn unseen_differences(settings: &DiskSettings, recorded: Unseen) -> Vec<Differen
     let wanted = Unseen::of(settings);
     let mut differences = Vec::new();
     if wanted.aio != recorded.aio {
-        let text = |unseen: Unseen| unseen.aio.map_or("threads", Aio::as_str);
+        let text = |unseen: Unseen| unseen.aio.unwrap_or(Aio::Threads).as_str();
         differences.push(Difference::new("aio", text(wanted), text(recorded)));
     }
     if wanted.discard != recorded.discard {
-        let text = |unseen: Unseen| unseen.discard.map_or("ignore", Discard::as_str);
+        let text = |unseen: Unseen| unseen.discard.unwrap_or(Discard::Ignore).as_str();
         differences.push(Difference::new("discard", text(wanted), text(recorded)));
     }
     differences
