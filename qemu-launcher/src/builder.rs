@@ -218,10 +218,11 @@ impl QemuBuilder {
         self
     }
 
-    /// Start with an empty CD-ROM: a `virtio-scsi-pci` controller `scsi0` at slot 04.0 of
-    /// the root bus and a `scsi-cd` `cd0` on it (SCSI id 0, LUN 1) whose drive, also `cd0`,
-    /// has no medium, for tests that insert, change and eject one. It comes after the
-    /// [root ports](QemuBuilder::root_ports), so it needs fewer than three of them.
+    /// Start with an empty CD-ROM: a `virtio-scsi-pci` controller `scsi0` on the root bus
+    /// and a `scsi-cd` `cd0` on it (SCSI id 0, LUN 1) whose drive, also `cd0`, has no
+    /// medium, for tests that insert, change and eject one. The controller is at slot 04.0,
+    /// or in the first slot after the [root ports](QemuBuilder::root_ports) when they reach
+    /// 04.0.
     #[must_use]
     pub fn empty_scsi_cdrom(mut self) -> Self {
         self.empty_cdrom = true;
@@ -351,9 +352,11 @@ impl QemuBuilder {
             );
         }
         if self.empty_cdrom {
+            // Root port N sits in slot N + 1.
+            let slot = self.root_ports.saturating_add(2).max(4);
+            args.push("-device".into());
+            args.push(format!("virtio-scsi-pci,id=scsi0,addr={slot:#x}").into());
             for arg in [
-                "-device",
-                "virtio-scsi-pci,id=scsi0,addr=0x4",
                 "-drive",
                 "if=none,id=cd0",
                 "-device",
@@ -442,6 +445,25 @@ mod tests {
         let last = arguments(&QemuBuilder::new().root_ports(MAX_ROOT_PORTS));
         assert!(
             last.iter().any(|arg| arg.ends_with("id=rp29,bus=pcie.0,chassis=1,slot=29,addr=0x1e"))
+        );
+    }
+
+    #[test]
+    fn the_empty_cdrom_controller_takes_slot_4_or_the_first_after_the_root_ports() {
+        let controller = |builder: QemuBuilder| {
+            arguments(&builder.empty_scsi_cdrom())
+                .into_iter()
+                .find(|arg| arg.starts_with("virtio-scsi-pci"))
+                .unwrap()
+        };
+        assert_eq!(controller(QemuBuilder::new()), "virtio-scsi-pci,id=scsi0,addr=0x4");
+        assert_eq!(
+            controller(QemuBuilder::new().root_ports(2)),
+            "virtio-scsi-pci,id=scsi0,addr=0x4"
+        );
+        assert_eq!(
+            controller(QemuBuilder::new().root_ports(3)),
+            "virtio-scsi-pci,id=scsi0,addr=0x5"
         );
     }
 

@@ -53,3 +53,12 @@ fn q35_starts_with_every_root_port_the_builder_allows_each_where_its_id_says() {
         (1..=MAX_ROOT_PORTS).map(|port| (format!("rp{port}"), u64::from(port) + 1)).collect();
     assert_eq!(root_ports, expected);
 }
+
+#[test]
+fn an_empty_cdrom_beside_root_ports_that_reach_its_slot_still_starts() {
+    // Root ports 1-3 take slots 02-04: the CD-ROM's controller moves to 05.
+    let mut qemu = qemu_or_skip!(
+        QemuBuilder::new().machine("q35").paused(true).root_ports(3).empty_scsi_cdrom()
+    );
+    assert!(qemu.is_running());
+}
