@@ -25,11 +25,11 @@ use crate::cli::DemoArgs;
 use crate::exit::{Failure, Status};
 use crate::output::{escape_for_terminal, with_progress};
 
-/// How long the guest gets to let go of a device.
 /// Empty root ports `qmp demo --machine q35` starts with: the demo plugs two devices, and
 /// two stay free so that a repeated or extra add has room.
 const Q35_ROOT_PORTS: u8 = 4;
 
+/// How long the guest gets to let go of a device.
 const UNPLUG_TIMEOUT: Duration = Duration::from_secs(20);
 /// How long the guest gets to show a device it was given.
 const GUEST_SEES_TIMEOUT: Duration = Duration::from_secs(20);
